@@ -1,0 +1,143 @@
+"""Validation rules shared by the series readers and writers.
+
+Each check raises :class:`~latenttune.io.errors.SeriesFormatError` naming the
+file, the dataset and the rule.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from latenttune.io.errors import SeriesFormatError
+
+__all__ = [
+    "check_grid",
+    "check_value_dtype",
+    "check_mask_dtype",
+    "check_frame_values",
+    "mask_to_bool",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def check_grid(shape: tuple[int, ...], file: PathLike, dataset: str) -> int:
+    """Check that the last three axes of ``shape`` form an even cube; return N.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape whose last three entries are the diffraction grid.
+    file, dataset : str
+        Where the shape came from (for the error message).
+
+    Returns
+    -------
+    int
+        The grid size ``N``.
+    """
+    cube = tuple(int(s) for s in shape[-3:])
+    if len(cube) != 3 or not (cube[0] == cube[1] == cube[2]):
+        raise SeriesFormatError(
+            file, dataset, f"the diffraction grid must be cubic (N, N, N), got {cube}"
+        )
+    N = cube[0]
+    if N < 2 or N % 2:
+        raise SeriesFormatError(
+            file, dataset, f"the grid size N must be even and >= 2 (N = 2n), got N = {N}"
+        )
+    return N
+
+
+def check_value_dtype(dtype: np.dtype, file: PathLike, dataset: str, what: str) -> None:
+    """Require a real numeric (integer or floating, not bool) dtype."""
+    if np.dtype(dtype).kind not in "iuf":
+        raise SeriesFormatError(
+            file,
+            dataset,
+            f"{what} must have a real integer or floating dtype, got {np.dtype(dtype)}",
+        )
+
+
+def check_mask_dtype(dtype: np.dtype, file: PathLike, dataset: str) -> None:
+    """Require an integer or boolean mask dtype (nonzero = excluded)."""
+    if np.dtype(dtype).kind not in "biu":
+        raise SeriesFormatError(
+            file,
+            dataset,
+            "the mask must have an integer or boolean dtype (nonzero = excluded), "
+            f"got {np.dtype(dtype)}",
+        )
+
+
+def mask_to_bool(mask: np.ndarray) -> np.ndarray:
+    """Convert an integer/bool mask (nonzero = excluded) to bool, True = excluded."""
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        return np.array(mask, dtype=bool, copy=True)
+    return mask != 0
+
+
+def check_frame_values(
+    values: np.ndarray,
+    mask: np.ndarray,
+    file: PathLike,
+    dataset: str,
+    frame: int,
+    what: str = "intensity",
+) -> np.ndarray:
+    """Check one frame's values over the measured voxels and return float32.
+
+    Values at excluded (masked) voxels are not checked, because detectors
+    commonly flag gaps with negative or non-finite numbers; they are set to 0 in
+    the returned array so they cannot poison sums. Measured voxels must be
+    finite and non-negative.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The raw frame, shape (N, N, N).
+    mask : numpy.ndarray of bool
+        True = excluded.
+    file, dataset : str
+        Where the frame came from (for the error message).
+    frame : int
+        Frame index (for the error message).
+    what : str
+        "intensity" or "amplitude".
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 copy of ``values`` with excluded voxels cleaned.
+    """
+    with np.errstate(over="ignore"):
+        out = np.array(values, dtype=np.float32, copy=True)
+    if np.dtype(values.dtype).kind == "f":
+        bad = ~np.isfinite(out)
+        if mask is not None:
+            bad &= ~mask
+        if bad.any():
+            raise SeriesFormatError(
+                file,
+                dataset,
+                f"{what} must be finite at measured voxels, found {int(bad.sum())} "
+                "NaN/inf value(s) outside the mask (or values that overflow float32)",
+                frame=frame,
+            )
+    neg = out < 0
+    if mask is not None:
+        neg &= ~mask
+    if neg.any():
+        raise SeriesFormatError(
+            file,
+            dataset,
+            f"{what} must be non-negative at measured voxels, found {int(neg.sum())} "
+            f"negative value(s) outside the mask (min {float(out[neg].min()):.6g})",
+            frame=frame,
+        )
+    if mask is not None and mask.any():
+        out[mask] = 0.0
+    return out

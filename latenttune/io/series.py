@@ -1,0 +1,270 @@
+"""Read side of diffraction time series: :class:`Frame`, :class:`Series`, :func:`open_series`.
+
+A series is a sequence of measured 3D diffraction patterns ``I(q, t)`` on an
+``N^3`` grid (q = 0 at index ``N // 2``), each with a boolean mask
+(True = voxel not measured) and a time stamp in seconds. Frames are read lazily
+on access, so a long series never has to fit in memory.
+
+Supported inputs (DESIGN.md section 5):
+
+* CXI-style HDF5 (``.cxi``, ``.h5``, ...): see :mod:`latenttune.io.cxi`.
+* cohere-style amplitude frames: a directory of ``*.npy`` or ``*.tif`` files,
+  or one ``.npy`` of shape (T, N, N, N) or (N, N, N): see
+  :mod:`latenttune.io.cohere`.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import operator
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latenttune.io.errors import SeriesFormatError
+
+__all__ = ["Frame", "Series", "open_series"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One measured diffraction pattern of a series.
+
+    Attributes
+    ----------
+    intensity : numpy.ndarray
+        float32 (N, N, N), q = 0 at index N // 2; excluded voxels hold 0.
+    mask : numpy.ndarray
+        bool (N, N, N), True = voxel NOT measured.
+    time : float
+        Time stamp in seconds.
+    index : int
+        Position of the frame in its series (0-based, non-negative).
+    """
+
+    intensity: np.ndarray
+    mask: np.ndarray
+    time: float
+    index: int
+
+
+class Series(abc.ABC):
+    """A lazily read diffraction time series (abstract base).
+
+    Subclasses provide the raw readers; this class provides indexing,
+    validation of every frame on read, iteration and resource handling.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file or directory the series comes from.
+    N : int
+        Diffraction grid size (even).
+    times : numpy.ndarray
+        float64 (T,) time stamps in seconds.
+    has_truth : bool
+        Whether a ground-truth density is stored with every frame.
+    metadata : dict
+        Free-form description of the source (format, layout, attributes, ...).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        N: int,
+        times: np.ndarray,
+        has_truth: bool,
+        metadata: dict[str, Any],
+    ) -> None:
+        self._path = Path(path)
+        self._N = int(N)
+        self._times = np.asarray(times, dtype=np.float64)
+        self._has_truth = bool(has_truth)
+        self._metadata = metadata
+        self._closed = False
+
+    # -- raw readers provided by subclasses ----------------------------------
+    @abc.abstractmethod
+    def _read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(intensity float32, mask bool)`` of frame ``i`` (validated)."""
+
+    def _read_truth(self, i: int) -> np.ndarray:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release file handles (subclasses override)."""
+
+    # -- public API -----------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The file or directory the series was opened from."""
+        return self._path
+
+    @property
+    def N(self) -> int:
+        """Diffraction grid size (N = 2n)."""
+        return self._N
+
+    @property
+    def n(self) -> int:
+        """Object grid size (n = N / 2)."""
+        return self._N // 2
+
+    @property
+    def times(self) -> np.ndarray:
+        """Time stamps of all frames in seconds, float64 (T,) (a copy)."""
+        return self._times.copy()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Description of the source: format, layout, attributes, time source, ..."""
+        return self._metadata
+
+    @property
+    def has_truth(self) -> bool:
+        """True when a ground-truth density (simulated series) is stored."""
+        return self._has_truth
+
+    @property
+    def truth_attrs(self) -> dict[str, Any]:
+        """Attributes describing the ground truth (scenario, params, seed); {} if none."""
+        return dict(self._metadata.get("truth_attrs") or {})
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    def __len__(self) -> int:
+        return int(self._times.shape[0])
+
+    def _index(self, t: Any) -> int:
+        try:
+            i = operator.index(t)
+        except TypeError:
+            raise TypeError(
+                f"series index must be an integer, got {type(t).__name__}"
+            ) from None
+        T = len(self)
+        if not -T <= i < T:
+            raise IndexError(
+                f"frame index {i} is out of range for a series of {T} frame(s) "
+                f"(valid: {-T} .. {T - 1}) in {self._path}"
+            )
+        return i + T if i < 0 else i
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"series {self._path} is closed")
+
+    def __getitem__(self, t: int) -> Frame:
+        i = self._index(t)
+        self._check_open()
+        intensity, mask = self._read_raw(i)
+        return Frame(intensity=intensity, mask=mask, time=float(self._times[i]), index=i)
+
+    def __iter__(self) -> Iterator[Frame]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def truth(self, t: int) -> np.ndarray:
+        """Ground-truth complex density of frame ``t``.
+
+        Parameters
+        ----------
+        t : int
+            Frame index (negative counts from the end).
+
+        Returns
+        -------
+        numpy.ndarray
+            complex64 (n, n, n).
+
+        Raises
+        ------
+        LookupError
+            If the series stores no ground truth (``has_truth`` is False).
+        """
+        i = self._index(t)
+        self._check_open()
+        if not self._has_truth:
+            raise LookupError(f"series {self._path} stores no ground truth (has_truth is False)")
+        return self._read_truth(i)
+
+    def close(self) -> None:
+        """Close the underlying files (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Series:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"{type(self).__name__}({str(self._path)!r}, frames={len(self)}, N={self._N}, "
+            f"truth={self._has_truth}, {state})"
+        )
+
+
+HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".hdf", ".nxs")
+
+
+def open_series(path: str | os.PathLike[str]) -> Series:
+    """Open a diffraction time series for lazy, validated reading.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A CXI-style HDF5 file (stacked or one entry per frame), a directory of
+        cohere-style amplitude frames (``*.npy`` or ``*.tif``), or a single
+        ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N).
+
+    Returns
+    -------
+    Series
+        Use as a context manager (or call ``close()``) to release the file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    SeriesFormatError
+        If the content breaks a layout rule (the message names file, dataset
+        and rule).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"`path` does not exist: {p}")
+    if p.is_dir():
+        from latenttune.io.cohere import CohereDirSeries
+
+        return CohereDirSeries(p)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        from latenttune.io.cohere import NpySeries
+
+        return NpySeries(p)
+    import h5py
+
+    if suffix in HDF5_SUFFIXES or h5py.is_hdf5(p):
+        from latenttune.io.cxi import CXISeries
+
+        return CXISeries(p)
+    raise SeriesFormatError(
+        p,
+        "<file>",
+        "unsupported input: expected a CXI/HDF5 file (.cxi, .h5), a .npy file, "
+        f"or a directory of .npy/.tif frames, got suffix {suffix or '(none)'!r}",
+    )
