@@ -1,0 +1,467 @@
+"""The 3D convolutional autoencoder: measured intensity -> latent ``z`` -> complex density.
+
+Shapes below are for the default configuration (object grid ``n = 32``, diffraction grid
+``N = 64``, latent dimension ``k``); ``B`` is the batch size.
+
+Encoder (conv + pooling, as in the 3D CNN CDI literature)::
+
+    intensity (B, N, N, N), mask (B, N, N, N)         photon counts, True = not measured
+    -> normalise: a = sqrt(I) / rms(sqrt(I) over measured voxels), 0 where masked
+       channels [log1p(a), measured]                  (B, 2, 64, 64, 64)
+    -> 4 x [conv3x3 + GELU + maxpool2]                (B, 64, 4, 4, 4)
+    -> flatten, linear, GELU, linear                  (B, k)
+    -> tanh                                           z in the latent box (-1, 1)^k
+
+Decoder (upsampling + conv)::
+
+    z (B, k) -> linear, GELU, linear                  (B, 64, 4, 4, 4)
+    -> 3 x [conv3x3 + GELU + trilinear upsample x2]   (B, 16, 32, 32, 32)
+    -> amplitude head: conv3x3, sigmoid               (B, 32, 32, 32) in [0, 1]
+    -> phase head: conv3x3 to a 2-vector (cos, sin)   (B, 32, 32, 32) phase = atan2
+    -> density = amplitude * exp(i phase)             (B, 32, 32, 32) complex64
+
+The phase head predicts a unit phasor rather than an angle, so phase vortices (dislocations)
+and wrapped strain phases need no discontinuity in the network's output.
+
+The latent box is ``[-1, 1]^k`` (tanh bound): the extremum-seeking controller uses it directly
+(:attr:`LatentAutoencoder.latent_bounds`).
+
+Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) carry the config, a schema
+version and the training recipe, and load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ModelConfig",
+    "LatentAutoencoder",
+    "normalise_intensity",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "DEFAULT_MODEL_PATH",
+    "SCHEMA_VERSION",
+]
+
+SCHEMA_VERSION = 1
+DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.pt"
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of :class:`LatentAutoencoder`.
+
+    Attributes
+    ----------
+    n : int
+        Object grid size; the diffraction grid is ``N = 2 n``. Must be divisible by
+        ``2 ** len(decoder_channels)`` and ``N`` by ``2 ** len(encoder_channels)``.
+    latent_dim : int
+        Dimension ``k`` of the latent vector ``z``.
+    encoder_channels : tuple of int
+        Channels of the encoder's conv stages; each stage halves the grid.
+    decoder_channels : tuple of int
+        Channels of the decoder's conv stages, coarsest first; each stage doubles the grid.
+    hidden : int
+        Width of the fully connected layers around the latent vector.
+    """
+
+    n: int = 32
+    latent_dim: int = 12
+    encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
+    decoder_channels: tuple[int, ...] = (64, 32, 16)
+    hidden: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("n", "latent_dim", "hidden"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        for name in ("encoder_channels", "decoder_channels"):
+            value = tuple(getattr(self, name))
+            if not value or any(not isinstance(c, (int, np.integer)) or c < 1 for c in value):
+                raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {value!r}")
+            object.__setattr__(self, name, tuple(int(c) for c in value))
+        if self.N % (2 ** len(self.encoder_channels)):
+            raise ValueError(
+                f"`n` = {self.n}: the diffraction grid N = {self.N} must be divisible by "
+                f"2**len(encoder_channels) = {2 ** len(self.encoder_channels)}"
+            )
+        if self.n % (2 ** len(self.decoder_channels)):
+            raise ValueError(
+                f"`n` = {self.n} must be divisible by 2**len(decoder_channels) = {2 ** len(self.decoder_channels)}"
+            )
+
+    @property
+    def N(self) -> int:
+        """Diffraction grid size ``2 n``."""
+        return 2 * self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (lists for tuples), for checkpoints and TOML files."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; allowed: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def normalise_intensity(intensity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Encoder input: flux-independent amplitude channels ``(B, 2, N, N, N)``.
+
+    ``a = sqrt(I) / rms(sqrt(I))`` over the measured voxels (0 where masked), then channels
+    ``[log1p(a), measured]``. Scaling ``I`` by any positive factor leaves the output unchanged.
+
+    Parameters
+    ----------
+    intensity : Tensor, shape (B, N, N, N)
+        Non-negative counts.
+    mask : bool Tensor, shape (N, N, N) or (B, N, N, N), optional
+        True where a voxel was NOT measured.
+    """
+    measured = torch.ones_like(intensity) if mask is None else (~mask.bool()).to(intensity.dtype).expand_as(intensity)
+    amplitude = intensity.clamp_min(0).sqrt() * measured
+    count = measured.sum(dim=(-3, -2, -1), keepdim=True).clamp_min(1)
+    rms = (amplitude.square().sum(dim=(-3, -2, -1), keepdim=True) / count).sqrt()
+    a = amplitude / (rms + _EPS)
+    return torch.stack([torch.log1p(a), measured], dim=1)
+
+
+def _avoid_batch_one(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """Run ``module`` on ``x``, doubling a CPU batch of one.
+
+    On the CPU, torch's ``conv3d`` with batch size 1 falls back to ``aten::slow_conv3d``, about
+    4-8x slower than a batch of 2 for our layers (DESIGN.md section 7, profiled with
+    ``torch.profiler``). The controller evaluates one latent at a time, so a batch of one is
+    evaluated as a batch of two identical rows; only inference (no autograd) takes this path.
+    """
+    if x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
+        return module(x.expand(2, *x.shape[1:]))[:1]
+    return module(x)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        stages: list[nn.Module] = []
+        c_in = 2
+        for c in config.encoder_channels:
+            stages += [nn.Conv3d(c_in, c, 3, padding=1), nn.GELU(), nn.MaxPool3d(2)]
+            c_in = c
+        self.features = nn.Sequential(*stages)
+        side = config.N // 2 ** len(config.encoder_channels)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in * side**3, config.hidden),
+            nn.GELU(),
+            nn.Linear(config.hidden, config.latent_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, 2, N, N, N) -> features (B, C, N/16, N/16, N/16) -> pre-activation (B, k)
+        return self.head(self.features(x))
+
+
+class _Decoder(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        channels = config.decoder_channels
+        self.side = config.n // 2 ** len(channels)
+        self.c0 = channels[0]
+        self.head = nn.Sequential(
+            nn.Linear(config.latent_dim, config.hidden),
+            nn.GELU(),
+            nn.Linear(config.hidden, self.c0 * self.side**3),
+            nn.GELU(),
+        )
+        stages: list[nn.Module] = []
+        c_in = self.c0
+        for c in channels:
+            stages += [
+                nn.Conv3d(c_in, c, 3, padding=1),
+                nn.GELU(),
+                nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+            ]
+            c_in = c
+        self.features = nn.Sequential(*stages)
+        self.amplitude = nn.Conv3d(c_in, 1, 3, padding=1)
+        self.phasor = nn.Conv3d(c_in, 2, 3, padding=1)
+        # start near an empty box (sigmoid(-3) = 0.05): objects fill a small part of it
+        nn.init.constant_(self.amplitude.bias, -3.0)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.head(z).view(-1, self.c0, self.side, self.side, self.side)  # (B, C0, n/8, n/8, n/8)
+        h = self.features(h)  # (B, C_last, n, n, n)
+        amplitude = torch.sigmoid(self.amplitude(h)[:, 0])  # (B, n, n, n) in (0, 1)
+        cos_sin = self.phasor(h)  # (B, 2, n, n, n)
+        norm = cos_sin.square().sum(dim=1).add(_EPS).sqrt()  # (B, n, n, n)
+        phasor = torch.complex(cos_sin[:, 0] / norm, cos_sin[:, 1] / norm)
+        return amplitude * phasor  # (B, n, n, n) complex64
+
+
+class LatentAutoencoder(nn.Module):
+    """Encoder ``intensity -> z`` and decoder ``z -> density`` sharing one bounded latent box.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        The architecture.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.encoder = _Encoder(self.config)
+        self.decoder = _Decoder(self.config)
+
+    @property
+    def latent_dim(self) -> int:
+        """Latent dimension ``k``."""
+        return self.config.latent_dim
+
+    @property
+    def latent_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper corners of the latent box (``-1`` and ``+1``, from the tanh bound)."""
+        k = self.config.latent_dim
+        return -np.ones(k), np.ones(k)
+
+    # ---- checked public entry points -------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _as_intensity_batch(self, intensity: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        N = self.config.N
+        x = torch.as_tensor(np.asarray(intensity) if not isinstance(intensity, torch.Tensor) else intensity)
+        if x.is_complex() or not (x.is_floating_point() or x.dtype in (torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16, torch.uint32)):
+            raise TypeError(f"`intensity` must be a real array, got dtype {x.dtype}")
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != (N, N, N):
+            raise ValueError(
+                f"`intensity` must have shape ({N}, {N}, {N}) or (B, {N}, {N}, {N}) for this model, got {tuple(x.shape)}"
+            )
+        x = x.to(device=self._device(), dtype=torch.float32)
+        if not torch.isfinite(x).all():
+            raise ValueError("`intensity` must be finite everywhere (found NaN or inf)")
+        m = None
+        if mask is not None:
+            m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).to(self._device())
+            if tuple(m.shape[-3:]) != (N, N, N) or m.ndim not in (3, 4):
+                raise ValueError(f"`mask` must have shape ({N}, {N}, {N}) or (B, {N}, {N}, {N}), got {tuple(m.shape)}")
+            m = m.bool()
+            if m.ndim == 4 and m.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"`mask` holds {m.shape[0]} patterns but `intensity` holds {x.shape[0]}")
+        measured = x if m is None else x[~m.expand_as(x)]
+        if (measured < 0).any():
+            raise ValueError("`intensity` must be non-negative on the measured voxels")
+        return x, m
+
+    def encode(self, intensity: Any, mask: Any = None) -> torch.Tensor:
+        """Latent vector of measured patterns.
+
+        Parameters
+        ----------
+        intensity : array or Tensor, shape (N, N, N) or (B, N, N, N)
+            Measured counts, any overall flux, peak at the centre.
+        mask : bool array or Tensor, optional
+            True where a voxel was NOT measured.
+
+        Returns
+        -------
+        Tensor, shape (B, k)
+            ``z`` inside the open box ``(-1, 1)^k``.
+        """
+        x, m = self._as_intensity_batch(intensity, mask)
+        return self.encode_tensor(x, m)
+
+    def decode(self, z: Any) -> torch.Tensor:
+        """Complex density of latent vectors.
+
+        Parameters
+        ----------
+        z : array or Tensor, shape (k,) or (B, k)
+            Latent vectors inside ``[-1, 1]^k``.
+
+        Returns
+        -------
+        Tensor, shape (B, n, n, n), complex64
+        """
+        k = self.config.latent_dim
+        z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z)
+        if z.is_complex():
+            raise TypeError(f"`z` must be real, got dtype {z.dtype}")
+        if z.ndim == 1:
+            z = z[None]
+        if z.ndim != 2 or z.shape[1] != k:
+            raise ValueError(f"`z` must have shape ({k},) or (B, {k}), got {tuple(z.shape)}")
+        z = z.to(device=self._device(), dtype=torch.float32)
+        if not torch.isfinite(z).all():
+            raise ValueError("`z` must be finite (found NaN or inf)")
+        return self.decode_tensor(z)
+
+    # ---- unchecked fast paths (training and the controller's hot loop) ----------------
+    def encode_tensor(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Unchecked :meth:`encode` on a float32 tensor ``(B, N, N, N)`` already on the model's device."""
+        return _avoid_batch_one(lambda x: torch.tanh(self.encoder(x)), normalise_intensity(intensity, mask))
+
+    def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
+        """Unchecked :meth:`decode` on a float32 tensor ``(B, k)`` already on the model's device."""
+        return _avoid_batch_one(self.decoder, z)
+
+    def forward(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode then decode: returns ``(z, density)``."""
+        z = self.encode_tensor(intensity, mask)
+        return z, self.decode_tensor(z)
+
+
+# ---- checkpoints ----------------------------------------------------------------------
+
+
+def _state_checksum(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: LatentAutoencoder,
+    *,
+    recipe: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> str:
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    The file holds ``schema_version``, ``config`` (dict), ``state_dict``, ``recipe`` (the training
+    configuration that produced it, as JSON text), ``extra`` (JSON text: optimiser-free metadata
+    such as validation figures), ``checksum`` (of the weights) and, for resumable training
+    checkpoints, ``extra_state`` (optimiser state and random-generator state: tensors and plain
+    containers). Only tensors, strings, numbers and plain containers are stored, so it loads with
+    ``weights_only=True``.
+
+    Returns
+    -------
+    str
+        The weights' checksum.
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    checksum = _state_checksum(state)
+    payload = {
+        "schema_version": SCHEMA_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "recipe": json.dumps(recipe or {}),
+        "extra": json.dumps(extra or {}),
+        "checksum": checksum,
+    }
+    if extra_state is not None:
+        payload["extra_state"] = extra_state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return checksum
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``) and check its schema.
+
+    Returns
+    -------
+    dict
+        ``config`` (:class:`ModelConfig`), ``state_dict``, ``recipe`` (dict), ``extra`` (dict),
+        ``extra_state`` (dict, empty unless saved), ``checksum``, ``schema_version``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ValueError(f"{str(path)!r} is not a readable latenttune checkpoint: {exc}") from exc
+    if not isinstance(payload, dict) or "schema_version" not in payload:
+        raise ValueError(f"{str(path)!r} is not a latenttune checkpoint (no schema_version)")
+    if payload["schema_version"] != SCHEMA_VERSION:
+        raise ValueError(
+            f"{str(path)!r} has checkpoint schema {payload['schema_version']}, this latenttune reads {SCHEMA_VERSION}"
+        )
+    missing = sorted({"config", "state_dict", "checksum"} - set(payload))
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a complete latenttune checkpoint: it lacks {missing}")
+    return {
+        "schema_version": payload["schema_version"],
+        "config": ModelConfig.from_dict(payload["config"]),
+        "state_dict": payload["state_dict"],
+        "recipe": json.loads(payload.get("recipe", "{}")),
+        "extra": json.loads(payload.get("extra", "{}")),
+        "checksum": payload["checksum"],
+        "extra_state": payload.get("extra_state", {}),
+    }
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference with where it came from."""
+
+    model: LatentAutoencoder
+    path: Path
+    checksum: str
+    recipe: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
+    """Load ``"default"`` (the model shipped in the package) or a checkpoint path, in eval mode.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        ``"default"`` or a path to a checkpoint written by :func:`save_checkpoint`.
+    device : str or torch.device
+        Where the model runs (``"cpu"`` or ``"cuda"``).
+    """
+    path = DEFAULT_MODEL_PATH if str(name_or_path) == "default" else Path(name_or_path)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = LatentAutoencoder(ckpt["config"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval().requires_grad_(False).to(device)
+    log.info("loaded model %s (checksum %s, k=%d)", path, ckpt["checksum"], model.latent_dim)
+    return LoadedModel(model=model, path=path, checksum=ckpt["checksum"], recipe=ckpt["recipe"], extra=ckpt["extra"])

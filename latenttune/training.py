@@ -1,0 +1,472 @@
+"""Physics-aware training of the autoencoder on simulated pairs.
+
+``latenttune train --config FILE.toml --out model.pt`` calls :func:`train`. The TOML file has
+three tables, each mapping onto a frozen dataclass::
+
+    [model]   -> latenttune.model.ModelConfig       (architecture)
+    [data]    -> sim.training.TrainingPairGenerator (what the simulator draws)
+    [train]   -> TrainConfig                        (optimisation; [train.loss] -> LossWeights)
+
+Data are drawn on the fly from the simulator's training-pair generator, which is a pure
+function of ``(seed, index)``: optimisation step ``s`` on rank ``r`` of ``W`` takes the pairs
+``(s W + r) B ... (s W + r) B + B - 1``, so a resumed run sees exactly the pairs an uninterrupted
+run would, and DistributedDataParallel ranks never share a pair. Validation uses a fixed set
+drawn with a different seed.
+
+Two files come out: ``out`` holds the best weights so far (by validation loss) and is what
+``--model PATH`` loads; ``out.last.pt`` (next to it) also holds the optimiser and step for
+``--resume``. Both are written atomically.
+
+Multi-GPU / multi-node: launch with ``torchrun --nproc_per_node G -m latenttune.cli train ...``;
+the process group comes from torchrun's environment (``nccl`` on CUDA, ``gloo`` on CPU), each
+rank trains on its own pairs and DDP averages gradients, and only rank 0 writes files. At each
+checkpoint the ranks' weight checksums are gathered into ``extra["rank_checksums"]`` (they must
+all be equal) and each rank's perturbation-generator state into ``extra_state["noise_by_rank"]``,
+so that a resumed DDP run continues every rank's own random stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import platform
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latenttune.losses import LossWeights, centre_density, real_space_loss, reciprocal_loss, smoothness_loss
+from latenttune.model import LatentAutoencoder, ModelConfig, _state_checksum, load_checkpoint, save_checkpoint
+from sim.detector import Detector
+from sim.training import TrainingPairGenerator
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "RunConfig", "TrainProgress", "TrainResult", "load_run_config", "train", "last_path"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Attributes
+    ----------
+    steps : int
+        Optimisation steps in all.
+    batch_size : int
+        Pairs per step and per rank.
+    lr : float
+        Peak learning rate of AdamW (cosine decay to ``lr * min_lr_ratio`` after ``warmup`` steps).
+    min_lr_ratio, warmup : float, int
+        Learning-rate schedule.
+    weight_decay, grad_clip : float
+        AdamW weight decay; gradient-norm clip (0: none).
+    eval_every : int
+        Steps between validations (an "epoch"); best and last checkpoints are written then.
+    val_samples, val_seed : int
+        Size and seed of the fixed validation set.
+    seed : int
+        Seed of the weights' initialisation and of the smoothness term's perturbations.
+    num_workers : int
+        DataLoader worker processes that simulate pairs (0: in the training process).
+    loss : LossWeights
+        Loss term weights.
+    """
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.05
+    warmup: int = 100
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    val_samples: int = 64
+    val_seed: int = 10_000_019
+    seed: int = 0
+    num_workers: int = 0
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "val_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"`train.{name}` must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("warmup", "num_workers"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ValueError(f"`train.{name}` must be a non-negative integer, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"`train.lr` must be > 0, got {self.lr!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"`train.min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio!r}")
+        if isinstance(self.loss, dict):
+            object.__setattr__(self, "loss", LossWeights(**self.loss))
+
+    def learning_rate(self, step: int) -> float:
+        """Learning rate at ``step`` (linear warm-up, then cosine decay)."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        floor = self.lr * self.min_lr_ratio
+        return floor + 0.5 * (self.lr - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run (the "recipe" stored in checkpoints)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: TrainingPairGenerator = field(default_factory=TrainingPairGenerator)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, stored as the checkpoint's recipe."""
+        return {
+            "model": self.model.to_dict(),
+            "data": _plain(dataclasses.asdict(self.data)),
+            "train": _plain(dataclasses.asdict(self.train)),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from the TOML tables ``model``, ``data``, ``train`` (each optional)."""
+        unknown = set(data) - {"model", "data", "train"}
+        if unknown:
+            raise ValueError(f"unknown config tables {sorted(unknown)}; allowed: ['data', 'model', 'train']")
+        model = ModelConfig.from_dict(data.get("model", {}))
+        data_table = dict(data.get("data", {}))
+        data_table.setdefault("n", model.n)
+        if isinstance(data_table.get("detector"), dict):
+            data_table["detector"] = _build(Detector, data_table["detector"], "data.detector")
+        if isinstance(data_table.get("mix"), dict):
+            data_table["mix"] = tuple(data_table["mix"].items())
+        generator = _build(TrainingPairGenerator, data_table, "data")
+        if generator.n != model.n:
+            raise ValueError(f"`data.n` ({generator.n}) must equal `model.n` ({model.n})")
+        train_table = dict(data.get("train", {}))
+        loss = _build(LossWeights, train_table.pop("loss", {}), "train.loss")
+        return cls(model=model, data=generator, train=_build(TrainConfig, {**train_table, "loss": loss}, "train"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"unknown keys in [{where}]: {sorted(unknown)}; allowed: {sorted(known)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    return cls(**kwargs)
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a training configuration TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {str(path)!r} does not exist")
+    with open(path, "rb") as fh:
+        try:
+            table = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"training config {str(path)!r} is not valid TOML: {exc}") from exc
+    return RunConfig.from_dict(table)
+
+
+def last_path(out: str | Path) -> Path:
+    """The resumable ``last`` checkpoint that goes with the best checkpoint ``out``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".last" + (out.suffix or ".pt"))
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """Reported to the callback after every step (``validation`` only after a validation)."""
+
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    elapsed_s: float
+    validation: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train` (scipy-style vocabulary)."""
+
+    out: Path
+    nit: int
+    fun: float
+    validation: dict[str, float]
+    elapsed_s: float
+    status: int
+    message: str
+
+
+class _PairBatches(torch.utils.data.Dataset):
+    """Batch number ``j`` -> the stacked pairs ``j B ... j B + B - 1`` (workers share nothing)."""
+
+    def __init__(self, generator: TrainingPairGenerator, batch_size: int) -> None:
+        self.generator = generator
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:  # pragma: no cover - sampler drives the indices
+        return 2**62
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _stack([self.generator.sample(j * self.batch_size + i) for i in range(self.batch_size)])
+
+
+def _stack(pairs: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    intensity = torch.from_numpy(np.stack([p.intensity for p in pairs]).astype(np.float32))
+    density = torch.from_numpy(np.stack([p.density for p in pairs]).astype(np.complex64))
+    mask = torch.from_numpy(np.stack([p.mask for p in pairs]).astype(bool))
+    return intensity, centre_density(density), mask
+
+
+def _losses(
+    model: nn.Module, batch: tuple[torch.Tensor, ...], weights: LossWeights, generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    intensity, target, mask = batch
+    core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    z, pred = model(intensity, mask)
+    total, amp, phase = real_space_loss(pred, target, weights)
+    recip = reciprocal_loss(pred, intensity, mask)
+    terms = {"amplitude": amp.mean(), "phase": phase.mean(), "reciprocal": recip.mean()}
+    loss = total.mean() + weights.reciprocal * terms["reciprocal"]
+    if weights.smoothness > 0:
+        smooth = smoothness_loss(core.decode_tensor, z, weights.smoothness_step, pred, generator).mean()
+        terms["smoothness"] = smooth
+        loss = loss + weights.smoothness * smooth
+    terms["loss"] = loss
+    return terms
+
+
+@torch.no_grad()
+def _validate(model: LatentAutoencoder, batches: list[tuple[torch.Tensor, ...]], weights: LossWeights) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    generator = torch.Generator().manual_seed(0)
+    for batch in batches:
+        terms = _losses(model, batch, weights, generator)
+        size = batch[0].shape[0]
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * size
+        count += size
+    model.train()
+    return {name: value / count for name, value in sums.items()}
+
+
+def _distributed() -> tuple[int, int]:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
+
+
+def train(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    callback: Callable[[TrainProgress], bool | None] | None = None,
+) -> TrainResult:
+    """Train an autoencoder and write its best and last checkpoints.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Model, data and optimisation settings.
+    out : str or Path
+        Best checkpoint; ``last_path(out)`` holds the resumable state.
+    resume : bool
+        Continue from ``last_path(out)`` (same config required).
+    device : {"cpu", "cuda"}
+        Where to train. Under torchrun each rank uses ``cuda:LOCAL_RANK``.
+    callback : callable, optional
+        Called with a :class:`TrainProgress` after every step; returning True stops training
+        (the last checkpoint is written first).
+
+    Returns
+    -------
+    TrainResult
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"`device` must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("`device` is 'cuda' but torch sees no CUDA device")
+    out = Path(out)
+    rank, world = _distributed()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+    if device == "cuda":
+        torch_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(torch_device)
+    else:
+        torch_device = torch.device("cpu")
+    tc = config.train
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tc.seed)
+        model = LatentAutoencoder(config.model)
+    model.to(torch_device).train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    noise = torch.Generator().manual_seed(tc.seed * 1_000_003 + rank)
+    start_step, best, history, elapsed_before = 0, math.inf, [], 0.0
+    recipe = config.to_dict()
+    if resume:
+        state = _load_last(last_path(out), recipe)
+        model.load_state_dict(state["state_dict"])
+        optimiser.load_state_dict(state["extra_state"]["optimiser"])
+        noise_by_rank = state["extra_state"].get("noise_by_rank")
+        # each rank continues its own perturbation stream (rank 0's alone in a single-process run)
+        noise.set_state(noise_by_rank[rank] if noise_by_rank and len(noise_by_rank) == world else state["extra_state"]["noise"])
+        start_step = state["extra"]["step"]
+        best = state["extra"].get("best_val_loss", math.inf)
+        history = state["extra"].get("history", [])
+        elapsed_before = state["extra"].get("elapsed_s", 0.0)
+        log.info("resuming from step %d of %d", start_step, tc.steps)
+    ddp = model
+    if world > 1:
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[torch_device.index] if device == "cuda" else None)
+
+    val_generator = dataclasses.replace(config.data, seed=tc.val_seed)
+    val_batches = [
+        tuple(t.to(torch_device) for t in _stack([val_generator.sample(i) for i in range(j, min(j + tc.batch_size, tc.val_samples))]))
+        for j in range(0, tc.val_samples, tc.batch_size)
+    ]
+    sampler = [(s * world + rank) for s in range(start_step, tc.steps)]
+    loader = torch.utils.data.DataLoader(
+        _PairBatches(config.data, tc.batch_size),
+        batch_size=None,
+        sampler=sampler,
+        num_workers=tc.num_workers,
+        persistent_workers=False,
+    )
+    t0 = time.perf_counter()
+    step = start_step
+    validation: dict[str, float] = history[-1]["validation"] if history else {}
+    status, message, last_loss = 0, "completed all steps", math.nan
+    for batch in loader:
+        lr = tc.learning_rate(step)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        batch = tuple(t.to(torch_device, non_blocking=True) for t in batch)
+        terms = _losses(ddp, batch, tc.loss, noise)
+        optimiser.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if tc.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimiser.step()
+        step += 1
+        last_loss = float(terms["loss"].detach())
+        if not math.isfinite(last_loss):
+            status, message = 2, f"loss became non-finite at step {step}"
+            log.error(message)
+            break
+        report = None
+        if step % tc.eval_every == 0 or step == tc.steps:
+            validation = _validate(model, val_batches, tc.loss)
+            elapsed = elapsed_before + time.perf_counter() - t0
+            history.append({"step": step, "train_loss": last_loss, "validation": validation, "elapsed_s": elapsed})
+            log.info("step %d: train loss %.4f, validation %s", step, last_loss, validation)
+            extra = _extra(step, best, history, elapsed, torch_device)
+            ranks = _gather_ranks(model, noise, world)
+            if rank == 0 and validation["loss"] < best:
+                best = validation["loss"]
+                extra["best_val_loss"] = best
+                save_checkpoint(out, model, recipe=recipe, extra={**extra, **ranks["extra"]})
+            extra["best_val_loss"] = best
+            _save_last(rank, out, model, optimiser, noise, recipe, extra, ranks)
+            report = validation
+        if callback is not None and callback(
+            TrainProgress(step, tc.steps, last_loss, lr, elapsed_before + time.perf_counter() - t0, report)
+        ):
+            status, message = 1, f"stopped by the callback at step {step}"
+            if report is None:  # the last checkpoint is not at this step yet: write it before stopping
+                elapsed = elapsed_before + time.perf_counter() - t0
+                ranks = _gather_ranks(model, noise, world)
+                _save_last(rank, out, model, optimiser, noise, recipe, _extra(step, best, history, elapsed, torch_device), ranks)
+            break
+    elapsed = elapsed_before + time.perf_counter() - t0
+    if world > 1:
+        torch.distributed.barrier()
+    return TrainResult(out=out, nit=step, fun=last_loss, validation=validation, elapsed_s=elapsed, status=status, message=message)
+
+
+def _gather_ranks(model: nn.Module, noise: torch.Generator, world: int) -> dict[str, Any]:
+    """Every rank's weight checksum and perturbation-generator state (collective when ``world > 1``).
+
+    The checksums (``extra["rank_checksums"]``) show that the DDP ranks hold the same weights; the
+    generator states (``extra_state["noise_by_rank"]``) let each rank resume its own stream.
+    """
+    if world == 1:
+        return {"extra": {}, "extra_state": {}}
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, (_state_checksum(model.state_dict()), noise.get_state()))
+    return {
+        "extra": {"rank_checksums": [checksum for checksum, _ in gathered]},
+        "extra_state": {"noise_by_rank": [state for _, state in gathered]},
+    }
+
+
+def _save_last(
+    rank: int,
+    out: Path,
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    noise: torch.Generator,
+    recipe: dict[str, Any],
+    extra: dict[str, Any],
+    ranks: dict[str, Any],
+) -> None:
+    """Write the resumable ``last`` checkpoint (rank 0 only)."""
+    if rank != 0:
+        return
+    save_checkpoint(
+        last_path(out),
+        model,
+        recipe=recipe,
+        extra={**extra, **ranks["extra"]},
+        extra_state={"optimiser": optimiser.state_dict(), "noise": noise.get_state(), **ranks["extra_state"]},
+    )
+
+
+def _extra(step: int, best: float, history: list[dict[str, Any]], elapsed: float, device: torch.device) -> dict[str, Any]:
+    hardware = platform.processor() or platform.machine()
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    return {
+        "step": step,
+        "best_val_loss": best,
+        "history": history,
+        "elapsed_s": elapsed,
+        "hardware": f"{hardware}, {os.cpu_count()} CPU cores",
+        "torch": torch.__version__,
+    }
+
+
+def _load_last(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {str(path)!r} does not exist (train without --resume first)")
+    state = load_checkpoint(path)
+    if state["recipe"] != recipe:
+        raise ValueError(f"cannot resume from {str(path)!r}: it was trained with a different config")
+    if "optimiser" not in state.get("extra_state", {}):
+        raise ValueError(f"cannot resume from {str(path)!r}: it holds no optimiser state")
+    return state
