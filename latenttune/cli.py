@@ -41,7 +41,7 @@ def _non_negative_float(text: str) -> float:
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     from sim.scenarios import SCENARIOS
 
-    names = sorted(name for name in SCENARIOS if name != "latent-walk")
+    names = sorted(SCENARIOS)
     p = sub.add_parser(
         "simulate",
         help="simulate a time-varying sample and write its measured series (CXI) with the truth",
@@ -61,6 +61,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (the whole series follows from it)")
     p.add_argument("--layout", choices=["stacked", "entries"], default="stacked",
                    help="CXI layout: one 4-D dataset, or one entry per frame")
+    p.add_argument("--model", default="default",
+                   help="latent-walk only: the model whose decoder makes the densities ('default' or a path)")
     p.add_argument("--out", required=True, help="output file (.cxi or .h5)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_simulate)
@@ -77,6 +79,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             bar.update(1)
             tqdm.write(summary.line(), file=sys.stdout)
 
+        scenario_options = {}
+        if args.scenario == "latent-walk":
+            from latenttune.latent_walk import latent_spread, numpy_decoder
+            from latenttune.model import load_model
+
+            loaded = load_model(args.model)
+            scenario_options = {"decode": numpy_decoder(loaded.model), "latent_bounds": latent_spread(loaded)}
+            if loaded.model.config.n != args.n:
+                raise ValueError(f"`--n` must equal the model's object grid n = {loaded.model.config.n} for latent-walk")
         path = simulate_series(
             args.scenario,
             args.out,
@@ -89,9 +100,247 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             layout=args.layout,
             overwrite=args.overwrite,
             callback=on_frame,
+            scenario_options=scenario_options,
         )
     print(f"wrote {args.frames} frames to {path}")
     return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an autoencoder on simulated pairs (physics-aware loss)",
+        description=(
+            "Train the 3D autoencoder on pairs drawn on the fly from the simulator. The TOML config has "
+            "[model], [data] and [train] tables (see configs/default_model.toml). Writes the best "
+            "checkpoint (by validation loss) to --out and a resumable one next to it (OUT.last.pt). "
+            "For several GPUs or nodes, launch with torchrun: "
+            "torchrun --nproc_per_node G -m latenttune.cli train ..."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--config", required=True, help="training config (TOML)")
+    p.add_argument("--out", required=True, help="best checkpoint path (.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt with the same config")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    from tqdm import tqdm
+
+    from latenttune.training import load_run_config, train
+
+    config = load_run_config(args.config)
+    rank = int(os.environ.get("RANK", 0))
+    done = 0
+    with tqdm(total=config.train.steps, unit="step", desc="train", file=sys.stderr, disable=rank != 0) as bar:
+
+        def on_step(progress) -> None:
+            nonlocal done
+            if done == 0 and progress.step > 1:
+                bar.update(progress.step - 1)  # resumed run
+            bar.update(1)
+            done = progress.step
+            bar.set_postfix(loss=f"{progress.loss:.4f}", lr=f"{progress.lr:.2e}")
+            if progress.validation is not None and rank == 0:
+                v = progress.validation
+                tqdm.write(
+                    f"step {progress.step:6d}  validation loss {v['loss']:.4f}  amplitude {v['amplitude']:.4f}  "
+                    f"phase {v['phase']:.4f}  reciprocal {v['reciprocal']:.4f}  ({progress.elapsed_s / 60:.1f} min)"
+                )
+
+        result = train(config, args.out, resume=args.resume, device=args.device, callback=on_step)
+    if rank == 0:
+        print(f"{result.message}: {result.nit} steps in {result.elapsed_s / 60:.1f} min; best checkpoint {result.out}")
+    return 0 if result.status in (0, 1) else 1
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="one-shot accuracy of a model on held-out simulated samples",
+        description=(
+            "Draw held-out pairs from the model's own training-data recipe with a seed training never "
+            "used, predict each density in one shot (encode, decode), and print the median and 90th "
+            "percentile of the real-space error E_r and the amplitude error E_q, next to a trivial "
+            "predictor (the mean training density), and the time per prediction."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
+    p.add_argument("--samples", type=_positive_int, default=64, help="number of held-out samples")
+    p.add_argument("--seed", type=int, default=12345, help="seed of the held-out samples")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from latenttune.evaluation import evaluate_model
+    from latenttune.model import load_model
+
+    loaded = load_model(args.model, device=args.device)
+    with tqdm(total=args.samples, unit="sample", desc="evaluate", file=sys.stderr) as bar:
+
+        def on_sample(index: int, e_r: float, e_q: float) -> None:
+            bar.update(1)
+            bar.set_postfix(E_r=f"{e_r:.3f}", E_q=f"{e_q:.3f}")
+
+        report = evaluate_model(loaded, samples=args.samples, seed=args.seed, callback=on_sample)
+    s = report.summary()
+    print(f"model {loaded.path} (checksum {loaded.checksum}), {args.samples} held-out samples, seed {args.seed}")
+    print(report.table())
+    families = sorted(set(report.families))
+    for family in families:
+        pick = np.array([f == family for f in report.families])
+        print(f"  {family:20s} n={pick.sum():3d}  median E_r {np.median(report.E_r[pick]):.3f}  "
+              f"median E_q {np.median(report.E_q[pick]):.3f}")
+    print(f"time per prediction (encode + decode, batch 1, {args.device}): {s['ms_per_prediction_median']:.1f} ms median")
+    return 0
+
+
+def _add_tracking_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
+    p.add_argument("--strategy", choices=["es", "one-shot", "gradient"], default="es",
+                   help="es: extremum seeking (cost values only); one-shot: encoder alone; "
+                        "gradient: Adam on z through the network gradient (comparator)")
+    p.add_argument("--mode", choices=["absolute", "residual"], default="absolute",
+                   help="tune z itself, or a correction added to the encoder's prediction of each frame")
+    p.add_argument("--steps-per-frame", type=_positive_int, default=100, help="cost evaluations per frame")
+    p.add_argument("--gain", type=_positive_float, default=None, help="ES gain k (default: the controller's)")
+    p.add_argument("--dither", type=_positive_float, default=None, help="ES dither amplitude in box units")
+    p.add_argument("--lr", type=_positive_float, default=None, help="gradient strategy: Adam learning rate")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
+    p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
+
+
+def _strategy_from_args(args: argparse.Namespace, k: int):
+    from latenttune.tracking import make_strategy
+
+    options = {}
+    if args.strategy == "es":
+        options.update({key: value for key, value in (("gain", args.gain), ("dither", args.dither)) if value is not None})
+    if args.strategy == "gradient" and args.lr is not None:
+        options["lr"] = args.lr
+    if args.strategy == "one-shot":
+        return make_strategy("one-shot", k)
+    return make_strategy(args.strategy, k, steps_per_frame=args.steps_per_frame, mode=args.mode, **options)
+
+
+def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from latenttune.io import open_series, read_results
+    from latenttune.plots import tracking_summary
+    from latenttune.replay import replay_series
+
+    strategy = _strategy_from_args(args, loaded.model.latent_dim)
+    with open_series(series_path) as series:
+        total = len(series)
+        with tqdm(total=total, unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
+
+            def on_frame(report) -> None:
+                if bar.n == 0 and report.record.index > 0:
+                    bar.update(report.record.index)
+                bar.update(1)
+                bar.set_postfix(cost=f"{report.record.cost:.4f}")
+                tqdm.write(report.line(), file=sys.stdout)
+
+            path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
+                                    callback=on_frame)
+        results = read_results(path)
+        e_r = np.asarray(results["E_r"], dtype=float)
+        seconds = np.asarray(results["seconds"], dtype=float)
+        print(f"wrote {results['num_frames']} frames to {path}")
+        line = f"cost: mean {np.nanmean(results['cost']):.5f}, final {results['cost'][-1]:.5f}; "
+        if np.isfinite(e_r).any():
+            line += f"E_r: mean {np.nanmean(e_r):.4f}, max {np.nanmax(e_r):.4f}; "
+        print(line + f"time per frame: mean {seconds.mean() * 1e3:.1f} ms")
+        if not args.no_figure:
+            figure = Path(args.out).with_suffix(".png")
+            truth = [series.truth(t) for t in range(len(series))] if series.has_truth else None
+            tracking_summary(results, figure, truth=truth, title=f"{Path(series_path).name}: {strategy.name}")
+            print(f"summary figure: {figure}")
+    return 0
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="track a stored time series offline and write the results file",
+        description=(
+            "Track every frame of a stored series (CXI file in either layout, a directory of cohere-style "
+            ".npy/.tif amplitude frames, or a .npy stack) and write the results frame by frame (latent, "
+            "cost, density, time, steps, timings, and E_r/E_q per frame when the series has ground truth). "
+            "An interrupted replay continues with --resume; nothing is lost or duplicated."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("series", help="the series to replay")
+    p.add_argument("--out", required=True, help="results file (.h5)")
+    p.add_argument("--resume", action="store_true", help="continue OUT.partial from its last complete frame")
+    _add_tracking_options(p)
+    p.set_defaults(func=_cmd_replay)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from latenttune.model import load_model
+
+    return _run_replay(args, args.series, load_model(args.model, device=args.device), resume=args.resume)
+
+
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    from sim.scenarios import SCENARIOS
+
+    p = sub.add_parser(
+        "track",
+        help="the main demo: simulate a changing sample and track it live with a model",
+        description=(
+            "Simulate a time-varying sample (its series is saved next to --out as OUT.series.cxi), track "
+            "it frame by frame with the model and the controller, print the per-frame cost and the "
+            "real-space error E_r against the simulator's truth, write the results file, and save a "
+            "summary figure (OUT.png). Replaying OUT.series.cxi reproduces the same costs."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="growth", help="time-varying scenario")
+    p.add_argument("--frames", type=_positive_int, default=50, help="number of frames")
+    p.add_argument("--photons", type=_positive_float, default=1e8, help="expected total photons per frame")
+    p.add_argument("--beamstop", type=_non_negative_float, default=1.5, help="beamstop radius in voxels")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the simulated series")
+    p.add_argument("--out", required=True, help="results file (.h5)")
+    _add_tracking_options(p)
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from latenttune.model import load_model
+    from latenttune.simulate import simulate_series
+
+    loaded = load_model(args.model, device=args.device)
+    series_path = Path(args.out).with_suffix(".series.cxi")
+    options = {}
+    if args.scenario == "latent-walk":
+        from latenttune.latent_walk import latent_spread, numpy_decoder
+
+        options = {"decode": numpy_decoder(loaded.model), "latent_bounds": latent_spread(loaded)}
+    simulate_series(
+        args.scenario, series_path, num_frames=args.frames, n=loaded.model.config.n, photons=args.photons,
+        beamstop_radius=args.beamstop, seed=args.seed, overwrite=args.overwrite, scenario_options=options,
+    )
+    print(f"simulated {args.frames} frames of {args.scenario!r} into {series_path}")
+    return _run_replay(args, series_path, loaded, resume=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_simulate(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_track(sub)
+    _add_replay(sub)
     return parser
 
 

@@ -71,6 +71,7 @@ def simulate_series(
     layout: str = "stacked",
     overwrite: bool = False,
     callback: Callable[[FrameSummary], object] | None = None,
+    scenario_options: dict | None = None,
 ) -> Path:
     """Simulate ``num_frames`` frames of a named scenario and write them as a CXI series.
 
@@ -92,6 +93,9 @@ def simulate_series(
         Replace an existing output file.
     callback : callable, optional
         Called with a :class:`FrameSummary` after each frame is written.
+    scenario_options : dict, optional
+        Extra keyword arguments of the scenario (``latent-walk`` needs ``decode`` and
+        ``latent_bounds``: see :func:`latenttune.latent_walk.latent_walk_scenario`).
 
     Returns
     -------
@@ -102,7 +106,7 @@ def simulate_series(
     if out.exists() and not overwrite:
         raise FileExistsError(f"`out` {str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
     scenario_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    sample = make_scenario(scenario, scenario_rng, n=n, num_frames=num_frames)
+    sample = make_scenario(scenario, scenario_rng, n=n, num_frames=num_frames, **(scenario_options or {}))
     detector = Detector(photons=photons, background=background, beamstop_radius=beamstop_radius)
     attrs = {
         "scenario": scenario,
