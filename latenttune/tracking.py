@@ -1,0 +1,430 @@
+"""The real-time tracking loop: keep a latent vector locked on a changing sample.
+
+For each measured frame ``(intensity, mask)`` the loop builds the frame's cost
+``C(z) = amplitude misfit of |F pad(decode(z))|^2 against the frame`` (DESIGN.md section 2;
+masked, flux-scale invariant; :class:`latenttune.latent_cost.LatentCost`) and lets a *strategy*
+improve the latent for ``steps_per_frame`` cost evaluations:
+
+* :class:`ESStrategy` -- extremum seeking (:mod:`controllers`): cost values only, never the
+  network's gradient. Starts from the encoder's prediction of the first frame, then carries on
+  from the previous frame (``absolute`` mode), or tunes a correction ``delta`` added to the
+  encoder's prediction of each new frame, ``z_t = E(I_t) + delta`` (``residual`` mode).
+* :class:`OneShotStrategy` -- the encoder alone, ``z_t = E(I_t)``: the comparator with no
+  controller.
+* :class:`GradientStrategy` -- gradient descent on ``z`` through autograd. **Uses the network
+  gradient**; a comparator, not the project's method.
+
+Every strategy reports the best latent it evaluated on the frame. Frames that are not finite or
+have no counts are skipped with a warning and the last estimate is held. The latent never leaves
+the model's box ``[-1, 1]^k``. :func:`track` returns a :class:`TrackResult` (one vocabulary for
+every strategy) and calls ``callback(record)`` after each frame; a callback returning True stops
+the run (``status`` 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from controllers import ESParams, ExtremumSeeking
+from latenttune.latent_cost import LatentCost
+from latenttune.model import LatentAutoencoder
+from latenttune.physics import forward
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FrameRecord",
+    "TrackResult",
+    "Strategy",
+    "ESStrategy",
+    "OneShotStrategy",
+    "GradientStrategy",
+    "make_strategy",
+    "track",
+    "MODES",
+]
+
+MODES = ("absolute", "residual")
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """What the loop did on one frame.
+
+    Attributes
+    ----------
+    index : int
+        Frame index in the series.
+    time : float
+        Frame time (seconds).
+    latent : ndarray, shape (k,)
+        Best latent found on this frame (the reported estimate).
+    cost : float
+        Cost at ``latent`` (NaN for a skipped frame).
+    step_costs : ndarray, shape (steps,)
+        Cost of every evaluation on this frame, in order.
+    encoded : ndarray, shape (k,)
+        The encoder's prediction for this frame (NaN when the strategy does not use it).
+    density : ndarray, shape (n, n, n), complex64
+        ``decode(latent)``.
+    seconds : float
+        Wall time spent on the frame (encode, evaluations, decode).
+    status : str
+        ``"ok"`` or ``"skipped: <reason>"``.
+    state : dict
+        The strategy's serialisable state after the frame (for exact resume).
+    """
+
+    index: int
+    time: float
+    latent: np.ndarray
+    cost: float
+    step_costs: np.ndarray
+    encoded: np.ndarray
+    density: np.ndarray
+    seconds: float
+    status: str
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Cost evaluations spent on the frame."""
+        return int(len(self.step_costs))
+
+
+@dataclass
+class TrackResult:
+    """Outcome of :func:`track` (scipy-style vocabulary: ``x``, ``fun``, ``nit``, ``status``, ``message``).
+
+    Attributes
+    ----------
+    records : list of FrameRecord
+        One per processed frame.
+    x : ndarray, shape (k,)
+        The final latent.
+    fun : float
+        The final frame's cost.
+    nit : int
+        Cost evaluations in all.
+    status : int
+        0 all frames processed; 1 stopped by the callback.
+    message : str
+    """
+
+    records: list[FrameRecord]
+    x: np.ndarray
+    fun: float
+    nit: int
+    status: int
+    message: str
+
+    @property
+    def latent(self) -> np.ndarray:
+        """Latent per frame, shape (T, k)."""
+        return np.stack([r.latent for r in self.records])
+
+    @property
+    def cost(self) -> np.ndarray:
+        """Final cost per frame, shape (T,)."""
+        return np.array([r.cost for r in self.records])
+
+    @property
+    def density(self) -> np.ndarray:
+        """Density per frame, shape (T, n, n, n)."""
+        return np.stack([r.density for r in self.records])
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """Wall time per frame, shape (T,)."""
+        return np.array([r.seconds for r in self.records])
+
+
+class Strategy(Protocol):
+    """How the loop improves the latent on one frame."""
+
+    name: str
+    uses_network_gradient: bool
+
+    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(evaluated latents (S, k), their costs (S,))`` for this frame."""
+        ...
+
+    @property
+    def needs_encoder(self) -> bool:
+        """Whether :meth:`run_frame` needs the encoder's prediction of every frame."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state, enough to continue exactly."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        ...
+
+
+def _check_steps(steps_per_frame: Any) -> int:
+    if isinstance(steps_per_frame, bool) or not isinstance(steps_per_frame, (int, np.integer)) or steps_per_frame < 1:
+        raise ValueError(f"`steps_per_frame` must be a positive integer, got {steps_per_frame!r}")
+    return int(steps_per_frame)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+class OneShotStrategy:
+    """The encoder alone: ``z_t = E(I_t)``, one cost evaluation (to report the cost)."""
+
+    name = "one-shot"
+    uses_network_gradient = False
+    needs_encoder = True
+
+    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
+        z = np.asarray(encoded, dtype=np.float64)[None]
+        return z, cost(z).astype(np.float64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+
+class ESStrategy:
+    """Extremum seeking on the latent (``absolute``) or on a correction to the encoder (``residual``).
+
+    Parameters
+    ----------
+    k : int
+        Latent dimension.
+    steps_per_frame : int
+        ES iterations (cost evaluations) per frame.
+    mode : {"absolute", "residual"}
+        What the controller tunes.
+    residual_width : float
+        Residual mode: the correction ``delta`` lives in ``[-residual_width, residual_width]^k``.
+    **es_options
+        :class:`controllers.ESParams` fields other than the bounds (``gain``, ``dither``, ...).
+    """
+
+    name = "es"
+    uses_network_gradient = False
+
+    def __init__(self, k: int, steps_per_frame: int = 100, mode: str = "absolute", residual_width: float = 0.5,
+                 **es_options: Any) -> None:
+        self.steps_per_frame = _check_steps(steps_per_frame)
+        self.mode = _check_mode(mode)
+        if not 0 < residual_width <= 2:
+            raise ValueError(f"`residual_width` must be in (0, 2], got {residual_width!r}")
+        self.residual_width = float(residual_width)
+        half = self.residual_width if mode == "residual" else 1.0
+        self.params = ESParams(lower=-half * np.ones(k), upper=half * np.ones(k), **es_options)
+        self.controller = ExtremumSeeking(self.params)
+        self.name = f"es-{mode}"
+
+    @property
+    def needs_encoder(self) -> bool:
+        return self.mode == "residual"
+
+    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
+        if first and self.mode == "absolute":
+            self.controller.reset(np.clip(encoded, self.params.lower, self.params.upper))
+        if first and self.mode == "residual":
+            self.controller.reset(np.zeros(self.params.k))
+        offset = np.zeros(self.params.k) if self.mode == "absolute" else np.asarray(encoded, dtype=np.float64)
+        latents = np.empty((self.steps_per_frame, self.params.k))
+        costs = np.empty(self.steps_per_frame)
+        for step in range(self.steps_per_frame):
+            z = np.clip(offset + self.controller.suggest(), -1.0, 1.0)
+            value = float(cost(z)[0])
+            self.controller.ingest(value)
+            latents[step], costs[step] = z, value
+        return latents, costs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"controller": self.controller.to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.controller = ExtremumSeeking.from_dict(state["controller"])
+
+
+class GradientStrategy:
+    """Adam on ``z`` through autograd of the decoder and forward model. **Uses the network gradient.**
+
+    A comparator that shows what a gradient-based tracker would do; the project's method (ES)
+    never uses it. Same modes and box as :class:`ESStrategy`.
+
+    Parameters
+    ----------
+    steps_per_frame : int
+        Gradient steps (each one cost evaluation) per frame.
+    lr : float
+        Adam learning rate (box units).
+    mode : {"absolute", "residual"}
+    """
+
+    name = "gradient"
+    uses_network_gradient = True
+
+    def __init__(self, k: int, steps_per_frame: int = 100, lr: float = 0.02, mode: str = "absolute") -> None:
+        self.steps_per_frame = _check_steps(steps_per_frame)
+        self.mode = _check_mode(mode)
+        if not lr > 0:
+            raise ValueError(f"`lr` must be > 0, got {lr!r}")
+        self.lr = float(lr)
+        self.k = k
+        self.variable = np.zeros(k)
+        self.name = f"gradient-{mode}"
+
+    @property
+    def needs_encoder(self) -> bool:
+        return True
+
+    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self.mode == "absolute" and first:
+            self.variable = np.asarray(encoded, dtype=np.float64).copy()
+        offset = np.zeros(self.k) if self.mode == "absolute" else np.asarray(encoded, dtype=np.float64)
+        model, device = cost.model, cost.device
+        param = torch.tensor(self.variable, dtype=torch.float32, device=device, requires_grad=True)
+        base = torch.tensor(offset, dtype=torch.float32, device=device)
+        optimiser = torch.optim.Adam([param], lr=self.lr)
+        latents = np.empty((self.steps_per_frame, self.k))
+        costs = np.empty(self.steps_per_frame)
+        with torch.enable_grad():
+            for step in range(self.steps_per_frame):
+                z = (base + param).clamp(-1.0, 1.0)
+                value = cost.cost_function(forward(model.decode_tensor(z[None])), cost.intensity, cost.mask)[0]
+                latents[step], costs[step] = z.detach().cpu().numpy(), float(value.detach())
+                optimiser.zero_grad()
+                value.backward()
+                optimiser.step()
+                with torch.no_grad():
+                    param.copy_((base + param).clamp(-1.0, 1.0) - base)
+        cost.evaluations += self.steps_per_frame
+        self.variable = param.detach().cpu().numpy().astype(np.float64)
+        return latents, costs
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"variable": self.variable.tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.variable = np.asarray(state["variable"], dtype=np.float64)
+
+
+def make_strategy(name: str, k: int, *, steps_per_frame: int = 100, mode: str = "absolute", **options: Any) -> Strategy:
+    """Build a strategy by name: ``"es"``, ``"one-shot"`` or ``"gradient"``."""
+    if name == "es":
+        return ESStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
+    if name == "gradient":
+        return GradientStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
+    if name == "one-shot":
+        if options:
+            raise ValueError(f"the one-shot strategy takes no options, got {sorted(options)}")
+        return OneShotStrategy()
+    raise ValueError(f"`strategy` must be one of ['es', 'gradient', 'one-shot'], got {name!r}")
+
+
+def _frame_problem(intensity: np.ndarray, mask: np.ndarray | None) -> str | None:
+    measured = intensity if mask is None else intensity[~mask]
+    if not np.all(np.isfinite(measured)):
+        return "non-finite intensity"
+    if measured.size == 0 or float(measured.sum()) <= 0:
+        return "no counts on the measured voxels"
+    return None
+
+
+def track(
+    frames: Iterable[Any],
+    model: LatentAutoencoder,
+    strategy: Strategy,
+    *,
+    callback: Callable[[FrameRecord], bool | None] | None = None,
+    start_index: int = 0,
+    held_latent: np.ndarray | None = None,
+) -> TrackResult:
+    """Track a time series of measured frames.
+
+    Parameters
+    ----------
+    frames : iterable
+        Frames with ``intensity`` (N, N, N), ``mask`` (N, N, N) bool or None, and optionally ``time``
+        and ``index`` attributes (e.g. :class:`latenttune.io.Frame`), or ``(intensity, mask)`` pairs.
+    model : LatentAutoencoder
+        The model (eval mode).
+    strategy : Strategy
+        :class:`ESStrategy`, :class:`OneShotStrategy` or :class:`GradientStrategy`.
+    callback : callable, optional
+        ``callback(record)`` after each frame; returning True stops the run.
+    start_index : int
+        Index of the first frame (for a resumed run: the strategy's state must already be loaded,
+        and ``held_latent`` the last estimate).
+    held_latent : ndarray, optional
+        Estimate to hold over skipped frames before the first good one (resume).
+
+    Returns
+    -------
+    TrackResult
+    """
+    records: list[FrameRecord] = []
+    first = start_index == 0
+    last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
+    status, message, evaluations = 0, "all frames processed", 0
+    for position, frame in enumerate(frames):
+        index = int(getattr(frame, "index", start_index + position))
+        intensity, mask = (frame.intensity, frame.mask) if hasattr(frame, "intensity") else frame
+        frame_time = float(getattr(frame, "time", index))
+        intensity = np.asarray(intensity)
+        mask = None if mask is None else np.asarray(mask, dtype=bool)
+        start = time.perf_counter()
+        problem = _frame_problem(intensity, mask)
+        if problem is not None:
+            log.warning("frame %d skipped (%s); holding the last estimate", index, problem)
+            if last_latent is None:
+                record = None
+            else:
+                record = FrameRecord(
+                    index=index, time=frame_time, latent=last_latent, cost=math.nan, step_costs=np.empty(0),
+                    encoded=np.full_like(last_latent, np.nan), density=records[-1].density if records else
+                    model.decode(last_latent)[0].cpu().numpy(), seconds=time.perf_counter() - start,
+                    status=f"skipped: {problem}", state=strategy.state_dict(),
+                )
+        else:
+            with torch.inference_mode():
+                need_encoder = strategy.needs_encoder or first
+                encoded = model.encode(intensity, mask)[0].cpu().numpy().astype(np.float64) if need_encoder else None
+            cost = LatentCost(model, intensity, mask)
+            latents, costs = strategy.run_frame(cost, encoded, first)
+            best = int(np.argmin(costs))
+            latent = latents[best]
+            with torch.inference_mode():
+                density = model.decode(latent)[0].cpu().numpy()
+            evaluations += len(costs)
+            record = FrameRecord(
+                index=index, time=frame_time, latent=latent, cost=float(costs[best]), step_costs=costs,
+                encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),
+                density=density, seconds=time.perf_counter() - start, status="ok", state=strategy.state_dict(),
+            )
+            first = False
+            last_latent = latent
+        if record is None:
+            log.warning("frame %d skipped before any estimate exists; nothing to hold", index)
+            continue
+        records.append(record)
+        log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", index, record.cost, record.steps, record.seconds)
+        if callback is not None and callback(record):
+            status, message = 1, f"stopped by the callback after frame {index}"
+            break
+    x = records[-1].latent if records else np.full(model.latent_dim, np.nan)
+    fun = records[-1].cost if records else math.nan
+    return TrackResult(records=records, x=x, fun=fun, nit=evaluations, status=status, message=message)
