@@ -10,7 +10,12 @@ Encoder (conv + pooling, as in the 3D CNN CDI literature)::
        channels [log1p(a), measured]                  (B, 2, 64, 64, 64)
     -> 4 x [conv3x3 + GELU + maxpool2]                (B, 64, 4, 4, 4)
     -> flatten, linear, GELU, linear                  (B, k)
-    -> tanh                                           z in the latent box (-1, 1)^k
+    -> batch norm (no affine), tanh                   z in the latent box (-1, 1)^k
+
+The batch norm before the tanh keeps each latent component at unit scale over the training data,
+so the latents spread over the box (about tanh of a unit normal) instead of collapsing onto one
+saturated code: a first training run without it ended with every sample encoded to the same
+corner of the box and a decoder that drew the mean density.
 
 Decoder (upsampling + conv)::
 
@@ -180,10 +185,13 @@ class _Encoder(nn.Module):
             nn.GELU(),
             nn.Linear(config.hidden, config.latent_dim),
         )
+        # Keeps every latent component at unit scale across the data before the tanh bound, so the
+        # encoder can neither collapse onto one code nor saturate the tanh (where its gradient dies).
+        self.norm = nn.BatchNorm1d(config.latent_dim, affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, 2, N, N, N) -> features (B, C, N/16, N/16, N/16) -> pre-activation (B, k)
-        return self.head(self.features(x))
+        # x: (B, 2, N, N, N) -> features (B, C, N/16, N/16, N/16) -> pre-activation (B, k), unit scale
+        return self.norm(self.head(self.features(x)))
 
 
 class _Decoder(nn.Module):

@@ -417,6 +417,10 @@ def _gather_ranks(model: nn.Module, noise: torch.Generator, world: int) -> dict[
     """
     if world == 1:
         return {"extra": {}, "extra_state": {}}
+    # Buffers (the latent batch norm's running statistics) are updated by each rank's own batches;
+    # DDP re-broadcasts them from rank 0 at the next forward, so do it now before they are saved.
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer, src=0)
     gathered: list[Any] = [None] * world
     torch.distributed.all_gather_object(gathered, (_state_checksum(model.state_dict()), noise.get_state()))
     return {
