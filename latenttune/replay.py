@@ -3,9 +3,9 @@
 :func:`replay_series` runs :func:`latenttune.tracking.track` over a
 :class:`latenttune.io.Series` and appends every frame to a results file
 (:class:`latenttune.io.ResultWriter`: ``OUT.partial``, flushed per frame, renamed to ``OUT`` at the
-end). Each frame also stores the strategy's state (JSON), so ``resume=True`` continues an
-interrupted run exactly where it stopped: nothing lost, nothing duplicated, and the same costs as
-an uninterrupted run. When the series carries ground truth, the real-space error ``E_r``, the
+end). Each frame also stores its index in the series and the strategy's state (JSON), so
+``resume=True`` continues an interrupted run exactly where it stopped: nothing lost, nothing
+duplicated, and the same costs as an uninterrupted run. When the series carries ground truth, the real-space error ``E_r``, the
 amplitude error ``E_q`` and the phase RMS are stored per frame too.
 
 The live demo (``latenttune track``) simulates a series and then replays it through this same
@@ -138,10 +138,12 @@ def replay_series(
     writer = ResultWriter(out, n=model.config.n, k=model.latent_dim, attrs=file_attrs, resume=resume, overwrite=overwrite)
     try:
         if resume and writer.num_frames_written:
-            start = writer.num_frames_written
+            rows = writer.num_frames_written
             previous = read_results(writer.partial_path)
-            strategy.load_state_dict(json.loads(str(previous["strategy_state"][start - 1])))
-            held = np.asarray(previous["latent"][start - 1], dtype=np.float64)
+            # a bad leading frame gets no row, so continue after the last frame written, not after `rows`
+            start = int(previous["index"][rows - 1]) + 1 if "index" in previous else rows
+            strategy.load_state_dict(json.loads(str(previous["strategy_state"][rows - 1])))
+            held = np.asarray(previous["latent"][rows - 1], dtype=np.float64)
             log.info("resuming %s at frame %d of %d", out, start, len(series))
         frames = (series[i] for i in range(start, len(series)))
         stopped = {"flag": False}
@@ -157,6 +159,7 @@ def replay_series(
                 density=record.density,
                 time=record.time,
                 steps=record.steps,
+                index=record.index,
                 step_costs=step_costs,
                 encoded=record.encoded.astype(np.float32),
                 seconds=record.seconds,

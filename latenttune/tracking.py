@@ -36,7 +36,7 @@ import torch
 from controllers import ESParams, ExtremumSeeking
 from latenttune.latent_cost import LatentCost
 from latenttune.model import LatentAutoencoder
-from latenttune.physics import forward
+from latenttune.physics import COSTS, forward
 
 log = logging.getLogger(__name__)
 
@@ -298,13 +298,14 @@ class GradientStrategy:
         model, device = cost.model, cost.device
         param = torch.tensor(self.variable, dtype=torch.float32, device=device, requires_grad=True)
         base = torch.tensor(offset, dtype=torch.float32, device=device)
+        cost_function = COSTS[cost.cost_name]
         optimiser = torch.optim.Adam([param], lr=self.lr)
         latents = np.empty((self.steps_per_frame, self.k))
         costs = np.empty(self.steps_per_frame)
         with torch.enable_grad():
             for step in range(self.steps_per_frame):
                 z = (base + param).clamp(-1.0, 1.0)
-                value = cost.cost_function(forward(model.decode_tensor(z[None])), cost.intensity, cost.mask)[0]
+                value = cost_function(forward(model.decode_tensor(z[None])), cost.intensity, cost.mask)[0]
                 latents[step], costs[step] = z.detach().cpu().numpy(), float(value.detach())
                 optimiser.zero_grad()
                 value.backward()
@@ -381,23 +382,35 @@ def track(
     last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
     status, message, evaluations = 0, "all frames processed", 0
     for position, frame in enumerate(frames):
-        index = int(getattr(frame, "index", start_index + position))
-        intensity, mask = (frame.intensity, frame.mask) if hasattr(frame, "intensity") else frame
-        frame_time = float(getattr(frame, "time", index))
+        if hasattr(frame, "intensity"):
+            intensity, mask = frame.intensity, frame.mask
+            index = int(getattr(frame, "index", start_index + position))
+            frame_time = float(getattr(frame, "time", index))
+        else:  # an (intensity, mask) pair: a tuple's ``index`` is a method, not a frame index
+            intensity, mask = frame
+            index = start_index + position
+            frame_time = float(index)
         intensity = np.asarray(intensity)
         mask = None if mask is None else np.asarray(mask, dtype=bool)
         start = time.perf_counter()
         problem = _frame_problem(intensity, mask)
+        if problem is None and mask is not None and not np.all(np.isfinite(intensity)):
+            # non-finite values only in unmeasured voxels, which never enter a cost
+            intensity = np.where(mask, 0, intensity)
         if problem is not None:
             log.warning("frame %d skipped (%s); holding the last estimate", index, problem)
             if last_latent is None:
                 record = None
             else:
+                if records:
+                    held_density = records[-1].density
+                else:
+                    with torch.inference_mode():
+                        held_density = model.decode(last_latent)[0].cpu().numpy()
                 record = FrameRecord(
                     index=index, time=frame_time, latent=last_latent, cost=math.nan, step_costs=np.empty(0),
-                    encoded=np.full_like(last_latent, np.nan), density=records[-1].density if records else
-                    model.decode(last_latent)[0].cpu().numpy(), seconds=time.perf_counter() - start,
-                    status=f"skipped: {problem}", state=strategy.state_dict(),
+                    encoded=np.full_like(last_latent, np.nan), density=held_density,
+                    seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=strategy.state_dict(),
                 )
         else:
             with torch.inference_mode():
