@@ -13,29 +13,9 @@ import sys
 from collections.abc import Sequence
 
 from latenttune import __version__
+from latenttune.argtypes import positive_int, positive_float, non_negative_float
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -53,11 +33,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("scenario", choices=names, help="time-varying scenario to simulate")
-    p.add_argument("--frames", type=_positive_int, default=20, help="number of frames T")
-    p.add_argument("--n", type=_positive_int, default=32, help="object grid size n (diffraction grid is 2n)")
-    p.add_argument("--photons", type=_positive_float, default=1e8, help="expected total photons per frame")
-    p.add_argument("--background", type=_non_negative_float, default=0.0, help="mean background counts per voxel")
-    p.add_argument("--beamstop", type=_non_negative_float, default=0.0, help="beamstop radius in voxels (0: none)")
+    p.add_argument("--frames", type=positive_int, default=20, help="number of frames T")
+    p.add_argument("--n", type=positive_int, default=32, help="object grid size n (diffraction grid is 2n)")
+    p.add_argument("--photons", type=positive_float, default=1e8, help="expected total photons per frame")
+    p.add_argument("--background", type=non_negative_float, default=0.0, help="mean background counts per voxel")
+    p.add_argument("--beamstop", type=non_negative_float, default=0.0, help="beamstop radius in voxels (0: none)")
     p.add_argument("--seed", type=int, default=0, help="random seed (the whole series follows from it)")
     p.add_argument("--layout", choices=["stacked", "entries"], default="stacked",
                    help="CXI layout: one 4-D dataset, or one entry per frame")
@@ -171,7 +151,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
-    p.add_argument("--samples", type=_positive_int, default=64, help="number of held-out samples")
+    p.add_argument("--samples", type=positive_int, default=64, help="number of held-out samples")
     p.add_argument("--seed", type=int, default=12345, help="seed of the held-out samples")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     p.set_defaults(func=_cmd_evaluate)
@@ -211,10 +191,10 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                         "gradient: Adam on z through the network gradient (comparator)")
     p.add_argument("--mode", choices=["absolute", "residual"], default="absolute",
                    help="tune z itself, or a correction added to the encoder's prediction of each frame")
-    p.add_argument("--steps-per-frame", type=_positive_int, default=100, help="cost evaluations per frame")
-    p.add_argument("--gain", type=_positive_float, default=None, help="ES gain k (default: the controller's)")
-    p.add_argument("--dither", type=_positive_float, default=None, help="ES dither amplitude in box units")
-    p.add_argument("--lr", type=_positive_float, default=None, help="gradient strategy: Adam learning rate")
+    p.add_argument("--steps-per-frame", type=positive_int, default=100, help="cost evaluations per frame")
+    p.add_argument("--gain", type=positive_float, default=None, help="ES gain k (default: the controller's)")
+    p.add_argument("--dither", type=positive_float, default=None, help="ES dither amplitude in box units")
+    p.add_argument("--lr", type=positive_float, default=None, help="gradient strategy: Adam learning rate")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
@@ -244,7 +224,14 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
     from latenttune.replay import replay_series
 
     strategy = _strategy_from_args(args, loaded.model.latent_dim)
-    with open_series(series_path) as series:
+    uid = getattr(args, "uid", None)
+    if uid is not None:  # a run in a tiled catalog (embedded catalog or server URL)
+        from latenttune.bluesky.run_series import open_run
+
+        opened = open_run(series_path, uid)
+    else:
+        opened = open_series(series_path)
+    with opened as series:
         total = len(series)
         with tqdm(total=total, unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
 
@@ -268,7 +255,8 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         if not args.no_figure:
             figure = Path(args.out).with_suffix(".png")
             truth = [series.truth(t) for t in range(len(series))] if series.has_truth else None
-            tracking_summary(results, figure, truth=truth, title=f"{Path(series_path).name}: {strategy.name}")
+            name = Path(str(series_path)).name if uid is None else f"run {uid[:8]}"
+            tracking_summary(results, figure, truth=truth, title=f"{name}: {strategy.name}")
             print(f"summary figure: {figure}")
     return 0
 
@@ -279,13 +267,17 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
         help="track a stored time series offline and write the results file",
         description=(
             "Track every frame of a stored series (CXI file in either layout, a directory of cohere-style "
-            ".npy/.tif amplitude frames, or a .npy stack) and write the results frame by frame (latent, "
+            ".npy/.tif amplitude frames, a .npy stack, or a stored Bluesky tracking run: a .msgpack run file, "
+            "or a tiled catalog with --uid) and write the results frame by frame (latent, "
             "cost, density, time, steps, timings, and E_r/E_q per frame when the series has ground truth). "
-            "An interrupted replay continues with --resume; nothing is lost or duplicated."
+            "An interrupted replay continues with --resume; nothing is lost or duplicated. Replaying a "
+            "Bluesky run with the live run's strategy settings reproduces the costs it recorded."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("series", help="the series to replay")
+    p.add_argument("series", help="the series to replay (with --uid: a tiled catalog directory/URI or server URL)")
+    p.add_argument("--uid", default=None,
+                   help="uid of a stored Bluesky run in the tiled catalog given as SERIES (needs the tiled extra)")
     p.add_argument("--out", required=True, help="results file (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial from its last complete frame")
     _add_tracking_options(p)
@@ -313,9 +305,9 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="growth", help="time-varying scenario")
-    p.add_argument("--frames", type=_positive_int, default=50, help="number of frames")
-    p.add_argument("--photons", type=_positive_float, default=1e8, help="expected total photons per frame")
-    p.add_argument("--beamstop", type=_non_negative_float, default=1.5, help="beamstop radius in voxels")
+    p.add_argument("--frames", type=positive_int, default=50, help="number of frames")
+    p.add_argument("--photons", type=positive_float, default=1e8, help="expected total photons per frame")
+    p.add_argument("--beamstop", type=non_negative_float, default=1.5, help="beamstop radius in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulated series")
     p.add_argument("--out", required=True, help="results file (.h5)")
     _add_tracking_options(p)
@@ -371,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ModuleNotFoundError) as exc:
         parser.exit(2, f"latenttune {args.command}: error: {exc}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"latenttune {args.command}: interrupted\n")

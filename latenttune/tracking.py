@@ -18,7 +18,9 @@ Every strategy reports the best latent it evaluated on the frame. Frames that ar
 have no counts are skipped with a warning and the last estimate is held. The latent never leaves
 the model's box ``[-1, 1]^k``. :func:`track` returns a :class:`TrackResult` (one vocabulary for
 every strategy) and calls ``callback(record)`` after each frame; a callback returning True stops
-the run (``status`` 1).
+the run (``status`` 1). Its per-frame body is :class:`FrameTracker`, which live callers (the
+Bluesky plan :func:`latenttune.bluesky.track_sample`) drive one frame at a time, so a stored live
+run replays to the same costs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ __all__ = [
     "OneShotStrategy",
     "GradientStrategy",
     "make_strategy",
+    "FrameTracker",
     "track",
     "MODES",
 ]
@@ -345,6 +348,114 @@ def _frame_problem(intensity: np.ndarray, mask: np.ndarray | None) -> str | None
     return None
 
 
+class FrameTracker:
+    """The per-frame body of the tracking loop, reusable frame by frame (e.g. by a Bluesky plan).
+
+    Holds what carries over between frames: whether the first good frame is still to come, the
+    last estimate (held over skipped frames) and its density. :func:`track` is a loop over
+    :meth:`step`, so a live caller that feeds the same frames to a fresh tracker with the same
+    strategy settings gets exactly the same records (costs, latents) as :func:`track`.
+
+    Parameters
+    ----------
+    model : LatentAutoencoder
+        The model (eval mode).
+    strategy : Strategy
+        :class:`ESStrategy`, :class:`OneShotStrategy` or :class:`GradientStrategy`; its state
+        evolves with every frame.
+    first : bool
+        True for a fresh run: the first good frame (re)starts the strategy from the encoder.
+        False for a resumed run (the strategy's state must already be loaded).
+    held_latent : ndarray, optional
+        Estimate to hold over skipped frames before the first good one (resume).
+
+    Attributes
+    ----------
+    first : bool
+        Whether the next good frame is the run's first.
+    last_latent : ndarray or None
+        The current estimate (None before any).
+    last_density : ndarray or None
+        Density of the last record returned by :meth:`step`.
+    evaluations : int
+        Cost evaluations so far.
+    """
+
+    def __init__(self, model: LatentAutoencoder, strategy: Strategy, *, first: bool = True,
+                 held_latent: np.ndarray | None = None) -> None:
+        self.model = model
+        self.strategy = strategy
+        self.first = bool(first)
+        self.last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
+        self.last_density: np.ndarray | None = None
+        self.evaluations = 0
+
+    def step(self, intensity: Any, mask: Any, index: int, time_s: float) -> FrameRecord | None:
+        """Process one measured frame.
+
+        Parameters
+        ----------
+        intensity : array_like, shape (N, N, N)
+            Measured intensity.
+        mask : array_like of bool, shape (N, N, N), or None
+            True = voxel not measured.
+        index : int
+            Frame index (stored in the record).
+        time_s : float
+            Frame time in seconds (stored in the record).
+
+        Returns
+        -------
+        FrameRecord or None
+            The frame's record; for a bad frame (not finite, or no counts) a ``"skipped: ..."``
+            record that holds the last estimate, or None when there is no estimate to hold yet.
+        """
+        model, strategy = self.model, self.strategy
+        intensity = np.asarray(intensity)
+        mask = None if mask is None else np.asarray(mask, dtype=bool)
+        start = time.perf_counter()
+        problem = _frame_problem(intensity, mask)
+        if problem is None and mask is not None and not np.all(np.isfinite(intensity)):
+            # non-finite values only in unmeasured voxels, which never enter a cost
+            intensity = np.where(mask, 0, intensity)
+        if problem is not None:
+            log.warning("frame %d skipped (%s); holding the last estimate", index, problem)
+            if self.last_latent is None:
+                log.warning("frame %d skipped before any estimate exists; nothing to hold", index)
+                return None
+            if self.last_density is not None:
+                held_density = self.last_density
+            else:
+                with torch.inference_mode():
+                    held_density = model.decode(self.last_latent)[0].cpu().numpy()
+            record = FrameRecord(
+                index=index, time=time_s, latent=self.last_latent, cost=math.nan, step_costs=np.empty(0),
+                encoded=np.full_like(self.last_latent, np.nan), density=held_density,
+                seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=strategy.state_dict(),
+            )
+        else:
+            with torch.inference_mode():
+                need_encoder = strategy.needs_encoder or self.first
+                encoded = model.encode(intensity, mask)[0].cpu().numpy().astype(np.float64) if need_encoder else None
+            cost = LatentCost(model, intensity, mask)
+            latents, costs = strategy.run_frame(cost, encoded, self.first)
+            best = int(np.argmin(costs))
+            latent = latents[best]
+            with torch.inference_mode():
+                density = model.decode(latent)[0].cpu().numpy()
+            self.evaluations += len(costs)
+            record = FrameRecord(
+                index=index, time=time_s, latent=latent, cost=float(costs[best]), step_costs=costs,
+                encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),
+                density=density, seconds=time.perf_counter() - start, status="ok", state=strategy.state_dict(),
+            )
+            self.first = False
+            self.last_latent = latent
+        self.last_density = record.density
+        log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", index, record.cost, record.steps, record.seconds)
+        return record
+
+
 def track(
     frames: Iterable[Any],
     model: LatentAutoencoder,
@@ -355,6 +466,8 @@ def track(
     held_latent: np.ndarray | None = None,
 ) -> TrackResult:
     """Track a time series of measured frames.
+
+    A loop of :meth:`FrameTracker.step` over ``frames``.
 
     Parameters
     ----------
@@ -378,9 +491,8 @@ def track(
     TrackResult
     """
     records: list[FrameRecord] = []
-    first = start_index == 0
-    last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
-    status, message, evaluations = 0, "all frames processed", 0
+    tracker = FrameTracker(model, strategy, first=start_index == 0, held_latent=held_latent)
+    status, message = 0, "all frames processed"
     for position, frame in enumerate(frames):
         if hasattr(frame, "intensity"):
             intensity, mask = frame.intensity, frame.mask
@@ -390,54 +502,13 @@ def track(
             intensity, mask = frame
             index = start_index + position
             frame_time = float(index)
-        intensity = np.asarray(intensity)
-        mask = None if mask is None else np.asarray(mask, dtype=bool)
-        start = time.perf_counter()
-        problem = _frame_problem(intensity, mask)
-        if problem is None and mask is not None and not np.all(np.isfinite(intensity)):
-            # non-finite values only in unmeasured voxels, which never enter a cost
-            intensity = np.where(mask, 0, intensity)
-        if problem is not None:
-            log.warning("frame %d skipped (%s); holding the last estimate", index, problem)
-            if last_latent is None:
-                record = None
-            else:
-                if records:
-                    held_density = records[-1].density
-                else:
-                    with torch.inference_mode():
-                        held_density = model.decode(last_latent)[0].cpu().numpy()
-                record = FrameRecord(
-                    index=index, time=frame_time, latent=last_latent, cost=math.nan, step_costs=np.empty(0),
-                    encoded=np.full_like(last_latent, np.nan), density=held_density,
-                    seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=strategy.state_dict(),
-                )
-        else:
-            with torch.inference_mode():
-                need_encoder = strategy.needs_encoder or first
-                encoded = model.encode(intensity, mask)[0].cpu().numpy().astype(np.float64) if need_encoder else None
-            cost = LatentCost(model, intensity, mask)
-            latents, costs = strategy.run_frame(cost, encoded, first)
-            best = int(np.argmin(costs))
-            latent = latents[best]
-            with torch.inference_mode():
-                density = model.decode(latent)[0].cpu().numpy()
-            evaluations += len(costs)
-            record = FrameRecord(
-                index=index, time=frame_time, latent=latent, cost=float(costs[best]), step_costs=costs,
-                encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),
-                density=density, seconds=time.perf_counter() - start, status="ok", state=strategy.state_dict(),
-            )
-            first = False
-            last_latent = latent
+        record = tracker.step(intensity, mask, index, frame_time)
         if record is None:
-            log.warning("frame %d skipped before any estimate exists; nothing to hold", index)
             continue
         records.append(record)
-        log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", index, record.cost, record.steps, record.seconds)
         if callback is not None and callback(record):
             status, message = 1, f"stopped by the callback after frame {index}"
             break
     x = records[-1].latent if records else np.full(model.latent_dim, np.nan)
     fun = records[-1].cost if records else math.nan
-    return TrackResult(records=records, x=x, fun=fun, nit=evaluations, status=status, message=message)
+    return TrackResult(records=records, x=x, fun=fun, nit=tracker.evaluations, status=status, message=message)

@@ -11,6 +11,7 @@ Supported inputs (DESIGN.md section 5):
 * cohere-style amplitude frames: a directory of ``*.npy`` or ``*.tif`` files,
   or one ``.npy`` of shape (T, N, N, N) or (N, N, N): see
   :mod:`latenttune.io.cohere`.
+* a stored Bluesky tracking run (``.msgpack``): see :mod:`latenttune.bluesky.run_series`.
 """
 
 from __future__ import annotations
@@ -229,7 +230,9 @@ def open_series(path: str | os.PathLike[str]) -> Series:
     path : str or os.PathLike
         A CXI-style HDF5 file (stacked or one entry per frame), a directory of
         cohere-style amplitude frames (``*.npy`` or ``*.tif``), or a single
-        ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N).
+        ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N), or a ``.msgpack`` file of a
+        stored Bluesky tracking run (:class:`latenttune.bluesky.run_series.RunSeries`; runs in
+        a tiled catalog open with :func:`latenttune.bluesky.run_series.open_run`).
 
     Returns
     -------
@@ -252,6 +255,10 @@ def open_series(path: str | os.PathLike[str]) -> Series:
 
         return CohereDirSeries(p)
     suffix = p.suffix.lower()
+    if suffix == ".msgpack":  # a stored Bluesky tracking run (latenttune.bluesky.storage.MsgpackStorage)
+        from latenttune.bluesky.run_series import MsgpackRunSeries
+
+        return MsgpackRunSeries(p)
     if suffix == ".npy":
         from latenttune.io.cohere import NpySeries
 
@@ -266,5 +273,5 @@ def open_series(path: str | os.PathLike[str]) -> Series:
         p,
         "<file>",
         "unsupported input: expected a CXI/HDF5 file (.cxi, .h5), a .npy file, "
-        f"or a directory of .npy/.tif frames, got suffix {suffix or '(none)'!r}",
+        f"a .msgpack Bluesky run, or a directory of .npy/.tif frames, got suffix {suffix or '(none)'!r}",
     )

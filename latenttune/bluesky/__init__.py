@@ -1,0 +1,45 @@
+"""In-situ tracking with Bluesky: the plan, ophyd devices, run storage and live plots.
+
+* :func:`track_sample` (:mod:`~latenttune.bluesky.plan`): the plan; one event per frame with the
+  measured pattern and mask and the controller's output.
+* :class:`SimulatedCDIDetector`, :class:`LatentTracker`, :class:`CDIDetector` (the detector
+  protocol) in :mod:`~latenttune.bluesky.devices`.
+* :class:`MsgpackStorage` (default, embedded) and :class:`TiledStorage` (``tiled`` extra) in
+  :mod:`~latenttune.bluesky.storage`.
+* :func:`open_run` / :class:`RunSeries` (:mod:`~latenttune.bluesky.run_series`): a stored run as
+  a series, for ``latenttune replay``.
+* :class:`LiveFeedback`, :class:`SliceView`, :class:`LatentComponentPlot` in
+  :mod:`~latenttune.bluesky.live`.
+
+See ``docs/bluesky.md``.
+"""
+
+from __future__ import annotations
+
+from latenttune.bluesky.devices import (
+    ArraySignal,
+    CDIDetector,
+    LatentTracker,
+    SimulatedCDIDetector,
+    SimulationOptions,
+)
+from latenttune.bluesky.plan import DataKeys, prepare_frame, track_sample
+from latenttune.bluesky.run_series import RunSeries, open_run
+from latenttune.bluesky.storage import MsgpackStorage, TiledStorage, open_tiled, read_documents
+
+__all__ = [
+    "ArraySignal",
+    "CDIDetector",
+    "DataKeys",
+    "LatentTracker",
+    "MsgpackStorage",
+    "RunSeries",
+    "SimulatedCDIDetector",
+    "SimulationOptions",
+    "TiledStorage",
+    "open_run",
+    "open_tiled",
+    "prepare_frame",
+    "track_sample",
+    "read_documents",
+]
