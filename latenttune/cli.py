@@ -352,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_track(sub)
     _add_replay(sub)
+    from latenttune.movies.cli import add_export_parser, add_movie_parser
+
+    add_movie_parser(sub)
+    add_export_parser(sub)
     return parser
 
 
