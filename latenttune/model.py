@@ -156,17 +156,37 @@ def normalise_intensity(intensity: torch.Tensor, mask: torch.Tensor | None = Non
     return torch.stack([torch.log1p(a), measured], dim=1)
 
 
-def _avoid_batch_one(module: Any, x: torch.Tensor) -> torch.Tensor:
-    """Run ``module`` on ``x``, doubling a CPU batch of one.
+_MKLDNN_CONVOLUTION = getattr(torch, "mkldnn_convolution", None)
 
-    On the CPU, torch's ``conv3d`` with batch size 1 falls back to ``aten::slow_conv3d``, about
-    4-8x slower than a batch of 2 for our layers (DESIGN.md section 7, profiled with
-    ``torch.profiler``). The controller evaluates one latent at a time, so a batch of one is
-    evaluated as a batch of two identical rows; only inference (no autograd) takes this path.
+
+class _Conv3d(nn.Conv3d):
+    """``nn.Conv3d`` that always takes oneDNN (mkldnn) on the CPU, also for a batch of one.
+
+    torch's CPU ``conv3d`` dispatch sends small inputs, in particular a batch of one (what the
+    controller evaluates at every step), to ``aten::slow_conv3d``: profiled with
+    ``torch.profiler`` on the default decoder, 70 ms per decode against 8-9 ms through oneDNN,
+    and still 22 ms when the batch of one is doubled to two (DESIGN.md section 7). For float32
+    CPU tensors this layer calls oneDNN's convolution directly, the kernel torch's dispatch itself
+    picks for the training batches (batch > 1), with autograd; other devices and dtypes take the
+    ordinary path. Same parameters and state-dict keys as ``nn.Conv3d``, so checkpoints are
+    unaffected; batch-1 results agree with the slow path to float32 rounding (about 2e-5 on the
+    default decoder's outputs).
     """
-    if x.shape[0] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled():
-        return module(x.expand(2, *x.shape[1:]))[:1]
-    return module(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            _MKLDNN_CONVOLUTION is not None
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and self.padding_mode == "zeros"
+            and isinstance(self.padding, tuple)
+            and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled
+        ):
+            return _MKLDNN_CONVOLUTION(
+                x.contiguous(), self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups
+            )
+        return super().forward(x)
 
 
 class _Encoder(nn.Module):
@@ -175,7 +195,7 @@ class _Encoder(nn.Module):
         stages: list[nn.Module] = []
         c_in = 2
         for c in config.encoder_channels:
-            stages += [nn.Conv3d(c_in, c, 3, padding=1), nn.GELU(), nn.MaxPool3d(2)]
+            stages += [_Conv3d(c_in, c, 3, padding=1), nn.GELU(), nn.MaxPool3d(2)]
             c_in = c
         self.features = nn.Sequential(*stages)
         side = config.N // 2 ** len(config.encoder_channels)
@@ -210,14 +230,14 @@ class _Decoder(nn.Module):
         c_in = self.c0
         for c in channels:
             stages += [
-                nn.Conv3d(c_in, c, 3, padding=1),
+                _Conv3d(c_in, c, 3, padding=1),
                 nn.GELU(),
                 nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
             ]
             c_in = c
         self.features = nn.Sequential(*stages)
-        self.amplitude = nn.Conv3d(c_in, 1, 3, padding=1)
-        self.phasor = nn.Conv3d(c_in, 2, 3, padding=1)
+        self.amplitude = _Conv3d(c_in, 1, 3, padding=1)
+        self.phasor = _Conv3d(c_in, 2, 3, padding=1)
         # start near an empty box (sigmoid(-3) = 0.05): objects fill a small part of it
         nn.init.constant_(self.amplitude.bias, -3.0)
 
@@ -334,11 +354,11 @@ class LatentAutoencoder(nn.Module):
     # ---- unchecked fast paths (training and the controller's hot loop) ----------------
     def encode_tensor(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Unchecked :meth:`encode` on a float32 tensor ``(B, N, N, N)`` already on the model's device."""
-        return _avoid_batch_one(lambda x: torch.tanh(self.encoder(x)), normalise_intensity(intensity, mask))
+        return torch.tanh(self.encoder(normalise_intensity(intensity, mask)))
 
     def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
         """Unchecked :meth:`decode` on a float32 tensor ``(B, k)`` already on the model's device."""
-        return _avoid_batch_one(self.decoder, z)
+        return self.decoder(z)
 
     def forward(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode then decode: returns ``(z, density)``."""
