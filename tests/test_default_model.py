@@ -1,0 +1,63 @@
+"""End-to-end checks of the shipped default model (``latenttune/data/default_model.pt``).
+
+Marked ``slow``: they load the real model (n = 32, N = 64) and run it on the CPU, a few seconds
+each. Deselect them with ``-m "not slow"``.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from latenttune.cli import main
+from latenttune.evaluation import evaluate_model
+from latenttune.io import read_results
+from latenttune.model import DEFAULT_MODEL_PATH, load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    if not DEFAULT_MODEL_PATH.exists():  # pragma: no cover - the package ships it
+        pytest.fail(f"the default model is missing from the package: {DEFAULT_MODEL_PATH}")
+    return load_model("default")
+
+
+def test_default_model_is_small_and_carries_its_recipe(default_model):
+    assert DEFAULT_MODEL_PATH.stat().st_size < 20 * 2**20
+    config = default_model.model.config
+    assert (config.n, config.N) == (32, 64)
+    assert 8 <= default_model.model.latent_dim <= 16
+    assert default_model.recipe  # the training recipe travels with the weights
+    assert len(default_model.checksum) == 16 and int(default_model.checksum, 16) >= 0  # hex digest of the weights
+
+
+def test_default_model_beats_the_trivial_predictor(default_model):
+    """One-shot E_r on held-out samples is well below that of the mean training density."""
+    report = evaluate_model(default_model, samples=6, seed=2024)
+    assert np.all(np.isfinite(report.E_r)) and np.all(report.E_r <= 2.0)
+    assert np.median(report.E_r) < 0.8 * np.median(report.E_r_trivial)
+
+
+def test_track_demo_runs_with_the_default_model(tmp_path, capsys):
+    out = tmp_path / "result.h5"
+    code = main(["track", "--scenario", "growth", "--frames", "3", "--steps-per-frame", "10",
+                 "--seed", "1", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "E_r" in printed
+    results = read_results(out)
+    assert results["latent"].shape == (3, load_model("default").model.latent_dim)
+    assert np.all(np.abs(results["latent"]) <= 1.0)
+    assert np.all(np.isfinite(results["E_r"]))
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+    # replaying the recorded series reproduces the live costs (same code path, same seeds)
+    replayed = tmp_path / "replayed.h5"
+    series = out.with_suffix(".series.cxi")  # track saves the simulated series next to its results
+    assert main(["replay", str(series), "--steps-per-frame", "10", "--out", str(replayed), "--no-figure"]) == 0
+    np.testing.assert_array_equal(read_results(replayed)["cost"], results["cost"])
+    with h5py.File(replayed, "r") as f:
+        assert f.attrs["complete"]
