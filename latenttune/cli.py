@@ -194,6 +194,9 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-frame", type=positive_int, default=100, help="cost evaluations per frame")
     p.add_argument("--gain", type=positive_float, default=None, help="ES gain k (default: the controller's)")
     p.add_argument("--dither", type=positive_float, default=None, help="ES dither amplitude in box units")
+    p.add_argument("--no-reseed", action="store_true",
+                   help="ES, absolute mode: never restart from the encoder's prediction of a new frame, even when "
+                        "it fits better than the current latent")
     p.add_argument("--lr", type=positive_float, default=None, help="gradient strategy: Adam learning rate")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
@@ -206,6 +209,8 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
     options = {}
     if args.strategy == "es":
         options.update({key: value for key, value in (("gain", args.gain), ("dither", args.dither)) if value is not None})
+        if args.no_reseed:
+            options["reseed"] = False
     if args.strategy == "gradient" and args.lr is not None:
         options["lr"] = args.lr
     if args.strategy == "one-shot":

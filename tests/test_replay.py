@@ -92,7 +92,9 @@ def test_replay_cxi_writes_the_documented_results(tmp_path, loaded, layout):
     assert r["step_costs"].shape == (4, 6) and np.isfinite(r["step_costs"]).all()
     assert r["seconds"].shape == (4,) and np.all(r["seconds"] > 0)
     assert list(r["status"]) == ["ok"] * 4 and r["index"].tolist() == [0, 1, 2, 3]
-    assert all(json.loads(s)["controller"]["state"]["n"] == 6 * (t + 1) for t, s in enumerate(r["strategy_state"]))
+    # the controller's step counter grows by the frame's ES steps, or restarts when ES reseeds
+    for t, s in enumerate(r["strategy_state"]):
+        assert 1 <= json.loads(s)["controller"]["state"]["n"] <= 6 * (t + 1)
     np.testing.assert_array_equal(r["cost"], result.cost.astype(np.float32))
     np.testing.assert_array_equal(r["cost"], r["step_costs"].min(axis=1))
     # ground truth present: every per-frame error is finite and E_r / phase RMS are sane

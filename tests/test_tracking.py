@@ -62,7 +62,7 @@ def frames(lively_model):
 
 def test_result_vocabulary(lively_model, frames):
     steps = 7
-    result = track(frames, lively_model, ESStrategy(K, steps_per_frame=steps))
+    result = track(frames, lively_model, ESStrategy(K, steps_per_frame=steps, reseed=False))
     T = len(frames)
     assert isinstance(result, TrackResult)
     assert len(result.records) == T and all(isinstance(r, FrameRecord) for r in result.records)
@@ -117,7 +117,7 @@ def test_bad_frames_are_skipped_and_the_estimate_held(lively_model, frames, capl
     only_masked[mask] = 1e3  # counts only where nothing was measured
     series = [frames[0], (nan_frame, mask), (zero_frame, None), (only_masked, mask), frames[1]]
     with caplog.at_level(logging.WARNING, logger="latenttune.tracking"):
-        result = track(series, lively_model, ESStrategy(K, steps_per_frame=4))
+        result = track(series, lively_model, ESStrategy(K, steps_per_frame=4, reseed=False))
     assert len(result.records) == 5
     first, *skipped, last = result.records
     assert first.status == "ok" and last.status == "ok"
@@ -220,7 +220,7 @@ def test_absolute_mode_starts_from_the_encoder_then_continues(lively_model, fram
         return original_call(self, z)
 
     monkeypatch.setattr(LatentCost, "__call__", recording)
-    strategy = ESStrategy(K, steps_per_frame=steps, mode="absolute")
+    strategy = ESStrategy(K, steps_per_frame=steps, mode="absolute", reseed=False)
     assert not strategy.needs_encoder
     result = track(frames, lively_model, strategy)
     assert len(calls) == 1  # only the first frame is encoded
@@ -237,6 +237,55 @@ def test_absolute_mode_starts_from_the_encoder_then_continues(lively_model, fram
             evaluated[t * steps].ravel(), from_unit_box(controller.params, state["state"]["z"])
         )
     assert len(evaluated) == steps * len(frames)
+
+
+def _recording_cost(monkeypatch) -> list[np.ndarray]:
+    evaluated: list[np.ndarray] = []
+    original_call = LatentCost.__call__
+
+    def recording(self, z):
+        evaluated.append(np.atleast_2d(np.array(z, dtype=np.float64, copy=True)))
+        return original_call(self, z)
+
+    monkeypatch.setattr(LatentCost, "__call__", recording)
+    return evaluated
+
+
+def test_reseeding_compares_the_current_latent_with_the_encoding_first(lively_model, frames, monkeypatch):
+    """Each later frame starts with one batch of two: the controller's position and the encoding."""
+    steps = 6
+    evaluated = _recording_cost(monkeypatch)
+    strategy = ESStrategy(K, steps_per_frame=steps)  # reseed is the default
+    assert strategy.reseed and strategy.needs_encoder
+    result = track(frames, lively_model, strategy)
+    assert all(r.steps == steps and r.step_costs.shape == (steps,) for r in result.records)
+    calls_per_later_frame = 1 + (steps - 2)  # the pair, then single ES evaluations
+    assert len(evaluated) == steps + calls_per_later_frame * (len(frames) - 1)
+    for t in range(1, len(frames)):
+        pair = evaluated[steps + (t - 1) * calls_per_later_frame]
+        previous = ExtremumSeeking.from_dict(result.records[t - 1].state["controller"])
+        np.testing.assert_array_equal(pair[0], previous.suggest())
+        np.testing.assert_array_equal(pair[1], np.clip(result.records[t].encoded, -1, 1))
+        # the reported latent is the best evaluated, so never worse than the encoder's prediction
+        assert result.records[t].cost <= float(result.records[t].step_costs[1])
+
+
+def test_reseeding_restarts_at_the_encoding_after_a_jump(lively_model, monkeypatch):
+    """After a sudden change a good encoding beats the stale latent and ES restarts there.
+
+    The tiny model's encoder is untrained, so a perfect encoder (it returns the frame's true
+    latent) stands in for a trained one.
+    """
+    mask = np.zeros((N, N, N), dtype=bool)
+    before, after = np.array([0.5, -0.4, 0.3, 0.5]), np.array([-0.5, 0.4, -0.3, -0.5])
+    jump = [(_pattern(lively_model, before), mask)] * 2 + [(_pattern(lively_model, after), mask)]
+    truths = iter([before, before, after])
+    monkeypatch.setattr(lively_model, "encode", lambda intensity, mask=None: torch.tensor(next(truths))[None])
+    reseeded = track(jump, lively_model, ESStrategy(K, steps_per_frame=8))
+    costs = reseeded.records[2].step_costs
+    assert costs[1] < costs[0]  # the encoding fits the new frame better than the held latent
+    assert reseeded.records[2].state["controller"]["state"]["n"] == 8 - 2  # restarted at the encoding
+    np.testing.assert_allclose(reseeded.records[2].latent, after, atol=0.05)  # locked on at once
 
 
 def test_residual_mode_adds_a_correction_to_every_frames_encoding(lively_model, frames, monkeypatch):
@@ -343,6 +392,11 @@ def test_es_never_asks_for_the_network_gradient(lively_model, frames):
 def test_bad_strategy_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_reseed_must_be_a_bool():
+    with pytest.raises(TypeError, match="`reseed` must be a bool"):
+        ESStrategy(K, reseed="yes")
 
 
 # -- ES locks on to a latent walk inside the model's latent space ------------------------------

@@ -170,7 +170,7 @@ def _positive_or_none(value: Any, name: str) -> int | None:
 
 def _strategy_description(controller: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"class": type(controller).__name__, "name": str(getattr(controller, "name", ""))}
-    for attr in ("steps_per_frame", "mode", "residual_width", "lr"):
+    for attr in ("steps_per_frame", "mode", "residual_width", "reseed", "lr"):
         if hasattr(controller, attr):
             value = getattr(controller, attr)
             out[attr] = value if isinstance(value, (int, float, str)) else repr(value)
@@ -184,7 +184,7 @@ def _strategy_repr(controller: Any) -> str:
         return repr(controller)
     fields = ", ".join(
         f"{attr}={getattr(controller, attr)!r}"
-        for attr in ("name", "steps_per_frame", "mode", "residual_width", "lr")
+        for attr in ("name", "steps_per_frame", "mode", "residual_width", "reseed", "lr")
         if hasattr(controller, attr)
     )
     return f"{type(controller).__name__}({fields})"
