@@ -1,0 +1,206 @@
+"""Tracking quality and speed: extremum seeking against the encoder one-shot and gradient tracking.
+
+Run (from the repository root)::
+
+    python benchmarks/bench_tracking.py --frames 20 --out benchmarks/results/tracking
+
+For each scenario (default: ``latent-walk``, ``growth``, ``strain``, ``dislocation``) one series is
+simulated with the project's own ``simulate_series`` (Poisson noise at ``--photons``, a beamstop of
+``--beamstop`` voxels) and every method tracks *the same frames* through ``replay_series``, the code
+path of ``latenttune replay``. Per frame it records the real-space error E_r against the simulator's
+truth (global phase, translation and twin removed; DESIGN.md section 3), the amplitude error E_q and
+the wall time of the tracking work. Writes ``OUT.md`` (a markdown table of mean/max E_r, E_q and
+ms/frame), ``OUT.json`` (all per-frame figures) and ``OUT.png`` (E_r against frame). Asserts
+nothing: it reports.
+
+Methods:
+
+* ``es``: extremum seeking on the latent, default controller settings (cost values only);
+* ``one-shot``: the encoder alone on each frame;
+* ``gradient``: Adam on z through the network gradient (a comparator; uses the gradient).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_SCENARIOS = ("latent-walk", "growth", "strain", "dislocation")
+METHODS = ("es", "one-shot", "gradient")
+
+
+def simulate(scenario: str, directory: Path, loaded: Any, frames: int, photons: float, beamstop: float,
+             seed: int) -> Path:
+    """Simulate one scenario's series into ``directory`` and return its path."""
+    from latenttune.simulate import simulate_series
+
+    options: dict[str, Any] = {}
+    if scenario == "latent-walk":
+        from latenttune.latent_walk import latent_spread, numpy_decoder
+
+        options = {"decode": numpy_decoder(loaded.model), "latent_bounds": latent_spread(loaded)}
+    path = directory / f"{scenario}.cxi"
+    simulate_series(scenario, path, num_frames=frames, n=loaded.model.config.n, photons=photons,
+                    beamstop_radius=beamstop, seed=seed, overwrite=True, scenario_options=options)
+    return path
+
+
+def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: int,
+               es_options: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Track ``series_path`` with one method; return its per-frame figures."""
+    from latenttune.io import open_series, read_results
+    from latenttune.replay import replay_series
+    from latenttune.tracking import make_strategy
+
+    k = loaded.model.latent_dim
+    if method == "one-shot":
+        strategy = make_strategy("one-shot", k)
+    elif method == "es":
+        strategy = make_strategy("es", k, steps_per_frame=steps, **es_options)
+    else:
+        strategy = make_strategy("gradient", k, steps_per_frame=steps)
+    with open_series(series_path) as series:
+        path, _ = replay_series(series, loaded, strategy, out, overwrite=True)
+    results = read_results(path)
+    return {key: np.asarray(results[key], dtype=float) for key in ("E_r", "E_q", "cost", "seconds")}
+
+
+def summarise(figures: dict[str, dict[str, dict[str, np.ndarray]]], skip: int) -> list[dict[str, Any]]:
+    """One row per (scenario, method): mean/max E_r and E_q over frames ``skip:``, ms per frame."""
+    rows = []
+    for scenario, per_method in figures.items():
+        for method, f in per_method.items():
+            e_r, e_q = f["E_r"][skip:], f["E_q"][skip:]
+            rows.append({
+                "scenario": scenario, "method": method,
+                "E_r_mean": float(np.nanmean(e_r)), "E_r_max": float(np.nanmax(e_r)),
+                "E_q_mean": float(np.nanmean(e_q)), "E_q_max": float(np.nanmax(e_q)),
+                "ms_per_frame": float(np.mean(f["seconds"]) * 1e3),
+            })
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| scenario | method | mean E_r | max E_r | mean E_q | max E_q | ms / frame |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['method']} | {r['E_r_mean']:.3f} | {r['E_r_max']:.3f} | "
+                     f"{r['E_q_mean']:.3f} | {r['E_q_max']:.3f} | {r['ms_per_frame']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(figures: dict[str, dict[str, dict[str, np.ndarray]]], path: Path) -> None:
+    """E_r against frame, one panel per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(figures), figsize=(4 * len(figures), 3.2), squeeze=False)
+    for ax, (scenario, per_method) in zip(axes[0], figures.items()):
+        for method, f in per_method.items():
+            ax.plot(f["E_r"], marker=".", label=method)
+        ax.set_title(scenario)
+        ax.set_xlabel("frame")
+        ax.set_ylim(bottom=0)
+    axes[0][0].set_ylabel("E_r")
+    axes[0][-1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def machine() -> str:
+    """A one-line description of the machine."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default="default", help="'default' or a checkpoint path")
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--frames", type=int, default=20, help="frames per scenario")
+    parser.add_argument("--steps", type=int, default=100, help="cost evaluations per frame (es, gradient)")
+    parser.add_argument("--skip", type=int, default=0, help="frames left out of the statistics (lock-in)")
+    parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
+    parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
+    parser.add_argument("--seed", type=int, default=0, help="simulation seed")
+    parser.add_argument("--gain", type=float, default=None, help="ES gain (default: the controller's)")
+    parser.add_argument("--dither", type=float, default=None, help="ES dither amplitude (default: the controller's)")
+    parser.add_argument("--adapt", action="store_true", help="ES adaptive dither amplitude")
+    parser.add_argument("--no-reseed", action="store_true", help="ES never restarts from the encoder's prediction")
+    parser.add_argument("--torch-threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch intra-op threads (1 is faster while another job loads the CPU)")
+    parser.add_argument("--out", default="benchmarks/results/tracking", help="output stem (.md/.json/.png)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from latenttune.model import load_model
+
+    if args.torch_threads < 1:
+        parser.error("--torch-threads must be >= 1")
+    torch.set_num_threads(args.torch_threads)
+    loaded = load_model(args.model)
+    es_options: dict[str, Any] = {}
+    if args.gain is not None:
+        es_options["gain"] = args.gain
+    if args.dither is not None:
+        es_options["dither"] = args.dither
+    if args.adapt:
+        es_options["adapt"] = True
+    if args.no_reseed:
+        es_options["reseed"] = False
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            parser.error(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    figures: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        for scenario in scenarios:
+            series = simulate(scenario, tmpdir, loaded, args.frames, args.photons, args.beamstop, args.seed)
+            figures[scenario] = {}
+            for method in methods:
+                f = run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, es_options)
+                figures[scenario][method] = f
+                print(f"{scenario:12s} {method:9s} mean E_r {np.nanmean(f['E_r']):.3f}  max E_r "
+                      f"{np.nanmax(f['E_r']):.3f}  mean E_q {np.nanmean(f['E_q']):.3f}  "
+                      f"{np.mean(f['seconds']) * 1e3:.0f} ms/frame", flush=True)
+    rows = summarise(figures, args.skip)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"Model {loaded.path.name} (sha256 {loaded.checksum[:12]}), {args.frames} frames per scenario, "
+              f"{args.steps} cost evaluations per frame (es, gradient), {args.photons:g} photons, beamstop "
+              f"{args.beamstop} voxels, seed {args.seed}, ES options {es_options or 'default'}, statistics over "
+              f"frames {args.skip}..{args.frames - 1}. Machine: {machine()}, torch "
+              f"{torch.__version__}, {torch.get_num_threads()} threads. Total {time.perf_counter() - started:.0f} s.\n"
+              f"Command: python {' '.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}\n")
+    table = markdown_table(rows)
+    out.with_suffix(".md").write_text(header + "\n" + table + "\n")
+    serialisable = {s: {m: {k: v.tolist() for k, v in f.items()} for m, f in pm.items()} for s, pm in figures.items()}
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "per_frame": serialisable, "header": header},
+                                                   indent=1, default=float))
+    plot(figures, out.with_suffix(".png"))
+    print()
+    print(header)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
