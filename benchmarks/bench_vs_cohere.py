@@ -1,0 +1,330 @@
+"""Tracking against the peer tool: latenttune (ES, one-shot, gradient) versus cohere-core phase retrieval.
+
+Run (from the repository root; needs ``pip install 'latenttune[bench]'``)::
+
+    python benchmarks/bench_vs_cohere.py --out benchmarks/results/vs_cohere
+
+For each scenario (default: ``latent-walk``, ``growth``, ``strain``, ``dislocation``) one series is
+simulated with :func:`bench_tracking.simulate` (Poisson noise at ``--photons``, a beamstop of
+``--beamstop`` voxels). On *the same series file* it runs:
+
+* ``es``, ``one-shot``, ``gradient``: the latent methods, through :func:`bench_tracking.run_method`
+  (``latenttune replay``'s code path; the time is the tracking work per frame);
+* ``cohere-cold``: cohere-core's usual recipe (ER/HIO with shrink-wrap, ``--cohere-iterations``)
+  on every frame from a random start (seeded per frame);
+* ``cohere-warm``: the same recipe started from the previous frame's cohere result. Its frame 0
+  has no previous frame: it is the cold start of frame 0, an identical computation (same recipe,
+  same random start), so ``cohere-cold``'s frame 0 is reused rather than recomputed.
+
+cohere frames are read with :func:`latenttune.io.open_series` and scored exactly as
+:mod:`latenttune.replay` scores the latent methods: ``E_r = real_space_error(series.truth(t),
+density)`` (global phase, translation and twin removed) and ``E_q = amplitude_error(
+forward(density), intensity, mask)``; only :func:`latenttune.peers.cohere.reconstruct` is timed,
+after an untimed 20-iteration warm-up call per series (imports, first-call costs).
+Conventions of the cohere adapter (its image is our conjugate, masked voxels left free, the start
+scaled to the data) are in :mod:`latenttune.peers.cohere`.
+
+Writes ``OUT.md`` (header and a table of mean/max E_r and E_q, ms/frame and the ratios of time and
+mean E_r to ``cohere-warm``), ``OUT.json`` (all per-frame figures) and ``OUT.png`` (per scenario:
+E_r against frame, and the time per frame on a log axis). The goal it reports against: on
+``latent-walk``, ES at least 10x less wall time per frame than ``cohere-warm`` at no worse mean E_r.
+Asserts nothing: it reports.
+
+The default ``--frames 5`` keeps the run under 30 minutes on the project's 2-core CPU. Measured at
+n = 32 (N = 64) while another job kept both cores busy: a 1,020-iteration cohere reconstruction
+24 s (16 s unloaded, DESIGN.md section 7), and each scenario costs 2 x frames - 1 of them; ES with
+100 steps 5 s per frame and gradient tracking 28 s per frame (untrained default-size model, one
+torch thread). That predicts about 26 minutes for the four scenarios under that load and about 16
+unloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_tracking as bt  # noqa: E402  (the benchmarks folder is not a package)
+
+LATENT_METHODS = bt.METHODS
+COHERE_METHODS = ("cohere-cold", "cohere-warm")
+METHODS = LATENT_METHODS + COHERE_METHODS
+REFERENCE = "cohere-warm"
+GOAL_SCENARIO = "latent-walk"
+GOAL_SPEEDUP = 10.0
+
+Figures = dict[str, dict[str, dict[str, np.ndarray]]]
+
+
+def frame_scores(series: Any, index: int, density: np.ndarray, intensity: np.ndarray,
+                 mask: np.ndarray) -> tuple[float, float]:
+    """``(E_r, E_q)`` of one frame's density, computed as :mod:`latenttune.replay` does."""
+    from latenttune.metrics import amplitude_error, real_space_error
+    from latenttune.physics import forward
+
+    e_q = float(amplitude_error(forward(density), intensity, mask))
+    e_r = float(real_space_error(series.truth(index), density).error) if series.has_truth else float("nan")
+    return e_r, e_q
+
+
+def run_cohere(series_path: Path, recipe: Any, seed: int, *, warm: bool, label: str,
+               first: tuple[np.ndarray, float] | None = None
+               ) -> tuple[dict[str, np.ndarray], tuple[np.ndarray, float]]:
+    """Reconstruct every frame with cohere (cold, or warm from the previous result).
+
+    Parameters
+    ----------
+    series_path : Path
+        The series file.
+    recipe : CohereRecipe
+        cohere settings.
+    seed : int
+        Frame ``t`` draws its random start from ``default_rng([seed, t])``.
+    warm : bool
+        Start each frame after the first from the previous frame's result.
+    label : str
+        Prefix of the progress lines.
+    first : (density, seconds), optional
+        A result of frame 0 to reuse instead of recomputing it (the identical cold start).
+
+    Returns
+    -------
+    (dict, tuple)
+        Per-frame ``E_r``, ``E_q``, ``cost`` (= ``E_q``, the default cost) and ``seconds``; and the
+        frame-0 ``(density, seconds)``, for reuse.
+    """
+    from latenttune.io import open_series
+    from latenttune.peers.cohere import CohereRecipe, reconstruct
+
+    e_r, e_q, seconds = [], [], []
+    previous: np.ndarray | None = None
+    first_out: tuple[np.ndarray, float] | None = None
+    with open_series(series_path) as series:
+        # untimed warm-up: imports and first-call costs are not per-frame work (generous to the peer)
+        reconstruct(series[0].intensity, series[0].mask, CohereRecipe(algorithm_sequence="20*ER", twin_trigger=None),
+                    rng=0)
+        for t in range(len(series)):
+            frame = series[t]
+            if t == 0 and first is not None:
+                density, spent, note = first[0], first[1], " (frame 0 = the cold start, reused)"
+            else:
+                initial = previous if warm else None
+                start = time.perf_counter()
+                density = reconstruct(frame.intensity, frame.mask, recipe, initial=initial,
+                                      rng=np.random.default_rng([seed, t]))
+                spent, note = time.perf_counter() - start, ""
+            if t == 0:
+                first_out = (density, spent)
+            previous = density
+            scores = frame_scores(series, t, density, frame.intensity, frame.mask)
+            e_r.append(scores[0])
+            e_q.append(scores[1])
+            seconds.append(spent)
+            print(f"{label} frame {t:3d}  E_r {scores[0]:.3f}  E_q {scores[1]:.4f}  {spent:6.1f} s{note}", flush=True)
+    figures = {"E_r": np.array(e_r), "E_q": np.array(e_q), "cost": np.array(e_q), "seconds": np.array(seconds)}
+    assert first_out is not None  # a series has at least one frame
+    return figures, first_out
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``time_ratio`` and ``E_r_ratio`` (method / ``cohere-warm``, same scenario) to each row."""
+    reference = {r["scenario"]: r for r in rows if r["method"] == REFERENCE}
+    for r in rows:
+        ref = reference.get(r["scenario"])
+        r["time_ratio"] = r["ms_per_frame"] / ref["ms_per_frame"] if ref and ref["ms_per_frame"] > 0 else float("nan")
+        r["E_r_ratio"] = r["E_r_mean"] / ref["E_r_mean"] if ref and ref["E_r_mean"] > 0 else float("nan")
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| scenario | method | mean E_r | max E_r | mean E_q | max E_q | ms / frame | time / cohere-warm "
+             "| mean E_r / cohere-warm |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scenario']} | {r['method']} | {r['E_r_mean']:.3f} | {r['E_r_max']:.3f} | "
+                     f"{r['E_q_mean']:.4f} | {r['E_q_max']:.4f} | {r['ms_per_frame']:.0f} | "
+                     f"{r['time_ratio']:.3g} | {r['E_r_ratio']:.3g} |")
+    return "\n".join(lines)
+
+
+def goal_line(rows: list[dict[str, Any]]) -> str:
+    """Verdict on the issue's goal: ES >= 10x faster than cohere-warm at no worse mean E_r."""
+    by = {(r["scenario"], r["method"]): r for r in rows}
+    es, ref = by.get((GOAL_SCENARIO, "es")), by.get((GOAL_SCENARIO, REFERENCE))
+    if es is None or ref is None:
+        return f"Goal (ES vs {REFERENCE} on {GOAL_SCENARIO}): not evaluated (scenario or method not run)."
+    speedup = ref["ms_per_frame"] / es["ms_per_frame"]
+    met = speedup >= GOAL_SPEEDUP and es["E_r_mean"] <= ref["E_r_mean"]
+    return (f"Goal (ES vs {REFERENCE} on {GOAL_SCENARIO}: >= {GOAL_SPEEDUP:g}x less time per frame at no worse "
+            f"mean E_r): {'MET' if met else 'NOT MET'}: ES is {speedup:.1f}x faster "
+            f"({es['ms_per_frame']:.0f} vs {ref['ms_per_frame']:.0f} ms/frame), mean E_r {es['E_r_mean']:.3f} vs "
+            f"{ref['E_r_mean']:.3f}.")
+
+
+def plot(figures: Figures, path: Path) -> None:
+    """Per scenario: E_r against frame (top) and seconds per frame, log axis (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(2, len(figures), figsize=(4 * len(figures), 6), squeeze=False, sharex="col")
+    for column, (scenario, per_method) in enumerate(figures.items()):
+        top, bottom = axes[0][column], axes[1][column]
+        for method, f in per_method.items():
+            top.plot(f["E_r"], marker=".", label=method)
+            bottom.plot(np.maximum(f["seconds"], 1e-4), marker=".", label=method)
+        top.set_title(scenario)
+        top.set_ylim(bottom=0)
+        bottom.set_yscale("log")
+        bottom.set_xlabel("frame")
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("E_r")
+    axes[1][0].set_ylabel("seconds per frame")
+    axes[0][-1].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide the numbers."""
+    out = {}
+    for name in ("latenttune", "torch", "cohere-core", "numpy", "scipy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options (validated)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default="default", help="'default' or a checkpoint path")
+    parser.add_argument("--scenarios", default=",".join(bt.DEFAULT_SCENARIOS), help="comma-separated scenarios")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument("--frames", type=int, default=5, help="frames per scenario (5 keeps the run under 30 min)")
+    parser.add_argument("--steps", type=int, default=100, help="cost evaluations per frame (es, gradient)")
+    parser.add_argument("--skip", type=int, default=0, help="frames left out of the statistics (lock-in)")
+    parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
+    parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
+    parser.add_argument("--seed", type=int, default=0, help="simulation and cohere random-start seed")
+    parser.add_argument("--cohere-iterations", type=int, default=1000,
+                        help="cohere iterations per frame (rounded to B*(20*ER+180*HIO)+20*ER)")
+    parser.add_argument("--cohere-mask", choices=("free", "zero"), default="free",
+                        help="cohere's masked voxels: unconstrained, or zero counts (plain cohere)")
+    parser.add_argument("--cohere-workers", type=int, default=1, help="scipy.fft threads inside cohere")
+    parser.add_argument("--torch-threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch threads for the latent methods")
+    parser.add_argument("--out", default="benchmarks/results/vs_cohere", help="output stem (.md/.json/.png)")
+    args = parser.parse_args(argv)
+    args.scenario_list = [s for s in args.scenarios.split(",") if s]
+    args.method_list = [m for m in args.methods.split(",") if m]
+    for m in args.method_list:
+        if m not in METHODS:
+            parser.error(f"--methods: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    if args.frames < 1:
+        parser.error(f"--frames must be >= 1, got {args.frames}")
+    if not 0 <= args.skip < args.frames:
+        parser.error(f"--skip must be in [0, --frames), got {args.skip}")
+    if args.cohere_iterations < 1 or args.cohere_workers < 1 or args.torch_threads < 1:
+        parser.error("--cohere-iterations, --cohere-workers and --torch-threads must be >= 1")
+    if any(m in COHERE_METHODS for m in args.method_list):
+        from latenttune.peers.cohere import INSTALL_HINT, cohere_version
+
+        if cohere_version() is None:
+            parser.error(f"the cohere methods need cohere-core: {INSTALL_HINT} (or leave them out of --methods)")
+    return args
+
+
+def run_scenario(scenario: str, series: Path, loaded: Any, args: argparse.Namespace, recipe: Any,
+                 tmpdir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """All requested methods on one series; per-method per-frame figures."""
+    per_method: dict[str, dict[str, np.ndarray]] = {}
+    for method in args.method_list:
+        if method not in LATENT_METHODS:
+            continue
+        f = bt.run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, {})
+        per_method[method] = f
+        for t, (e_r, e_q, s) in enumerate(zip(f["E_r"], f["E_q"], f["seconds"])):
+            print(f"{scenario:12s} {method:11s} frame {t:3d}  E_r {e_r:.3f}  E_q {e_q:.4f}  {s:6.3f} s", flush=True)
+    first = None
+    for method in COHERE_METHODS:
+        if method not in args.method_list:
+            continue
+        f, frame0 = run_cohere(series, recipe, args.seed, warm=method == "cohere-warm",
+                               label=f"{scenario:12s} {method:11s}", first=first)
+        per_method[method] = f
+        first = frame0
+    return per_method
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    import torch
+
+    from latenttune.model import load_model
+    from latenttune.peers.cohere import CohereRecipe
+
+    torch.set_num_threads(args.torch_threads)
+    loaded = load_model(args.model)
+    recipe = CohereRecipe.standard(args.cohere_iterations, mask_mode=args.cohere_mask,
+                                   fft_workers=args.cohere_workers)
+    figures: Figures = {}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        for scenario in args.scenario_list:
+            series = bt.simulate(scenario, tmpdir, loaded, args.frames, args.photons, args.beamstop, args.seed)
+            figures[scenario] = run_scenario(scenario, series, loaded, args, recipe, tmpdir)
+    total = time.perf_counter() - started
+    rows = add_ratios(bt.summarise(figures, args.skip))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    v = versions()
+    header = (
+        f"Model {loaded.path.name} (sha256 {loaded.checksum[:12]}, n = {loaded.model.config.n}, "
+        f"N = {loaded.model.config.N}), {args.frames} frames per scenario, {args.steps} cost evaluations per "
+        f"frame (es, gradient), {args.photons:g} photons, beamstop {args.beamstop} voxels, seed {args.seed}, "
+        f"statistics over frames {args.skip}..{args.frames - 1}.\n"
+        f"cohere-core {v['cohere-core']}: {recipe.algorithm_sequence} ({recipe.iterations} iterations), "
+        f"shrink-wrap {list(recipe.shrink_wrap_trigger or [])} threshold {recipe.shrink_wrap_threshold} sigma "
+        f"{recipe.shrink_wrap_sigma}, twin step {recipe.twin_trigger} (cold only), masked voxels {recipe.mask_mode}, "
+        f"{recipe.precision} precision, numpy backend, {recipe.fft_workers} FFT thread(s); cohere-warm frame 0 is "
+        f"the cold start (reused).\n"
+        f"Machine: {bt.machine()}, torch {v['torch']} ({torch.get_num_threads()} threads), numpy {v['numpy']}, "
+        f"scipy {v['scipy']}. Total {total:.0f} s.\n"
+        f"Command: python {' '.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}\n"
+    )
+    table = markdown_table(rows)
+    goal = goal_line(rows)
+    out.with_suffix(".md").write_text(header + "\n" + table + "\n\n" + goal + "\n")
+    serialisable = {s: {m: {k: v.tolist() for k, v in f.items()} for m, f in pm.items()} for s, pm in figures.items()}
+    out.with_suffix(".json").write_text(json.dumps(
+        {"rows": rows, "per_frame": serialisable, "header": header, "goal": goal, "recipe": recipe.to_dict(),
+         "versions": v, "args": {k: val for k, val in vars(args).items()}}, indent=1, default=float))
+    plot(figures, out.with_suffix(".png"))
+    print()
+    print(header)
+    print(table)
+    print()
+    print(goal)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
