@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarise(figures, args.skip)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"Model {loaded.path.name} (sha256 {loaded.checksum[:12]}), {args.frames} frames per scenario, "
+    header = (f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}), {args.frames} frames per scenario, "
               f"{args.steps} cost evaluations per frame (es, gradient), {args.photons:g} photons, beamstop "
               f"{args.beamstop} voxels, seed {args.seed}, ES options {es_options or 'default'}, statistics over "
               f"frames {args.skip}..{args.frames - 1}. Machine: {machine()}, torch "

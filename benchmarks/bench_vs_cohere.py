@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     v = versions()
     header = (
-        f"Model {loaded.path.name} (sha256 {loaded.checksum[:12]}, n = {loaded.model.config.n}, "
+        f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}, n = {loaded.model.config.n}, "
         f"N = {loaded.model.config.N}), {args.frames} frames per scenario, {args.steps} cost evaluations per "
         f"frame (es, gradient), {args.photons:g} photons, beamstop {args.beamstop} voxels, seed {args.seed}, "
         f"statistics over frames {args.skip}..{args.frames - 1}.\n"
