@@ -18,6 +18,7 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from latenttune.io import ResultWriter, Series, open_series, read_results
 from latenttune.metrics import amplitude_error, phase_rms, real_space_error
 from latenttune.model import LoadedModel
 from latenttune.physics import forward
+from latenttune.refine import RefineSettings, refine_density
 from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
 
 log = logging.getLogger(__name__)
@@ -43,11 +45,14 @@ class FrameReport:
     E_r: float
     E_q: float
     phase_rms: float
+    E_r_refined: float = float("nan")
 
     def line(self) -> str:
         """One human-readable line."""
         r = self.record
         truth = "" if np.isnan(self.E_r) else f"  E_r {self.E_r:.4f}  phase RMS {self.phase_rms:.3f}"
+        if not np.isnan(self.E_r_refined):
+            truth += f"  refined E_r {self.E_r_refined:.4f}"
         return f"frame {r.index:4d}  cost {r.cost:.5f}  steps {r.steps:4d}  {r.seconds * 1e3:7.1f} ms{truth}  {r.status}"
 
 
@@ -62,15 +67,31 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _truth_metrics(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray) -> tuple[float, float, float]:
+def _truth_metrics(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray,
+                   density: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(E_r, E_q, phase RMS) of ``density`` (default: the record's) on the record's frame."""
     if record.status != "ok":
         return (np.nan, np.nan, np.nan)
-    e_q = float(amplitude_error(forward(record.density), intensity, mask))
+    density = record.density if density is None else density
+    e_q = float(amplitude_error(forward(density), intensity, mask))
     if not series.has_truth:
         return (np.nan, e_q, np.nan)
     truth = series.truth(record.index)
-    alignment = real_space_error(truth, record.density)
+    alignment = real_space_error(truth, density)
     return (float(alignment.error), e_q, float(phase_rms(truth, alignment.aligned, align=False)))
+
+
+def _refined_fields(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray,
+                    settings: RefineSettings) -> dict[str, Any]:
+    """The per-frame fields of the optional physics refinement (NaN/held on a skipped frame)."""
+    if record.status != "ok":
+        refined, seconds = record.density, 0.0
+    else:
+        start = time.perf_counter()
+        refined = refine_density(record.density, intensity, mask, settings)
+        seconds = time.perf_counter() - start
+    e_r, e_q, _ = _truth_metrics(series, record, intensity, mask, refined)
+    return {"refined_density": refined, "refined_seconds": seconds, "E_r_refined": e_r, "E_q_refined": e_q}
 
 
 def replay_series(
@@ -83,6 +104,7 @@ def replay_series(
     overwrite: bool = False,
     callback: Callable[[FrameReport], bool | None] | None = None,
     attrs: dict[str, Any] | None = None,
+    refine: RefineSettings | None = None,
 ) -> tuple[Path, TrackResult]:
     """Track every frame of ``series`` with ``strategy`` and write the results file ``out``.
 
@@ -105,6 +127,11 @@ def replay_series(
         ``callback(report)`` after each frame; returning True stops (the partial file stays resumable).
     attrs : dict, optional
         Extra attributes for the results file.
+    refine : RefineSettings, optional
+        Also refine each frame's decoded density with HIO/ER on the voxels
+        (:func:`latenttune.refine.refine_density`, no network) and store ``refined_density``,
+        ``refined_seconds``, ``E_r_refined`` and ``E_q_refined`` per frame. The tracking itself
+        (latents, costs) is unchanged. Default: off.
 
     Returns
     -------
@@ -112,6 +139,8 @@ def replay_series(
         The results path (``out`` when complete, ``out.partial`` when stopped early) and the
         frames processed in this call.
     """
+    if refine is not None and not isinstance(refine, RefineSettings):
+        raise TypeError(f"`refine` must be None or a RefineSettings, got {type(refine).__name__}")
     own_series = not isinstance(series, Series)
     series = open_series(series) if own_series else series
     out = Path(out)
@@ -132,6 +161,7 @@ def replay_series(
         "controller": json.dumps(strategy.state_dict()),
         "series": str(series.path),
         "versions": json.dumps(versions()),
+        "refine": json.dumps(None if refine is None else dataclasses.asdict(refine)),
         **(attrs or {}),
     }
     start, held = 0, None
@@ -151,6 +181,7 @@ def replay_series(
         def on_frame(record: FrameRecord) -> bool:
             frame = series[record.index]
             e_r, e_q, p_rms = _truth_metrics(series, record, frame.intensity, frame.mask)
+            refined = {} if refine is None else _refined_fields(series, record, frame.intensity, frame.mask, refine)
             step_costs = np.full(steps, np.nan, dtype=np.float32)
             step_costs[: record.steps] = record.step_costs[:steps]
             writer.append(
@@ -168,8 +199,10 @@ def replay_series(
                 E_r=e_r,
                 E_q=e_q,
                 phase_rms=p_rms,
+                **refined,
             )
-            if callback is not None and callback(FrameReport(record, e_r, e_q, p_rms)):
+            report = FrameReport(record, e_r, e_q, p_rms, refined.get("E_r_refined", float("nan")))
+            if callback is not None and callback(report):
                 stopped["flag"] = True
                 return True
             return False
