@@ -413,6 +413,16 @@ def test_writer_renames_atomically_only_on_close(tmp_path, rng, layout):
         assert len(s) == T
 
 
+def test_writer_creates_missing_folders(tmp_path, rng):
+    intensities, _ = _series(rng)
+    path = tmp_path / "new" / "series" / "w.cxi"
+    w = CXISeriesWriter(path, N)
+    w.append(intensities[0], time=0.0)
+    w.close()
+    with open_series(path) as s:
+        assert len(s) == 1
+
+
 @pytest.mark.parametrize("layout", ["stacked", "entries"])
 def test_writer_exception_leaves_readable_partial(tmp_path, rng, layout):
     intensities, truths = _series(rng)

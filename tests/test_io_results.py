@@ -92,6 +92,14 @@ def test_atomic_rename_only_on_close(tmp_path):
     assert path.exists() and not partial.exists()
 
 
+def test_writer_creates_missing_folders(tmp_path):
+    path = tmp_path / "new" / "run" / "result.h5"
+    w = ResultWriter(path, n=n, k=k, attrs=ATTRS)
+    _append(w, 0)
+    assert w.close() == path
+    assert read_results(path)["num_frames"] == 1
+
+
 def test_exception_leaves_partial_with_flushed_frames(tmp_path):
     path = tmp_path / "run.h5"
     with pytest.raises(RuntimeError, match="controller diverged"):

@@ -145,6 +145,7 @@ class CXISeriesWriter:
         self._closed = False
         if truth_attrs and not self._truth:
             raise ValueError("`truth_attrs` given but `truth` is False")
+        self.partial_path.parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: a new run folder
         self._f = h5py.File(self.partial_path, "w")
         try:
             self._init_file(attrs, truth_attrs)

@@ -149,6 +149,7 @@ class ResultWriter:
                 )
         if overwrite and self.path.exists():
             self.path.unlink()
+        self.partial_path.parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: a new run folder
         f = h5py.File(self.partial_path, "w")
         try:
             write_attrs(f, attrs)
