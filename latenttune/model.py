@@ -91,7 +91,7 @@ class ModelConfig:
     """
 
     n: int = 32
-    latent_dim: int = 12
+    latent_dim: int = 8
     encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
     decoder_channels: tuple[int, ...] = (64, 32, 16)
     hidden: int = 256
