@@ -137,18 +137,33 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_series_options(
+    parser: argparse.ArgumentParser, *, methods: tuple[str, str], frames: tuple[int, str], seed_help: str
+) -> None:
+    """Options shared with ``bench_vs_cohere.py``: model, scenarios, methods, frames, ES steps, measurement, seed.
+
+    ``methods`` and ``frames`` are ``(default, help)`` pairs; the two benchmarks differ there.
+    """
     parser.add_argument("--model", default="default", help="'default' or a checkpoint path")
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help="comma-separated scenarios")
-    parser.add_argument("--methods", default="es,one-shot,es+refine", help=f"comma-separated, from {', '.join(METHODS)}")
-    parser.add_argument("--frames", type=int, default=20, help="frames per scenario")
+    parser.add_argument("--methods", default=methods[0], help=methods[1])
+    parser.add_argument("--frames", type=int, default=frames[0], help=frames[1])
     parser.add_argument("--steps", type=int, default=100, help="cost evaluations per frame (es, gradient)")
     parser.add_argument("--skip", type=int, default=0, help="frames left out of the statistics (lock-in)")
     parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
     parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
-    parser.add_argument("--seed", type=int, default=0, help="simulation seed")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_series_options(
+        parser,
+        methods=("es,one-shot,es+refine", f"comma-separated, from {', '.join(METHODS)}"),
+        frames=(20, "frames per scenario"),
+        seed_help="simulation seed",
+    )
     parser.add_argument("--gain", type=float, default=None, help="ES gain (default: the controller's)")
     parser.add_argument("--dither", type=float, default=None, help="ES dither amplitude (default: the controller's)")
     parser.add_argument("--adapt", action="store_true", help="ES adaptive dither amplitude")

@@ -213,15 +213,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options (validated)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default="default", help="'default' or a checkpoint path")
-    parser.add_argument("--scenarios", default=",".join(bt.DEFAULT_SCENARIOS), help="comma-separated scenarios")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
-    parser.add_argument("--frames", type=int, default=5, help="frames per scenario (5 keeps the run under 30 min)")
-    parser.add_argument("--steps", type=int, default=100, help="cost evaluations per frame (es, gradient)")
-    parser.add_argument("--skip", type=int, default=0, help="frames left out of the statistics (lock-in)")
-    parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
-    parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
-    parser.add_argument("--seed", type=int, default=0, help="simulation and cohere random-start seed")
+    bt.add_series_options(
+        parser,
+        methods=(",".join(METHODS), "comma-separated methods"),
+        frames=(5, "frames per scenario (5 keeps the run under 30 min)"),
+        seed_help="simulation and cohere random-start seed",
+    )
     parser.add_argument("--cohere-iterations", type=int, default=1000,
                         help="cohere iterations per frame (rounded to B*(20*ER+180*HIO)+20*ER)")
     parser.add_argument("--cohere-mask", choices=("free", "zero"), default="free",
