@@ -14,8 +14,9 @@ improve the latent for ``steps_per_frame`` cost evaluations:
 * :class:`GradientStrategy` -- gradient descent on ``z`` through autograd. **Uses the network
   gradient**; a comparator, not the project's method.
 
-Every strategy reports the best latent it evaluated on the frame. Frames that are not finite or
-have no counts are skipped with a warning and the last estimate is held. The latent never leaves
+Every strategy reports the best latent it evaluated on the frame. Frames that
+:func:`latenttune.frame_policy.frame_problem` rejects (not finite, negative, no counts) are skipped
+with a warning and the last estimate is held. The latent never leaves
 the model's box ``[-1, 1]^k``. :func:`track` returns a :class:`TrackResult` (one vocabulary for
 every strategy) and calls ``callback(record)`` after each frame; a callback returning True stops
 the run (``status`` 1). Its per-frame body is :class:`FrameTracker`, which live callers (the
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 
 from controllers import ESParams, ExtremumSeeking, from_unit_box
+from latenttune.frame_policy import frame_problem as _frame_problem
 from latenttune.latent_cost import LatentCost
 from latenttune.model import LatentAutoencoder
 from latenttune.physics import COSTS, forward
@@ -363,15 +365,6 @@ def make_strategy(name: str, k: int, *, steps_per_frame: int = 100, mode: str = 
             raise ValueError(f"the one-shot strategy takes no options, got {sorted(options)}")
         return OneShotStrategy()
     raise ValueError(f"`strategy` must be one of ['es', 'gradient', 'one-shot'], got {name!r}")
-
-
-def _frame_problem(intensity: np.ndarray, mask: np.ndarray | None) -> str | None:
-    measured = intensity if mask is None else intensity[~mask]
-    if not np.all(np.isfinite(measured)):
-        return "non-finite intensity"
-    if measured.size == 0 or float(measured.sum()) <= 0:
-        return "no counts on the measured voxels"
-    return None
 
 
 class FrameTracker:

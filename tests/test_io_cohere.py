@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from latenttune.frame_policy import frame_problem
 from latenttune.io import SeriesFormatError, open_series, write_amplitude_frames
 from latenttune.io.cohere import natural_key
 
@@ -91,29 +92,30 @@ def test_single_npy_4d_and_3d(tmp_path, rng):
 # ---------------------------------------------------------------------------
 # validation errors
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("value", "rule"), [(-0.5, "non-negative"), (np.nan, "finite")])
-def test_bad_amplitude_in_directory_names_file_and_frame(tmp_path, value, rule):
+@pytest.mark.parametrize(("value", "reason"), [(-0.5, "negative intensity"), (np.nan, "non-finite intensity")])
+def test_bad_amplitude_in_directory_reaches_the_frame_policy(tmp_path, value, reason):
+    """A negative or NaN amplitude is read (a negative amplitude as a negative intensity), and the
+    frame policy names it (issue 14, item 4; before, the reader raised and the replay ended)."""
     for t in range(3):
         a = np.ones((N, N, N), np.float32)
         if t == 2:
             a[1, 1, 1] = value
         np.save(tmp_path / f"frame_{t}.npy", a)
     with open_series(tmp_path) as s:
-        s[1]
-        with pytest.raises(SeriesFormatError) as info:
-            s[2]
-    msg = str(info.value)
-    assert "frame_2.npy" in msg and "frame 2" in msg and rule in msg and "amplitude" in msg, msg
+        assert frame_problem(s[1].intensity, s[1].mask) is None
+        frame = s[2]
+    assert frame_problem(frame.intensity, frame.mask) == reason
+    assert np.isnan(frame.intensity[1, 1, 1]) or frame.intensity[1, 1, 1] == -(value**2)
 
 
-def test_bad_amplitude_in_single_npy(tmp_path):
+def test_bad_amplitude_in_single_npy_reaches_the_frame_policy(tmp_path):
     a = np.ones((3, N, N, N), np.float32)
     a[1, 0, 0, 0] = -1
     p = tmp_path / "neg.npy"
     np.save(p, a)
     with open_series(p) as s:
-        with pytest.raises(SeriesFormatError, match=r"neg\.npy.*'<array>'.*frame 1.*non-negative"):
-            s[1]
+        assert frame_problem(s[1].intensity, s[1].mask) == "negative intensity"
+        assert frame_problem(s[0].intensity, s[0].mask) is None
 
 
 def _dir_case(tmp_path, case):

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from latenttune.frame_policy import frame_problem
 from latenttune.io import (
     CXISeriesWriter,
     Frame,
@@ -226,17 +227,19 @@ def test_indexing_iteration_and_close(tmp_path, rng):
     assert s2.closed
 
 
-def test_frames_are_read_lazily(tmp_path, rng):
-    """Opening reads no frame: a frame corrupted on disk fails only when accessed."""
+def test_frames_are_read_lazily_and_values_are_not_judged(tmp_path, rng):
+    """Opening reads no frame; reading checks structure only, so a negative voxel reaches the
+    frame policy (which skips the frame) instead of failing the read (issue 14, item 4)."""
     intensities, _ = _series(rng)
     intensities[2, 1, 1, 1] = -5.0
     path = tmp_path / "lazy.h5"
     with h5py.File(path, "w") as f:
         f["entry_1/data_1/data"] = intensities
     with open_series(path) as s:
-        s[0], s[1]
-        with pytest.raises(SeriesFormatError, match="frame 2"):
-            s[2]
+        assert frame_problem(s[1].intensity, s[1].mask) is None
+        frame = s[2]
+    assert frame.intensity[1, 1, 1] == -5.0
+    assert frame_problem(frame.intensity, frame.mask) == "negative intensity"
 
 
 # ---------------------------------------------------------------------------
@@ -343,28 +346,27 @@ def test_open_validation_errors_name_file_dataset_rule(tmp_path, case):
 
 
 @pytest.mark.parametrize(
-    ("value", "rule"), [(-1.0, "non-negative"), (np.nan, "finite"), (np.inf, "finite")]
+    ("value", "reason"), [(-1.0, "negative intensity"), (np.nan, "non-finite intensity"),
+                          (np.inf, "non-finite intensity")]
 )
 @pytest.mark.parametrize("layout", ["stacked", "entries"])
-def test_bad_frame_values_raise_on_read_with_frame_index(tmp_path, layout, value, rule):
+def test_bad_frame_values_are_read_and_left_to_the_frame_policy(tmp_path, layout, value, reason):
+    """Readers check structure only: a NaN/inf/negative voxel is read as it is and the frame
+    policy names it (issue 14, item 4; before, the reader raised and the replay ended)."""
     data = np.ones((3, N, N, N), np.float32)
     data[1, 2, 3, 4] = value
     path = tmp_path / f"bad_{layout}.cxi"
     with h5py.File(path, "w") as f:
         if layout == "stacked":
             f["entry_1/data_1/data"] = data
-            dataset = "entry_1/data_1/data"
         else:
             for t in range(3):
                 f[f"entry_{t + 1}/data_1/data"] = data[t]
-            dataset = "entry_2/data_1/data"
     with open_series(path) as s:
-        s[0]  # good frames read fine
-        with pytest.raises(SeriesFormatError) as info:
-            s[1]
-    msg = str(info.value)
-    assert path.name in msg and f"'{dataset}'" in msg and "frame 1" in msg and rule in msg, msg
-    assert info.value.frame == 1
+        good, bad = s[0], s[1]
+    assert frame_problem(good.intensity, good.mask) is None
+    np.testing.assert_array_equal(bad.intensity, data[1])
+    assert frame_problem(bad.intensity, bad.mask) == reason
 
 
 def test_bad_values_at_masked_voxels_are_allowed_and_zeroed(tmp_path):

@@ -6,8 +6,8 @@
   protocol) in :mod:`~latenttune.bluesky.devices`.
 * :class:`MsgpackStorage` (default, embedded) and :class:`TiledStorage` (``tiled`` extra) in
   :mod:`~latenttune.bluesky.storage`.
-* :func:`open_run` / :class:`RunSeries` (:mod:`~latenttune.bluesky.run_series`): a stored run as
-  a series, for ``latenttune replay``.
+* :func:`open_run` / :class:`RunSeries` (:mod:`latenttune.io.runs`, re-exported here): a stored
+  run as a series, for ``latenttune replay``; reading runs needs no Bluesky package.
 * :class:`LiveFeedback`, :class:`SliceView`, :class:`LatentComponentPlot` in
   :mod:`~latenttune.bluesky.live`.
 
@@ -24,8 +24,8 @@ from latenttune.bluesky.devices import (
     SimulationOptions,
 )
 from latenttune.bluesky.plan import DataKeys, prepare_frame, track_sample
-from latenttune.bluesky.run_series import RunSeries, open_run
 from latenttune.bluesky.storage import MsgpackStorage, TiledStorage, open_tiled, read_documents
+from latenttune.io.runs import RunSeries, open_run
 
 __all__ = [
     "ArraySignal",

@@ -12,8 +12,8 @@ repeat)::
 
 The per-frame computation is :class:`latenttune.tracking.FrameTracker`, the same code that
 :func:`latenttune.tracking.track` and ``latenttune replay`` run, and both sides prepare the frame
-with :func:`prepare_frame`, so replaying a stored run with the same strategy settings reproduces
-its costs exactly.
+with :func:`latenttune.frame_policy.prepare_frame`, so replaying a stored run with the same strategy
+settings reproduces its costs exactly.
 
 Interruptions: the plan is not rewindable (it wraps itself in
 ``bluesky.preprocessors.rewindable_wrapper(..., False)``, whatever ``RE.rewindable`` says).
@@ -38,17 +38,14 @@ import numpy as np
 from bluesky.utils import Msg, short_uid
 
 from latenttune.bluesky.devices import LatentTracker
+from latenttune.frame_policy import prepare_frame
+from latenttune.io.runs import MD_KEY, STREAM
 from latenttune.model import LatentAutoencoder, LoadedModel
 from latenttune.tracking import FrameRecord, FrameTracker
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DataKeys", "prepare_frame", "track_sample", "STREAM", "MD_KEY"]
-
-#: Event stream of the tracked frames.
-STREAM = "primary"
-#: Key of the start document's latenttune metadata (data keys, model, strategy, versions).
-MD_KEY = "latenttune"
 
 Plan = Generator[Msg, Any, Any]
 
@@ -79,43 +76,6 @@ class DataKeys:
     def to_dict(self) -> dict[str, str | None]:
         """Plain dict (for metadata)."""
         return dict(self.__dict__)
-
-
-def prepare_frame(pattern: Any, mask: Any, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """The tracker's view of a measured frame: float32 intensity with masked voxels set to 0.
-
-    Used live by the plan and offline by :class:`latenttune.bluesky.run_series.RunSeries`, so both
-    feed the tracker bit-identical arrays.
-
-    Parameters
-    ----------
-    pattern : array_like, shape (N, N, N)
-        Measured intensity (any real dtype).
-    mask : array_like of bool, shape (N, N, N), or None
-        True = voxel not measured; None = every voxel measured.
-    N : int
-        Expected diffraction grid size.
-
-    Returns
-    -------
-    (intensity, mask)
-        float32 (N, N, N) and bool (N, N, N).
-    """
-    intensity = np.asarray(pattern)
-    if intensity.shape != (N, N, N):
-        raise ValueError(f"`pattern` must be a 3-D array of shape {(N, N, N)}, got {intensity.shape}")
-    if intensity.dtype.kind not in "iuf":
-        raise TypeError(f"`pattern` must have a real numeric dtype, got {intensity.dtype}")
-    if mask is None:
-        mask = np.zeros((N, N, N), dtype=bool)
-    else:
-        mask = np.asarray(mask)
-        if mask.shape != (N, N, N):
-            raise ValueError(f"`mask` must be a 3-D array of shape {(N, N, N)}, got {mask.shape}")
-        mask = np.array(mask, dtype=bool)  # a writable copy (stored runs hand out read-only arrays)
-    with np.errstate(over="ignore", invalid="ignore"):
-        intensity = intensity.astype(np.float32)
-    return np.where(mask, np.float32(0), intensity), mask
 
 
 # -- argument checks (run when the plan is built, not at its first message) --------------------
@@ -307,7 +267,7 @@ def track_sample(
     -----
     The start document holds ``plan_args`` (every argument; ``repr`` for objects) and, under
     ``latenttune``, the data keys, the model's path and checksum, the strategy's settings and
-    initial state, and package versions: what :class:`~latenttune.bluesky.run_series.RunSeries`
+    initial state, and package versions: what :class:`~latenttune.io.runs.RunSeries`
     and ``latenttune replay`` need to replay the run.
     """
     _check_detector(detector)

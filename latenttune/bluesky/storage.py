@@ -35,6 +35,9 @@ from typing import Any
 import event_model
 import numpy as np
 
+from latenttune.io.msgpack_safe import UnsafeContentError, unpacker
+from latenttune.io.tiled import CATALOG_FILE, DATA_DIR, _embedded_client, open_tiled
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -46,10 +49,6 @@ __all__ = [
     "read_documents",
 ]
 
-#: File name of an embedded tiled catalog inside its directory.
-CATALOG_FILE = "catalog.db"
-#: Folder (inside an embedded catalog's directory) of the runs' HDF5 files.
-DATA_DIR = "data"
 _MSGPACK_SUFFIX = ".msgpack"
 
 
@@ -109,94 +108,27 @@ class MsgpackStorage:
 def read_documents(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield the ``(name, document)`` pairs of a msgpack run file, in order.
 
-    A file cut short (a run that crashed) yields every complete document.
+    A file cut short (a run that crashed) yields every complete document. Arrays are decoded
+    without pickle (:mod:`latenttune.io.msgpack_safe`): a document that would need it raises
+    :class:`~latenttune.io.msgpack_safe.UnsafeContentError` and nothing in it is run.
 
     Parameters
     ----------
     path : str or Path
         A file written by :class:`MsgpackStorage` (suitcase-msgpack).
     """
-    import msgpack
-    import msgpack_numpy
-
     p = Path(path)
     with open(p, "rb") as f:
-        unpacker = msgpack.Unpacker(f, object_hook=msgpack_numpy.decode, raw=False, max_buffer_size=2**31 - 1)
-        for item in unpacker:
-            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
-                raise ValueError(f"{p}: not a Bluesky document stream (expected (name, document) pairs)")
-            yield item[0], item[1]
+        try:
+            for item in unpacker(f):
+                if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
+                    raise ValueError(f"{p}: not a Bluesky document stream (expected (name, document) pairs)")
+                yield item[0], item[1]
+        except UnsafeContentError as exc:
+            raise UnsafeContentError(f"{p}: {exc}") from None
 
 
 # -- tiled ----------------------------------------------------------------------------------------
-
-
-def _is_remote(uri: str) -> bool:
-    return str(uri).startswith(("http://", "https://"))
-
-
-def _catalog_paths(location: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """(catalog file, catalog directory) of an embedded catalog given as a directory, file or sqlite URI."""
-    text = str(location)
-    if text.startswith("sqlite:///"):  # sqlite:///relative.db or sqlite:////absolute.db
-        path = Path(text[len("sqlite:///"):])
-        return path, path.parent
-    path = Path(text)
-    if path.is_dir() or path.suffix == "":
-        return path / CATALOG_FILE, path
-    return path, path.parent
-
-
-def _require_tiled() -> None:
-    """Raise a clear error when the optional ``tiled`` extra is not installed."""
-    try:
-        import tiled  # noqa: F401
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            "tiled storage needs the optional 'tiled' extra: pip install 'latenttune[tiled]'"
-        ) from exc
-
-
-def _embedded_client(directory: Path, catalog_file: Path, *, create: bool) -> Any:
-    _require_tiled()
-    from tiled.catalog import from_uri
-    from tiled.client import Context, from_context
-    from tiled.server.app import build_app
-
-    data = directory / DATA_DIR
-    writable = directory / "writable"
-    if create:
-        for folder in (directory, data, writable):
-            folder.mkdir(parents=True, exist_ok=True)
-    elif not catalog_file.exists():
-        raise FileNotFoundError(f"no tiled catalog at {catalog_file}")
-    catalog = from_uri(
-        f"sqlite:///{catalog_file.absolute()}",
-        writable_storage=[str(writable.absolute()), f"sqlite:///{(directory / 'tables.db').absolute()}"],
-        readable_storage=[str(data.absolute())],
-        init_if_not_exists=create,
-    )
-    return from_context(Context.from_app(build_app(catalog)))
-
-
-def open_tiled(uri: str | os.PathLike[str], *, api_key: str | None = None) -> Any:
-    """A tiled client for a server URL or an embedded catalog.
-
-    Parameters
-    ----------
-    uri : str or Path
-        ``http(s)://...`` (a tiled server; the API key may also come from ``TILED_API_KEY``), or an
-        embedded catalog: its directory, its ``catalog.db`` file, or ``sqlite:///.../catalog.db``.
-    api_key : str, optional
-        API key for a server.
-    """
-    _require_tiled()
-    if _is_remote(str(uri)):
-        from tiled.client import from_uri
-
-        return from_uri(str(uri), api_key=api_key)
-    catalog_file, directory = _catalog_paths(uri)
-    return _embedded_client(directory, catalog_file, create=False)
 
 
 class _ExternalArrays:

@@ -17,6 +17,7 @@ __all__ = [
     "check_value_dtype",
     "check_mask_dtype",
     "check_frame_values",
+    "frame_to_float32",
     "mask_to_bool",
 ]
 
@@ -80,6 +81,33 @@ def mask_to_bool(mask: np.ndarray) -> np.ndarray:
     return mask != 0
 
 
+def frame_to_float32(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """A frame as float32 with excluded (masked) voxels set to 0; measured values untouched.
+
+    What the series readers return: they check structure only, so a NaN, inf or negative value at
+    a measured voxel reaches the tracker, whose frame policy
+    (:func:`latenttune.frame_policy.frame_problem`) skips the frame instead of ending the run.
+    Values that overflow float32 become inf (and so a skipped frame).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The raw frame, shape (N, N, N), real dtype.
+    mask : numpy.ndarray of bool or None
+        True = excluded.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 copy of ``values``.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.array(values, dtype=np.float32, copy=True)
+    if mask is not None and mask.any():
+        out[mask] = 0.0
+    return out
+
+
 def check_frame_values(
     values: np.ndarray,
     mask: np.ndarray,
@@ -88,7 +116,7 @@ def check_frame_values(
     frame: int,
     what: str = "intensity",
 ) -> np.ndarray:
-    """Check one frame's values over the measured voxels and return float32.
+    """Check one frame's values over the measured voxels and return float32 (writers).
 
     Values at excluded (masked) voxels are not checked, because detectors
     commonly flag gaps with negative or non-finite numbers; they are set to 0 in

@@ -28,10 +28,10 @@ import numpy as np
 import tifffile
 
 from latenttune.io._checks import (
-    check_frame_values,
     check_grid,
     check_mask_dtype,
     check_value_dtype,
+    frame_to_float32,
     mask_to_bool,
 )
 from latenttune.io.errors import SeriesFormatError
@@ -67,12 +67,19 @@ def _header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         raise SeriesFormatError(path, "<array>", f"cannot be read as an array ({exc})") from exc
 
 
-def _amplitude_to_intensity(raw: np.ndarray, checked: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Square a validated amplitude frame, in float64 when the input is wider than float32."""
+def _amplitude_to_intensity(raw: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Intensity of an amplitude frame (in float64 when the input is wider than float32).
+
+    ``amplitude * |amplitude|``: the square of a valid (non-negative) amplitude, while a negative
+    amplitude stays negative, so the frame policy (:func:`latenttune.frame_policy.frame_problem`)
+    sees it and skips the frame; masked voxels hold 0.
+    """
     if np.dtype(raw.dtype).itemsize <= 4 and raw.dtype.kind == "f":
-        return np.square(checked)
+        a = frame_to_float32(raw, mask)
+        return a * np.abs(a)
     with np.errstate(invalid="ignore", over="ignore"):
-        out = np.square(np.asarray(raw, dtype=np.float64)).astype(np.float32)
+        a = np.asarray(raw, dtype=np.float64)
+        out = (a * np.abs(a)).astype(np.float32)
     out[mask] = 0.0
     return out
 
@@ -166,8 +173,7 @@ class CohereDirSeries(Series):
                 frame=i,
             )
         mask = self._mask.copy() if self._mask is not None else np.zeros((N, N, N), bool)
-        a = check_frame_values(amp, mask, p, p.name, i, "amplitude")
-        return _amplitude_to_intensity(amp, a, mask), mask
+        return _amplitude_to_intensity(amp, mask), mask
 
 
 class NpySeries(Series):
@@ -216,8 +222,7 @@ class NpySeries(Series):
         N = self._N
         mask = np.zeros((N, N, N), dtype=bool)
         raw = np.asarray(self._arr[i])
-        a = check_frame_values(raw, mask, self._path, "<array>", i, "amplitude")
-        return _amplitude_to_intensity(raw, a, mask), mask
+        return _amplitude_to_intensity(raw, mask), mask
 
     def _close(self) -> None:
         self._arr = None

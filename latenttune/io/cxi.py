@@ -36,10 +36,10 @@ import numpy as np
 
 from latenttune.io._attrs import read_attrs
 from latenttune.io._checks import (
-    check_frame_values,
     check_grid,
     check_mask_dtype,
     check_value_dtype,
+    frame_to_float32,
     mask_to_bool,
 )
 from latenttune.io.errors import SeriesFormatError
@@ -403,8 +403,7 @@ class CXISeries(Series):
             name = f"{self._entries[i]}/{DATA}"
             raw = self._f[name][()]
         mask = self._read_mask(i)
-        intensity = check_frame_values(raw, mask, self._file, name, i, "intensity")
-        return intensity, mask
+        return frame_to_float32(raw, mask), mask  # structure only: values go to the frame policy
 
     def _read_truth(self, i: int) -> np.ndarray:
         if self._layout == "stacked":

@@ -11,7 +11,10 @@ Supported inputs (DESIGN.md section 5):
 * cohere-style amplitude frames: a directory of ``*.npy`` or ``*.tif`` files,
   or one ``.npy`` of shape (T, N, N, N) or (N, N, N): see
   :mod:`latenttune.io.cohere`.
-* a stored Bluesky tracking run (``.msgpack``): see :mod:`latenttune.bluesky.run_series`.
+* a stored Bluesky tracking run (``.msgpack``): see :mod:`latenttune.io.runs`.
+
+Readers check structure only (shapes, dtypes, layout); whether a frame's values can be tracked
+is decided by :func:`latenttune.frame_policy.frame_problem`.
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ class Series(abc.ABC):
     # -- raw readers provided by subclasses ----------------------------------
     @abc.abstractmethod
     def _read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(intensity float32, mask bool)`` of frame ``i`` (validated)."""
+        """Return ``(intensity float32, mask bool)`` of frame ``i`` (structure checked)."""
 
     def _read_truth(self, i: int) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -231,8 +234,8 @@ def open_series(path: str | os.PathLike[str]) -> Series:
         A CXI-style HDF5 file (stacked or one entry per frame), a directory of
         cohere-style amplitude frames (``*.npy`` or ``*.tif``), or a single
         ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N), or a ``.msgpack`` file of a
-        stored Bluesky tracking run (:class:`latenttune.bluesky.run_series.RunSeries`; runs in
-        a tiled catalog open with :func:`latenttune.bluesky.run_series.open_run`).
+        stored Bluesky tracking run (:class:`latenttune.io.runs.RunSeries`; runs in
+        a tiled catalog open with :func:`latenttune.io.runs.open_run`).
 
     Returns
     -------
@@ -256,7 +259,7 @@ def open_series(path: str | os.PathLike[str]) -> Series:
         return CohereDirSeries(p)
     suffix = p.suffix.lower()
     if suffix == ".msgpack":  # a stored Bluesky tracking run (latenttune.bluesky.storage.MsgpackStorage)
-        from latenttune.bluesky.run_series import MsgpackRunSeries
+        from latenttune.io.runs import MsgpackRunSeries
 
         return MsgpackRunSeries(p)
     if suffix == ".npy":

@@ -1,0 +1,173 @@
+"""One-way layers (DESIGN.md section 1; issue 14, item 8).
+
+* ``sim`` and ``controllers`` import nothing of ``latenttune``;
+* the core (every ``latenttune`` module except the CLI and the Bluesky plans/devices in
+  ``latenttune.bluesky``) imports neither the Bluesky packages nor the CLI, also lazily inside a
+  function, and reading a stored Bluesky run (``.msgpack``) does not load them;
+* only the CLI prints.
+
+Each rule is checked twice: statically (every import statement and call in the source, so an import
+inside a function that no test happens to run is caught too) and, where it matters, by importing in
+a fresh interpreter and looking at ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Modules of the command-line interface: the only ones that print.
+CLI = {"latenttune.cli", "latenttune.movies.cli"}
+#: Top-level packages of the Bluesky world the core must not load.
+BLUESKY = ("bluesky", "ophyd", "event_model", "suitcase", "databroker")
+
+
+def _modules(package: str) -> dict[str, Path]:
+    base = ROOT / package
+    out = {}
+    for path in sorted(base.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imported(path: Path, module: str) -> set[str]:
+    """Every module named by an import statement anywhere in the file (absolute names)."""
+    names = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                names.add(".".join([*base, node.module] if node.module else base))
+            else:
+                names.add(node.module)
+    return names
+
+
+def _is_under(name: str, roots) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in roots)
+
+
+CORE = {name: path for name, path in _modules("latenttune").items()
+        if name not in CLI and not _is_under(name, ("latenttune.bluesky",))}
+
+
+def test_the_layout_is_what_the_rules_assume():
+    assert {"latenttune.io.runs", "latenttune.frame_policy", "latenttune.replay", "latenttune.io.series"} <= set(CORE)
+    assert "latenttune.bluesky.plan" not in CORE and "latenttune.cli" not in CORE
+
+
+@pytest.mark.parametrize("package", ["sim", "controllers"])
+def test_sim_and_controllers_import_nothing_of_latenttune(package):
+    for name, path in _modules(package).items():
+        bad = sorted(m for m in _imported(path, name) if _is_under(m, ("latenttune",)))
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_core_source_imports_neither_bluesky_nor_the_cli():
+    problems = {}
+    for name, path in CORE.items():
+        bad = sorted(m for m in _imported(path, name)
+                     if _is_under(m, BLUESKY) or _is_under(m, ("latenttune.bluesky",)) or _is_under(m, CLI))
+        if bad:
+            problems[str(path.relative_to(ROOT))] = bad
+    assert not problems, problems
+
+
+def test_nothing_but_the_cli_imports_the_cli():
+    for name, path in _modules("latenttune").items():
+        if name in CLI:
+            continue
+        bad = sorted(m for m in _imported(path, name) if _is_under(m, CLI))
+        assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def _prints(path: Path) -> list[int]:
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "print":
+            lines.append(node.lineno)
+        elif (isinstance(f, ast.Attribute) and f.attr in ("write", "writelines")
+              and isinstance(f.value, ast.Attribute) and f.value.attr in ("stdout", "stderr")):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_the_cli_prints():
+    problems = {}
+    for package in ("latenttune", "sim", "controllers"):
+        for name, path in _modules(package).items():
+            if name not in CLI and _prints(path):
+                problems[str(path.relative_to(ROOT))] = _prints(path)
+    assert not problems, f"print/stdout/stderr outside the CLI (file: lines): {problems}"
+
+
+def _fresh(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter at the repository root; it prints one JSON object."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_sim_and_controllers_load_no_latenttune_module():
+    loaded = _fresh(
+        "import importlib, json, sys\n"
+        f"for name in {sorted(set(_modules('sim')) | set(_modules('controllers')))!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'latenttune')))\n"
+    )
+    assert loaded == []
+
+
+def test_core_and_reading_a_stored_run_load_no_bluesky(tmp_path):
+    """Import every core module and read a stored run (.msgpack) through the series dispatcher."""
+    import msgpack
+    import msgpack_numpy
+    import numpy as np
+
+    N = 16
+    keys = {"pattern": "cdi_pattern", "mask": None, "frame_index": None, "sample_time": None,
+            "latent": "tracker_latent", "cost": "tracker_cost", "es_steps": "tracker_es_steps",
+            "status": "tracker_status"}
+    patterns = [np.full((N, N, N), t + 1, np.float32) for t in range(2)]
+    documents = [
+        ["start", {"uid": "u1", "time": 0.0, "latenttune": {"keys": keys}}],
+        ["descriptor", {"uid": "d1", "name": "primary", "data_keys": {
+            "cdi_pattern": {"dtype": "array", "shape": [N, N, N], "dtype_numpy": "<f4", "source": "x"}}}],
+        ["event_page", {"descriptor": "d1", "time": [1.0, 2.0], "data": {"cdi_pattern": patterns}}],
+        ["stop", {"exit_status": "success"}],
+    ]
+    run = tmp_path / "run.msgpack"
+    run.write_bytes(b"".join(msgpack.packb(d, default=msgpack_numpy.encode) for d in documents))
+    loaded = _fresh(
+        "import importlib, json, sys\n"
+        f"for name in {sorted(CORE)!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError as exc:  # an optional peer package that is not installed\n"
+        "        if 'cohere' not in str(exc): raise\n"
+        "from latenttune.io import open_series\n"
+        f"with open_series({str(run)!r}) as s:\n"
+        "    assert len(s) == 2 and float(s[1].intensity.max()) == 2.0\n"
+        f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {BLUESKY!r}\n"
+        "    or m.startswith('latenttune.bluesky') or m in ('latenttune.cli', 'latenttune.movies.cli'))))\n"
+    )
+    assert loaded == []
