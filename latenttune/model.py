@@ -53,6 +53,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from latenttune.device import check_device
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -404,6 +406,18 @@ def _state_checksum(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _verify_checksum(path: Path, state: Any, stored: Any) -> None:
+    """Recompute the weights' checksum and refuse a checkpoint whose weights do not match it."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} is not a latenttune checkpoint: `state_dict` must map names to tensors")
+    actual = _state_checksum(state)
+    if actual != stored:
+        raise ValueError(
+            f"{str(path)!r}: the weights do not match the checkpoint's checksum (stored {stored!r}, "
+            f"recomputed {actual!r}): the file was altered or damaged"
+        )
+
+
 def save_checkpoint(
     path: str | Path,
     model: LatentAutoencoder,
@@ -481,6 +495,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = sorted({"config", "state_dict", "checksum"} - set(payload))
     if missing:
         raise ValueError(f"{str(path)!r} is not a complete latenttune checkpoint: it lacks {missing}")
+    _verify_checksum(path, payload["state_dict"], payload["checksum"])
     return {
         "schema_version": payload["schema_version"],
         "config": ModelConfig.from_dict(payload["config"]),
@@ -514,9 +529,14 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         Where the model runs (``"cpu"`` or ``"cuda"``).
     """
     path = DEFAULT_MODEL_PATH if str(name_or_path) == "default" else Path(name_or_path)
+    device = check_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     model = LatentAutoencoder(ckpt["config"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:  # missing, unexpected or wrongly shaped weights
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{str(path)!r}: the weights do not match the checkpoint's config: {detail[:300]}") from None
     model.eval().requires_grad_(False).to(device)
     log.info("loaded model %s (checksum %s, k=%d)", path, ckpt["checksum"], model.latent_dim)
     return LoadedModel(model=model, path=path, checksum=ckpt["checksum"], recipe=ckpt["recipe"], extra=ckpt["extra"])
