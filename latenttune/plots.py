@@ -61,10 +61,11 @@ def tracking_summary(
     out : str or Path
         PNG path.
     truth : sequence of ndarray, optional
-        Ground-truth densities per frame (indexable by frame). Shown aligned (twin, shift and global
-        phase removed) next to the reconstruction.
+        Ground-truth densities per series frame (indexed by the results' ``index``, the series frame
+        of each row). Shown aligned (twin, shift and global phase removed) next to the
+        reconstruction.
     frames : sequence of int, optional
-        Frames to show (default four spread over the run).
+        Rows to show (default four spread over the run).
     title : str
         Figure title.
     dpi : int
@@ -74,19 +75,22 @@ def tracking_summary(
     T = len(cost)
     if T == 0:
         raise ValueError("`results` holds no frames")
+    # series frame of each row: a frame skipped before the first estimate has no row, so rows and
+    # frames differ by an offset; the axes, titles and truth follow the series frame
+    index = np.asarray(results.get("index", np.arange(T)), dtype=int)
     frames = list(frames) if frames is not None else sorted(set(np.linspace(0, T - 1, min(4, T)).round().astype(int)))
     rows = 2 if truth is None else 4
     fig = Figure(figsize=(2.2 * len(frames) + 4.5, 1.9 * rows + 0.6))
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(rows, len(frames) + 2, width_ratios=[1.2, 1.2] + [1] * len(frames))
     ax_cost = fig.add_subplot(grid[: rows // 2, :2])
-    ax_cost.semilogy(np.arange(T), cost, "o-", ms=3, label="cost (amplitude misfit)")
+    ax_cost.semilogy(index, cost, "o-", ms=3, label="cost (amplitude misfit)")
     ax_cost.set_xlabel("frame")
     ax_cost.set_ylabel("cost")
     ax_cost.grid(alpha=0.3)
     if "E_r" in results and np.isfinite(np.asarray(results["E_r"], dtype=float)).any():
         ax_err = fig.add_subplot(grid[rows // 2 :, :2])
-        ax_err.plot(np.arange(T), results["E_r"], "o-", ms=3, color="C1")
+        ax_err.plot(index, results["E_r"], "o-", ms=3, color="C1")
         ax_err.set_xlabel("frame")
         ax_err.set_ylabel("real-space error E_r")
         ax_err.set_ylim(bottom=0)
@@ -97,16 +101,16 @@ def tracking_summary(
         recon = density[t]
         amp_max = float(np.abs(recon).max())
         if truth is not None:
-            reference = np.asarray(truth[t])
+            reference = np.asarray(truth[index[t]])
             aligned = real_space_error(reference, recon).aligned
             amp_max = float(np.abs(reference).max())
             _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), reference, amp_max,
-                          f"truth t={t}")
+                          f"truth t={index[t]}")
             image = _show_density(fig.add_subplot(grid[2, column]), fig.add_subplot(grid[3, column]), aligned,
-                                  amp_max, f"recon t={t}")
+                                  amp_max, f"recon t={index[t]}")
         else:
             image = _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), recon, amp_max,
-                                  f"recon t={t}")
+                                  f"recon t={index[t]}")
     if image is not None:
         fig.colorbar(image, ax=fig.axes[-1], fraction=0.046, pad=0.04, label="phase (rad)")
     fig.suptitle(title or "tracking summary (rows: amplitude, phase of the central slice)", fontsize=10)

@@ -25,9 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.io import ResultWriter, Series, open_series, read_results
+from latenttune.frame_policy import no_usable_frame_error
+from latenttune.io import ResultsFileError, ResultWriter, Series, open_series, read_results
+from latenttune.io.identity import (
+    DIGEST_FIELD,
+    IDENTITY_ATTR,
+    SETTINGS_ATTR,
+    ReadDigest,
+    check_resume,
+    series_identity,
+    strategy_settings,
+)
 from latenttune.metrics import amplitude_error, phase_rms, real_space_error
 from latenttune.model import LoadedModel
+from latenttune.outputs import check_outputs
 from latenttune.physics import forward
 from latenttune.refine import RefineSettings, refine_density
 from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
@@ -94,6 +105,25 @@ def _refined_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
     return {"refined_density": refined, "refined_seconds": seconds, "E_r_refined": e_r, "E_q_refined": e_q}
 
 
+def _settings(loaded: LoadedModel, strategy: Strategy, refine: RefineSettings | None) -> dict[str, Any]:
+    """Every setting that changes the results (checked on resume, :mod:`latenttune.io.identity`)."""
+    parameter = next(loaded.model.parameters(), None)
+    return {
+        **strategy_settings(strategy),
+        "model_checksum": loaded.checksum,
+        "refine": None if refine is None else dataclasses.asdict(refine),
+        "device": "cpu" if parameter is None else parameter.device.type,
+    }
+
+
+def _load_state(strategy: Strategy, text: Any, partial: Path) -> None:
+    """Restore the strategy's state stored in a row; a damaged state is a one-line error."""
+    try:
+        strategy.load_state_dict(json.loads(str(text)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ResultsFileError(partial, f"cannot resume: the stored strategy state cannot be loaded ({exc!r})") from None
+
+
 def replay_series(
     series: Series | str | Path,
     loaded: LoadedModel,
@@ -120,7 +150,10 @@ def replay_series(
     out : str or Path
         Results file.
     resume : bool
-        Continue ``out.partial`` from its last complete frame.
+        Continue ``out.partial`` from its last complete frame. Refused (one-line
+        :class:`~latenttune.io.ResultsFileError`) unless the series (path, uid, and the content of
+        every frame already read) and every setting that changes the results are the same
+        (:func:`latenttune.io.identity.check_resume`).
     overwrite : bool
         Replace an existing ``out``.
     callback : callable, optional
@@ -138,10 +171,18 @@ def replay_series(
     (Path, TrackResult)
         The results path (``out`` when complete, ``out.partial`` when stopped early) and the
         frames processed in this call.
+
+    Raises
+    ------
+    latenttune.frame_policy.NoUsableFrameError
+        No frame of the series could be tracked (all skipped by the frame policy); no results
+        file is left behind.
     """
     if refine is not None and not isinstance(refine, RefineSettings):
         raise TypeError(f"`refine` must be None or a RefineSettings, got {type(refine).__name__}")
     own_series = not isinstance(series, Series)
+    check_outputs({"`out`": Path(out), "`out`.partial": Path(f"{out}.partial")},  # never write over the input
+                  {"the series": series if own_series else series.path}, overwrite=True)
     series = open_series(series) if own_series else series
     out = Path(out)
     if out.exists() and not overwrite and not resume:
@@ -162,20 +203,32 @@ def replay_series(
         "series": str(series.path),
         "versions": json.dumps(versions()),
         "refine": json.dumps(None if refine is None else dataclasses.asdict(refine)),
+        IDENTITY_ATTR: series_identity(series),
+        SETTINGS_ATTR: _settings(loaded, strategy, refine),
         **(attrs or {}),
     }
     start, held = 0, None
-    writer = ResultWriter(out, n=model.config.n, k=model.latent_dim, attrs=file_attrs, resume=resume, overwrite=overwrite)
+    try:  # on resume: same series, same content so far, same settings, or a one-line refusal
+        digest = check_resume(out, file_attrs, series, ("strategy_state", "latent")) if resume else ReadDigest()
+        writer = ResultWriter(out, n=model.config.n, k=model.latent_dim, attrs=file_attrs, resume=resume,
+                              overwrite=overwrite)
+    except BaseException:
+        if own_series:
+            series.close()
+        raise
     try:
         if resume and writer.num_frames_written:
             rows = writer.num_frames_written
             previous = read_results(writer.partial_path)
             # a bad leading frame gets no row, so continue after the last frame written, not after `rows`
             start = int(previous["index"][rows - 1]) + 1 if "index" in previous else rows
-            strategy.load_state_dict(json.loads(str(previous["strategy_state"][rows - 1])))
+            _load_state(strategy, previous["strategy_state"][rows - 1], writer.partial_path)
             held = np.asarray(previous["latent"][rows - 1], dtype=np.float64)
             log.info("resuming %s at frame %d of %d", out, start, len(series))
-        frames = (series[i] for i in range(start, len(series)))
+        if digest.next_index != start:  # pragma: no cover - both come from the same rows
+            raise ResultsFileError(writer.partial_path, f"cannot resume: rows end at frame {start - 1}, the "
+                                   f"series digest at frame {digest.next_index - 1}")
+        frames = digest.frames(series)  # from `start` on, each folded into the series digest
         stopped = {"flag": False}
 
         def on_frame(record: FrameRecord) -> bool:
@@ -200,6 +253,7 @@ def replay_series(
                 E_q=e_q,
                 phase_rms=p_rms,
                 **refined,
+                **{DIGEST_FIELD: digest.at(record.index)},
             )
             report = FrameReport(record, e_r, e_q, p_rms, refined.get("E_r_refined", float("nan")))
             if callback is not None and callback(report):
@@ -208,6 +262,9 @@ def replay_series(
             return False
 
         result = track(frames, model, strategy, callback=on_frame, start_index=start, held_latent=held)
+        if not stopped["flag"] and writer.num_frames_written == 0:
+            writer.discard()  # nothing to keep: no file marked complete with no frame in it
+            raise no_usable_frame_error(series)
     except BaseException:
         writer.abort()
         raise

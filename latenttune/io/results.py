@@ -401,6 +401,14 @@ class ResultWriter:
             self._count, self.partial_path,
         )
 
+    def discard(self) -> None:
+        """Close and delete ``path.partial``: for a run that produced nothing worth keeping."""
+        if not self._closed:
+            self._closed = True
+            self._f.close()
+        self.partial_path.unlink(missing_ok=True)
+        logger.info("discarded %s", self.partial_path)
+
     def __enter__(self) -> ResultWriter:
         return self
 
