@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from latenttune import __version__
 from latenttune.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
@@ -102,6 +105,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="training config (TOML)")
     p.add_argument("--out", required=True, help="best checkpoint path (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt with the same config")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT and OUT.last.pt if they exist")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
     p.set_defaults(func=_cmd_train)
 
@@ -111,8 +115,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from latenttune.training import load_run_config, train
+    from latenttune.device import check_device
+    from latenttune.outputs import check_outputs
+    from latenttune.training import last_path, load_run_config, train
 
+    check_device(args.device)
+    check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
+                  {"the training config": args.config}, overwrite=args.overwrite or args.resume)
     config = load_run_config(args.config)
     rank = int(os.environ.get("RANK", 0))
     done = 0
@@ -189,15 +198,19 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", choices=["es", "one-shot", "gradient"], default="es",
                    help="es: extremum seeking (cost values only); one-shot: encoder alone; "
                         "gradient: Adam on z through the network gradient (comparator)")
-    p.add_argument("--mode", choices=["absolute", "residual"], default="absolute",
+    p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
                    help="tune z itself, or a correction added to the encoder's prediction of each frame")
-    p.add_argument("--steps-per-frame", type=positive_int, default=100, help="cost evaluations per frame")
-    p.add_argument("--gain", type=positive_float, default=None, help="ES gain k (default: the controller's)")
-    p.add_argument("--dither", type=positive_float, default=None, help="ES dither amplitude in box units")
-    p.add_argument("--no-reseed", action="store_true",
+    p.add_argument("--steps-per-frame", type=positive_int, default=100, action=_Given,
+                   help="cost evaluations per frame")
+    p.add_argument("--gain", type=positive_float, default=None, action=_Given,
+                   help="ES gain k (default: the controller's)")
+    p.add_argument("--dither", type=positive_float, default=None, action=_Given,
+                   help="ES dither amplitude in box units")
+    p.add_argument("--no-reseed", action=_GivenTrue,
                    help="ES, absolute mode: never restart from the encoder's prediction of a new frame, even when "
                         "it fits better than the current latent")
-    p.add_argument("--lr", type=positive_float, default=None, help="gradient strategy: Adam learning rate")
+    p.add_argument("--lr", type=positive_float, default=None, action=_Given,
+                   help="gradient strategy: Adam learning rate")
     p.add_argument("--refine", type=non_negative_int, default=0, metavar="ITERATIONS",
                    help="after tracking each frame, also refine the decoded density with this many HIO/ER "
                         "iterations on the voxels (80%% HIO, shrink-wrap; no network) and store it as "
@@ -207,9 +220,48 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
 
 
+class _Given(argparse._StoreAction):
+    """Store an option's value and remember that it was given (not a default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given = getattr(namespace, "given", frozenset()) | {option_string}
+
+
+class _GivenTrue(argparse._StoreTrueAction):
+    """``store_true`` that remembers that the flag was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given = getattr(namespace, "given", frozenset()) | {option_string}
+
+
+#: Tracking options and the strategies (and ES mode) they apply to; given elsewhere, they are an error.
+_STRATEGY_OPTIONS = {
+    "--mode": ("es", "gradient"),
+    "--steps-per-frame": ("es", "gradient"),
+    "--gain": ("es",),
+    "--dither": ("es",),
+    "--no-reseed": ("es",),
+    "--lr": ("gradient",),
+}
+
+
+def _check_strategy_options(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen strategy would ignore (it would be dropped silently otherwise)."""
+    for option in sorted(getattr(args, "given", ())):
+        strategies = _STRATEGY_OPTIONS.get(option)
+        if strategies is not None and args.strategy not in strategies:
+            raise ValueError(f"`{option}` does not apply to the {args.strategy!r} strategy "
+                             f"(it applies to: {', '.join(strategies)})")
+    if args.no_reseed and args.mode != "absolute":
+        raise ValueError("`--no-reseed` applies to ES in absolute mode only (residual mode never reseeds)")
+
+
 def _strategy_from_args(args: argparse.Namespace, k: int):
     from latenttune.tracking import make_strategy
 
+    _check_strategy_options(args)
     options = {}
     if args.strategy == "es":
         options.update({key: value for key, value in (("gain", args.gain), ("dither", args.dither)) if value is not None})
@@ -223,8 +275,6 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
 
 
 def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) -> int:
-    from pathlib import Path
-
     import numpy as np
     from tqdm import tqdm
 
@@ -235,7 +285,7 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
     strategy = _strategy_from_args(args, loaded.model.latent_dim)
     uid = getattr(args, "uid", None)
     if uid is not None:  # a run in a tiled catalog (embedded catalog or server URL)
-        from latenttune.bluesky.run_series import open_run
+        from latenttune.io.runs import open_run
 
         opened = open_run(series_path, uid)
     else:
@@ -244,21 +294,27 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         total = len(series)
         with tqdm(total=total, unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
 
-            def on_frame(report) -> None:
+            def on_frame(report) -> bool:
                 if bar.n == 0 and report.record.index > 0:
                     bar.update(report.record.index)
                 bar.update(1)
                 bar.set_postfix(cost=f"{report.record.cost:.4f}")
                 tqdm.write(report.line(), file=sys.stdout)
+                return _INTERRUPTS.requested  # Ctrl-C: stop after this frame, resumable
 
             refine = None
             if args.refine:
                 from latenttune.refine import RefineSettings
 
                 refine = RefineSettings(iterations=args.refine, hio_iterations=int(0.8 * args.refine))
-            path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
-                                    callback=on_frame, refine=refine)
+            with _INTERRUPTS.deferred():
+                path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
+                                        callback=on_frame, refine=refine)
         results = read_results(path)
+        if not results["complete"]:  # stopped by Ctrl-C after a frame
+            print(f"stopped after series frame {int(results['index'][-1])}: {results['num_frames']} frames kept in "
+                  f"{path}; continue with: {_resume_command()}", file=sys.stderr)
+            return 130
         e_r = np.asarray(results["E_r"], dtype=float)
         seconds = np.asarray(results["seconds"], dtype=float)
         print(f"wrote {results['num_frames']} frames to {path}")
@@ -301,9 +357,25 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_replay)
 
 
+def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | None = None, *,
+                       resume: bool) -> None:
+    """Refuse ``--out`` names that collide with each other or an input, or replace a file."""
+    from latenttune.outputs import check_outputs
+
+    out = Path(args.out)
+    partial = "its partial file (OUT.partial)"
+    outputs = {"--out": out, partial: Path(str(out) + ".partial"),
+               "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"), **(extra or {})}
+    if args.model != "default":
+        inputs = {**inputs, "the model checkpoint": args.model}
+    check_outputs(outputs, inputs, overwrite=args.overwrite, may_exist={partial, "--out"} if resume else {partial})
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from latenttune.model import load_model
 
+    remote = "://" in str(args.series)
+    _check_run_outputs(args, {"the input series": None if remote else args.series}, resume=args.resume)
     return _run_replay(args, args.series, load_model(args.model, device=args.device), resume=args.resume)
 
 
@@ -327,18 +399,29 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beamstop", type=non_negative_float, default=1.5, help="beamstop radius in voxels")
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulated series")
     p.add_argument("--out", required=True, help="results file (.h5)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: track the rest of OUT.series.cxi into OUT.partial (same "
+                        "options required)")
     _add_tracking_options(p)
     p.set_defaults(func=_cmd_track)
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from latenttune.model import load_model
-    from latenttune.simulate import simulate_series
+    from latenttune.simulate import check_simulated_series, simulate_series
 
-    loaded = load_model(args.model, device=args.device)
     series_path = Path(args.out).with_suffix(".series.cxi")
+    series_label = "the simulated series (OUT.series.cxi)"
+    if args.resume:  # the series made before is an input now
+        _check_run_outputs(args, {series_label: series_path}, resume=True)
+    else:
+        _check_run_outputs(args, {}, {series_label: series_path}, resume=False)
+    loaded = load_model(args.model, device=args.device)
+    if args.resume:
+        check_simulated_series(series_path, scenario=args.scenario, num_frames=args.frames, n=loaded.model.config.n,
+                               photons=args.photons, beamstop_radius=args.beamstop, seed=args.seed)
+        print(f"resuming on the simulated series {series_path}")
+        return _run_replay(args, series_path, loaded, resume=True)
     options = {}
     if args.scenario == "latent-walk":
         from latenttune.latent_walk import latent_spread, numpy_decoder
@@ -347,6 +430,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     simulate_series(
         args.scenario, series_path, num_frames=args.frames, n=loaded.model.config.n, photons=args.photons,
         beamstop_radius=args.beamstop, seed=args.seed, overwrite=args.overwrite, scenario_options=options,
+        callback=_INTERRUPTS.check,
     )
     print(f"simulated {args.frames} frames of {args.scenario!r} into {series_path}")
     return _run_replay(args, series_path, loaded, resume=False)
@@ -376,18 +460,100 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupts:
+    """Ctrl-C handling of the CLI.
+
+    While a run is tracking (:meth:`deferred`), the first Ctrl-C asks it to stop after the current
+    frame: the partial results stay complete and resumable, and the command prints how to continue.
+    A second Ctrl-C, or one at any other time, interrupts at once. The handler only sets a flag
+    when it defers, so a press can never be lost inside library code; a press that was lost anyway
+    (an exception swallowed in a finaliser) still stops the run at the next frame or phase.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.deferring = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        first = not self.requested
+        self.requested = True
+        if self.deferring and first:
+            sys.stderr.write("\nCtrl-C: stopping after this frame (press again to stop at once)\n")
+            return
+        raise KeyboardInterrupt
+
+    def check(self, *_: object) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C was pressed (a callback between steps)."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def deferred(self) -> _Deferred:
+        """Context in which the first Ctrl-C only requests a stop."""
+        return _Deferred(self)
+
+
+class _Deferred:
+    def __init__(self, interrupts: _Interrupts) -> None:
+        self.interrupts = interrupts
+
+    def __enter__(self) -> None:
+        self.interrupts.check()  # a press before tracking started (and possibly swallowed) stops here
+        self.interrupts.deferring = True
+
+    def __exit__(self, *exc: object) -> None:
+        self.interrupts.deferring = False
+
+
+_INTERRUPTS = _Interrupts()
+_ARGV: list[str] = []
+
+
+def _resume_command() -> str:
+    """The command line that continues the current run (``--resume`` added)."""
+    argv = list(_ARGV)
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(["latenttune", *argv])
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+#: Failures a user can cause (bad input, files, devices, servers): one line and exit status 2.
+_EXPECTED = (ValueError, TypeError, OSError, ImportError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``latenttune`` console script."""
+    """Entry point of the ``latenttune`` console script.
+
+    Every expected failure (:data:`_EXPECTED`) ends with one line on stderr and exit status 2;
+    Ctrl-C ends with exit status 130 (after the current frame while tracking).
+    """
+    global _INTERRUPTS, _ARGV
     parser = build_parser()
-    args = parser.parse_args(argv)
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_ARGV)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    _INTERRUPTS = _Interrupts()
+    import threading
+
+    handle = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _INTERRUPTS.handler) if handle else None
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ModuleNotFoundError) as exc:
-        parser.exit(2, f"latenttune {args.command}: error: {exc}\n")
+    except _EXPECTED as exc:
+        parser.exit(2, f"latenttune {args.command}: error: {_one_line(exc)}\n")
     except KeyboardInterrupt:
-        parser.exit(130, f"latenttune {args.command}: interrupted\n")
+        hint = ""
+        out = getattr(args, "out", None)
+        if args.command in ("track", "replay") and out and Path(str(out) + ".partial").exists():
+            hint = f"; partial results in {out}.partial, continue with: {_resume_command()}"
+        parser.exit(130, f"latenttune {args.command}: interrupted{hint}\n")
+    finally:
+        if handle and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latenttune.io import CXISeriesWriter
+from latenttune.io import CXISeriesWriter, open_series
 from latenttune.physics import forward
 from sim.detector import Detector
 from sim.scenarios import make_scenario
@@ -135,3 +135,52 @@ def simulate_series(
             if callback is not None:
                 callback(summary)
     return out
+
+
+def check_simulated_series(
+    path: str | Path,
+    *,
+    scenario: str,
+    num_frames: int,
+    n: int,
+    photons: float,
+    beamstop_radius: float,
+    seed: int,
+    background: float = 0.0,
+) -> None:
+    """Refuse a simulated series that :func:`simulate_series` would not make with these settings.
+
+    ``latenttune track --resume`` continues on the series it simulated before, so every setting
+    that made the series must be the one given again.
+
+    Parameters
+    ----------
+    path : str or Path
+        A series written by :func:`simulate_series`.
+    scenario, num_frames, n, photons, beamstop_radius, seed, background
+        The settings given now (see :func:`simulate_series`).
+
+    Raises
+    ------
+    FileNotFoundError
+        No series at ``path``.
+    ValueError
+        A setting differs (named as its ``track`` option), or ``path`` is not a simulated series.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to resume: the simulated series {str(path)!r} does not exist")
+    with open_series(path) as series:
+        attrs = series.metadata.get("root_attrs") or {}
+        found = {"--frames": len(series), "--n": series.n}
+    detector = attrs.get("detector")
+    if "scenario" not in attrs or "seed" not in attrs or not isinstance(detector, dict):
+        raise ValueError(f"{str(path)!r} is not a series written by `latenttune simulate`/`track`: it has no settings")
+    found.update({"--scenario": attrs["scenario"], "--seed": attrs["seed"], "--photons": detector.get("photons"),
+                  "--beamstop": detector.get("beamstop_radius"), "--background": detector.get("background")})
+    given = {"--scenario": scenario, "--seed": seed, "--frames": num_frames, "--n": n, "--photons": photons,
+             "--beamstop": beamstop_radius, "--background": background}
+    for option, value in given.items():
+        if found[option] != value:
+            raise ValueError(f"`{option}` differs from the series {str(path)!r} being resumed: it was made with "
+                             f"{found[option]!r}, given {value!r}")

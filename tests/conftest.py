@@ -97,6 +97,16 @@ def lively_model(tiny_config):
 
 
 @pytest.fixture
+def tiny_checkpoint(tmp_path: Path, lively_model) -> Path:
+    """``lively_model`` written with :func:`~latenttune.model.save_checkpoint` to the test's folder."""
+    from latenttune.model import save_checkpoint
+
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, lively_model)
+    return path
+
+
+@pytest.fixture
 def tiny_patterns() -> tuple[np.ndarray, np.ndarray]:
     """Three simulated measured patterns (3, 16, 16, 16) float32 and their masks (bool)."""
     from sim.training import TrainingPairGenerator
