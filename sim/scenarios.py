@@ -20,12 +20,16 @@ Scenarios (registry :data:`SCENARIOS`, factory :func:`make_scenario`):
     A straight dislocation line glides through the crystal.
 ``jump``
     Static crystal whose shape and phase switch abruptly at frame ``jump_at``.
+``fcc-glide``
+    The hard case, built atom by atom (:mod:`sim.atomistic`): a faceted FCC crystal grows facet by
+    facet and tilts while an edge dislocation glides through it; atoms are binned to the grid.
 ``latent-walk``
     A hook for a generative model: a smooth Lissajous-like path ``z(t)`` in a
     latent box, decoded by a user-supplied ``decode`` callable.
 
 Conventions: densities are complex64 ``(n, n, n)`` with amplitude in
-``[0, 1]`` (the rendered occupancy) and phase zero outside the support. Every
+``[0, 1]`` (the rendered occupancy; ``fcc-glide``: atoms per voxel over the bulk mean, which
+fluctuates about 1) and phase zero outside the support. Every
 parameter varies continuously with ``t`` (no per-frame normalisation, and no
 global-phase fixing, which jumps when ``sum(d)`` passes near zero), so except
 for ``jump`` consecutive frames differ little: for the default 50 frames at
@@ -45,6 +49,8 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 from scipy import ndimage
 
+from sim.atomistic import bin_atoms, bulk_atoms_per_voxel, fcc_sites
+from sim.descriptor import DislocationLine, SampleDescriptor
 from sim.forward import forward
 from sim.geometry import centred_coords, rotation_about_axis
 from sim.phase import (
@@ -63,6 +69,7 @@ __all__ = [
     "StrainScenario",
     "DislocationScenario",
     "JumpScenario",
+    "FCCGlideScenario",
     "LatentWalkScenario",
     "SCENARIOS",
     "make_scenario",
@@ -279,6 +286,13 @@ class Scenario:
     def _density(self, t: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def descriptor(self, t: int) -> SampleDescriptor:
+        """Ground-truth ingredients of frame ``t`` (shape, dislocation lines); see :mod:`sim.descriptor`."""
+        return self._descriptor(self._check_t(t))
+
+    def _descriptor(self, t: int) -> SampleDescriptor:
+        return SampleDescriptor()
+
     def params(self) -> dict[str, Any]:
         """All parameters as a JSON-serialisable dict, with the scenario ``name``."""
         out = {"name": self.name}
@@ -332,6 +346,14 @@ class _CrystalScenario(Scenario):
             "phase_corr": float(rng.uniform(0.12, 0.25) * n),
             "phase_rms": float(rng.uniform(0.2, 0.8)),
         }
+
+    def shape_at(self, t: int) -> FacetedCrystal | Superellipsoid:
+        """The crystal's shape at frame ``t``."""
+        self._check_t(t)
+        return self.crystal
+
+    def _descriptor(self, t: int) -> SampleDescriptor:
+        return SampleDescriptor(shape=self.shape_at(t))
 
     def base_phase(self) -> np.ndarray:
         """The static smooth phase over the whole box (float32 radians, read-only)."""
@@ -400,6 +422,9 @@ class GrowthScenario(_CrystalScenario):
         g = np.asarray(self.growth)
         return self.crystal.with_distances(self.crystal.distance_array * (1.0 + (g - 1.0) * tau))
 
+    def shape_at(self, t: int) -> FacetedCrystal:
+        return self.crystal_at(t)
+
     def final_crystal(self) -> FacetedCrystal:
         """The crystal at the last frame."""
         return self.crystal.with_distances(self.crystal.distance_array * np.asarray(self.growth))
@@ -457,10 +482,12 @@ class RotationScenario(_CrystalScenario):
         """Rotation (3x3) applied to the initial crystal at frame ``t``."""
         return rotation_about_axis(np.asarray(self.axis), self.total_angle * self.time_fraction(t))
 
+    def shape_at(self, t: int) -> FacetedCrystal | Superellipsoid:
+        return replace(self.crystal, rotation=self.rotation_at(t) @ self.crystal.rotation_matrix)
+
     def _density(self, t: int) -> np.ndarray:
         dR = self.rotation_at(t)
-        crystal = replace(self.crystal, rotation=dR @ self.crystal.rotation_matrix)
-        occ = crystal.render(self.n)
+        occ = self.shape_at(t).render(self.n)
         phase = self.base_phase()
         if t > 0 and self.total_angle != 0:
             c = np.asarray(self.crystal.centre).reshape(3, 1, 1, 1)
@@ -646,6 +673,14 @@ class DislocationScenario(_CrystalScenario):
         tau = self.time_fraction(t)
         return np.asarray(self.start_point) + tau * (np.asarray(self.end_point) - np.asarray(self.start_point))
 
+    def line_at(self, t: int) -> DislocationLine:
+        """The dislocation line at frame ``t``."""
+        return DislocationLine(point=tuple(self.line_point(t)), direction=self.line_direction, burgers=self.burgers,
+                               G=self.G, poisson_ratio=self.poisson_ratio)
+
+    def _descriptor(self, t: int) -> SampleDescriptor:
+        return SampleDescriptor(shape=self.crystal, dislocations=(self.line_at(t),))
+
     def _density(self, t: int) -> np.ndarray:
         occ = self.crystal.render(self.n)
         u = dislocation_displacement(
@@ -713,11 +748,194 @@ class JumpScenario(_CrystalScenario):
         out["jump_at"] = max(1, num_frames // 2)
         return out
 
+    def shape_at(self, t: int) -> FacetedCrystal | Superellipsoid:
+        return self.crystal if self._check_t(t) < self.jump_at else self.after
+
     def _density(self, t: int) -> np.ndarray:
         if t < self.jump_at:
             return _assemble(self.crystal.render(self.n), self.base_phase())
         phase = seeded_gaussian_random_field(self.after_phase_seed, self.n, self.phase_corr)[0]
         return _assemble(self.after.render(self.n), phase * np.float32(self.phase_rms))
+
+
+# ---------------------------------------------------------------------------
+# fcc-glide: an atomistic crystal that grows and tilts while an edge dislocation glides
+# ---------------------------------------------------------------------------
+
+#: <110> directions ``v`` with ``(1, 1, 1) . v = +-2``: Burgers vectors ``a/2 v`` seen by the 111 reflection.
+_VISIBLE_110 = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [-1, -1, 0], [-1, 0, -1], [0, -1, -1]], dtype=np.float64)
+#: {111} plane normals (unnormalised).
+_PLANES_111 = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=np.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FCCGlideScenario(Scenario):
+    """A faceted FCC crystal, built atom by atom, grows and tilts while an edge dislocation glides.
+
+    Everything is defined in the crystal (body) frame, which tilts with the crystal: the FCC
+    lattice (constant ``lattice_constant``, a fraction of a voxel), the facet planes (distance of
+    facet ``k`` at frame ``t``: ``d_k(0) (1 + (growth_k - 1) t/(T-1))``), the edge dislocation (Burgers
+    vector ``a/2 <110>`` in a {111} glide plane, line through ``start_point + (end_point -
+    start_point) t/(T-1)``), a weak smooth displacement field and the reflection ``G = (1, 1, 1)/a``
+    (the 111 Bragg peak, kept at the centre of the detector as the crystal tilts). Each frame
+    keeps the lattice sites inside the facets, displaces them by the isotropic Volterra field plus
+    the smooth field, turns them by ``total_angle t/(T-1)`` about ``axis`` (about the crystal
+    centre) and bins them into voxels with the phasor ``exp(2 pi i G . u)``
+    (:func:`sim.atomistic.bin_atoms`).
+
+    Unlike the continuum scenarios, the shape has atomic steps, the amplitude an atomistic texture
+    and the dislocation a discrete core; nothing here is drawn by the project's models'
+    renderers, so it is an independent test of them.
+
+    Parameters
+    ----------
+    crystal : FacetedCrystal
+        Shape at ``t = 0`` (its rotation and centre place the body frame in the grid).
+    growth : tuple of floats
+        Final-over-initial distance ratio per facet (> 0).
+    axis : (3,) floats
+        Tilt axis (grid coordinates, normalised on input).
+    total_angle : float
+        Tilt reached at the last frame (radians).
+    lattice_constant : float
+        FCC lattice constant (voxels, > 0; ``from_rng``: 0.45, about 44 atoms per voxel).
+    burgers, line_direction, start_point, end_point : (3,) floats
+        The edge dislocation in the body frame (voxels).
+    poisson_ratio : float
+        Poisson ratio (gold 0.44).
+    strain_seed : int
+        Seed of the smooth displacement field (three components, body frame).
+    strain_corr, strain_rms : float
+        Its correlation length and RMS per component (voxels).
+    """
+
+    name: ClassVar[str] = "fcc-glide"
+
+    crystal: FacetedCrystal = None  # type: ignore[assignment]
+    growth: tuple[float, ...] = ()
+    axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    total_angle: float = math.radians(15.0)
+    lattice_constant: float = 0.45
+    burgers: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    line_direction: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    start_point: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    end_point: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    poisson_ratio: float = 0.44
+    strain_seed: int = 0
+    strain_corr: float = 6.0
+    strain_rms: float = 0.02
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.crystal, FacetedCrystal):
+            raise TypeError(f"`crystal` must be a FacetedCrystal, got {type(self.crystal).__name__}")
+        g = np.asarray(self.growth, dtype=np.float64).ravel()
+        if g.shape != (len(self.crystal.distances),) or not np.all(np.isfinite(g)) or np.any(g <= 0):
+            raise ValueError(
+                f"`growth` must hold one positive ratio per facet ({len(self.crystal.distances)}), got {self.growth!r}"
+            )
+        object.__setattr__(self, "growth", tuple(float(x) for x in g))
+        object.__setattr__(self, "axis", _vec3(self.axis, "axis", unit=True))
+        a = float(self.total_angle)
+        if not np.isfinite(a):
+            raise ValueError(f"`total_angle` must be finite, got {self.total_angle!r}")
+        object.__setattr__(self, "total_angle", a)
+        object.__setattr__(self, "lattice_constant", _pos(self.lattice_constant, "lattice_constant"))
+        if self.lattice_constant > 1.0:
+            raise ValueError(f"`lattice_constant` must be at most 1 voxel (atoms binned to voxels), got {self.lattice_constant}")
+        for name in ("burgers", "line_direction", "start_point", "end_point"):
+            object.__setattr__(self, name, _vec3(getattr(self, name), name, unit=name == "line_direction"))
+        if np.linalg.norm(self.burgers) == 0:
+            raise ValueError("`burgers` must be non-zero")
+        nu = float(self.poisson_ratio)
+        if not 0.0 <= nu < 0.5:
+            raise ValueError(f"`poisson_ratio` must be in [0, 0.5), got {self.poisson_ratio!r}")
+        object.__setattr__(self, "poisson_ratio", nu)
+        if isinstance(self.strain_seed, bool) or int(self.strain_seed) != self.strain_seed or self.strain_seed < 0:
+            raise ValueError(f"`strain_seed` must be a non-negative integer, got {self.strain_seed!r}")
+        object.__setattr__(self, "strain_seed", int(self.strain_seed))
+        object.__setattr__(self, "strain_corr", _pos(self.strain_corr, "strain_corr"))
+        object.__setattr__(self, "strain_rms", _pos(self.strain_rms, "strain_rms", allow_zero=True))
+        for t in (0, self.num_frames - 1):
+            _check_shape_fits(self.shape_at(t), self.n, "crystal", scale=1.0)
+
+    @classmethod
+    def _draw(cls, rng: np.random.Generator, n: int, num_frames: int, **opts: Any) -> dict[str, Any]:
+        crystal = random_faceted_crystal(rng, n, radius=(0.17, 0.2))
+        growth = rng.uniform(1.1, 1.5, len(crystal.distances))
+        final = crystal.with_distances(crystal.distance_array * growth)
+        k = rng.uniform(0.26, 0.3) * n / final.bounding_radius()
+        crystal = crystal.with_distances(crystal.distance_array * k)
+        radius = final.bounding_radius() * k
+        a = 0.45
+        v = _VISIBLE_110[int(rng.integers(len(_VISIBLE_110)))]
+        b = 0.5 * a * v
+        planes = [m for m in _PLANES_111 if abs(np.dot(m, v)) < 1e-9]
+        m = planes[int(rng.integers(len(planes)))]
+        m = m / np.linalg.norm(m)
+        glide = b / np.linalg.norm(b)
+        line = np.cross(m, glide)
+        base = rng.uniform(-0.3, 0.3) * radius * m
+        return {
+            "crystal": crystal,
+            "growth": tuple(float(x) for x in growth),
+            "axis": tuple(float(x) for x in _random_unit(rng)),
+            "total_angle": float(np.radians(rng.uniform(10.0, 20.0))),
+            "lattice_constant": a,
+            "burgers": tuple(float(x) for x in b),
+            "line_direction": tuple(float(x) for x in line),
+            "start_point": tuple(float(x) for x in base - 1.1 * radius * glide),
+            "end_point": tuple(float(x) for x in base + 1.1 * radius * glide),
+            "strain_seed": _seed(rng),
+            "strain_corr": float(rng.uniform(0.15, 0.25) * n),
+        }
+
+    @property
+    def G(self) -> np.ndarray:
+        """The 111 reflection in the body frame, ``(1, 1, 1) / a`` (1/voxel)."""
+        return np.ones(3) / self.lattice_constant
+
+    def rotation_at(self, t: int) -> np.ndarray:
+        """Body-to-grid rotation at frame ``t`` (the tilt applied to the initial orientation)."""
+        tilt = rotation_about_axis(np.asarray(self.axis), self.total_angle * self.time_fraction(t))
+        return tilt @ self.crystal.rotation_matrix
+
+    def shape_at(self, t: int) -> FacetedCrystal:
+        """The crystal's facets at frame ``t`` (grown and tilted)."""
+        tau = self.time_fraction(t)
+        g = np.asarray(self.growth)
+        distances = self.crystal.distance_array * (1.0 + (g - 1.0) * tau)
+        return replace(self.crystal.with_distances(distances), rotation=self.rotation_at(t))
+
+    def line_point(self, t: int) -> np.ndarray:
+        """A point on the dislocation line at frame ``t`` (body frame, voxels)."""
+        tau = self.time_fraction(t)
+        return np.asarray(self.start_point) + tau * (np.asarray(self.end_point) - np.asarray(self.start_point))
+
+    def _descriptor(self, t: int) -> SampleDescriptor:
+        R = self.rotation_at(t)
+        c = np.asarray(self.crystal.centre)
+        line = DislocationLine(point=tuple(R @ self.line_point(t) + c), direction=tuple(R @ np.asarray(self.line_direction)),
+                               burgers=tuple(R @ np.asarray(self.burgers)), G=tuple(R @ self.G),
+                               poisson_ratio=self.poisson_ratio)
+        return SampleDescriptor(shape=self.shape_at(t), dislocations=(line,))
+
+    def _density(self, t: int) -> np.ndarray:
+        shape = self.shape_at(t)
+        sites = fcc_sites(self.n / 2.0, self.lattice_constant)
+        normals = shape.normal_array
+        inside = np.all(sites @ normals.T <= shape.distance_array, axis=1)
+        body = sites[inside]
+        u = dislocation_displacement(body.T, self.line_point(t), self.line_direction, self.burgers,
+                                     self.poisson_ratio).T
+        if self.strain_rms > 0:
+            field = seeded_gaussian_random_field(self.strain_seed, self.n, self.strain_corr, components=3)
+            index = (body + self.n // 2).T
+            u = u + self.strain_rms * np.stack(
+                [ndimage.map_coordinates(field[k], index, order=1, mode="grid-wrap") for k in range(3)], axis=1)
+        positions = (body + u) @ shape.rotation_matrix.T + np.asarray(self.crystal.centre)
+        phasor = np.exp(2j * np.pi * (u @ self.G))
+        return bin_atoms(positions, phasor, self.n, bulk_atoms_per_voxel(self.lattice_constant))
 
 
 # ---------------------------------------------------------------------------
@@ -882,7 +1100,8 @@ class LatentWalkScenario(Scenario):
 #: Scenario classes by name.
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
-    for cls in (GrowthScenario, RotationScenario, StrainScenario, DislocationScenario, JumpScenario, LatentWalkScenario)
+    for cls in (GrowthScenario, RotationScenario, StrainScenario, DislocationScenario, JumpScenario, FCCGlideScenario,
+                LatentWalkScenario)
 }
 
 
@@ -893,7 +1112,7 @@ def make_scenario(name: str, rng: np.random.Generator, n: int = 32, num_frames: 
     ----------
     name : str
         One of :data:`SCENARIOS` (``growth``, ``rotation``, ``strain``,
-        ``dislocation``, ``jump``, ``latent-walk``).
+        ``dislocation``, ``jump``, ``fcc-glide``, ``latent-walk``).
     rng : numpy.random.Generator
         Source of randomness.
     n : int

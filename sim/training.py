@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from sim.descriptor import DislocationLine, SampleDescriptor
 from sim.detector import Detector
 from sim.forward import forward
 from sim.geometry import centred_coords
@@ -86,6 +87,9 @@ class TrainingPair:
         Expected photon count used (``nan`` when noise-free); ``(B,)`` for a batch.
     family : str or tuple of str
         Sample family (with the scenario name for ``scenario``, e.g. ``"scenario:growth"``).
+    descriptor : SampleDescriptor or tuple of SampleDescriptor
+        Ground truth of what the density is made of (shape, dislocation lines), in the
+        density's own centred coordinates; a tuple for a batch.
     """
 
     intensity: np.ndarray
@@ -93,6 +97,7 @@ class TrainingPair:
     mask: np.ndarray
     photons: Any
     family: Any
+    descriptor: Any = None
 
 
 def _range(
@@ -220,7 +225,7 @@ class TrainingPairGenerator:
         names = [k for k, _ in self.mix]
         w = np.array([v for _, v in self.mix])
         family = names[int(rng.choice(len(names), p=w / w.sum()))]
-        density, label = getattr(self, f"_{family}")(rng)
+        density, label, descriptor = getattr(self, f"_{family}")(rng)
         if self.fix_phase:
             density = fix_global_phase(density)
         ideal = forward(density)
@@ -233,7 +238,8 @@ class TrainingPairGenerator:
             photons = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
             meas = replace(self.detector, photons=photons).measure(ideal, rng)
             intensity, mask = meas.counts, meas.mask
-        return TrainingPair(intensity=intensity, density=density, mask=mask, photons=photons, family=label)
+        return TrainingPair(intensity=intensity, density=density, mask=mask, photons=photons, family=label,
+                            descriptor=descriptor)
 
     def batch(self, indices: Sequence[int]) -> TrainingPair:
         """Pairs for ``indices`` stacked on a leading axis (``photons`` (B,), ``family`` tuple)."""
@@ -247,6 +253,7 @@ class TrainingPairGenerator:
             mask=np.stack([p.mask for p in pairs]),
             photons=np.array([p.photons for p in pairs]),
             family=tuple(p.family for p in pairs),
+            descriptor=tuple(p.descriptor for p in pairs),
         )
 
     # -- families --------------------------------------------------------
@@ -259,25 +266,28 @@ class TrainingPairGenerator:
         field = gaussian_random_field(rng, self.n, corr)
         return scale_to_range(field, occ, rms=rms)
 
-    def _static(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        occ = self._shape(rng).render(self.n)
+    def _static(self, rng: np.random.Generator) -> tuple[np.ndarray, str, SampleDescriptor]:
+        shape = self._shape(rng)
+        occ = shape.render(self.n)
         phi = self._smooth_phase(rng, occ, rng.uniform(*self.phase_rms_range))
-        return complex_density(occ, phi), "static"
+        return complex_density(occ, phi), "static", SampleDescriptor(shape=shape)
 
-    def _strained(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        occ = self._shape(rng).render(self.n)
+    def _strained(self, rng: np.random.Generator) -> tuple[np.ndarray, str, SampleDescriptor]:
+        shape = self._shape(rng)
+        occ = shape.render(self.n)
         amp = rng.uniform(*self.displacement_range)
         u = random_displacement(rng, self.n, rng.uniform(0.1, 0.25) * self.n, amp)
         phi = strain_phase(u, DEFAULT_G, occ) + self._smooth_phase(rng, occ, rng.uniform(0.0, 0.3))
-        return complex_density(occ, phi), "strained"
+        return complex_density(occ, phi), "strained", SampleDescriptor(shape=shape)
 
-    def _dislocated(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def _dislocated(self, rng: np.random.Generator) -> tuple[np.ndarray, str, SampleDescriptor]:
         crystal = random_faceted_crystal(rng, self.n, radius=self.radius, max_offset=self.max_offset)
         occ = crystal.render(self.n)
         coords = centred_coords(self.n)
         G = np.asarray(DEFAULT_G)
         u = np.zeros((3,) + (self.n,) * 3)
         R = crystal.bounding_radius()
+        lines = []
         for _ in range(int(rng.integers(1, self.max_dislocations + 1))):
             b = visible_burgers_vector(rng, G)
             kind = rng.integers(3)
@@ -289,13 +299,16 @@ class TrainingPairGenerator:
                     v -= np.dot(v, b) * b / np.dot(b, b)
                 t = v / np.linalg.norm(v)
             point = np.asarray(crystal.centre) + rng.uniform(-0.6, 0.6, 3) * R
-            u += dislocation_displacement(coords, point, t, b, poisson_ratio=rng.uniform(0.25, 0.45))
+            nu = rng.uniform(0.25, 0.45)
+            u += dislocation_displacement(coords, point, t, b, poisson_ratio=nu)
+            lines.append(DislocationLine(point=tuple(point), direction=tuple(t), burgers=tuple(b), G=tuple(G),
+                                         poisson_ratio=float(nu)))
         phi = strain_phase(u, G, occ) + self._smooth_phase(rng, occ, rng.uniform(0.0, 0.3))
-        return complex_density(occ, phi), "dislocated"
+        return complex_density(occ, phi), "dislocated", SampleDescriptor(shape=crystal, dislocations=tuple(lines))
 
-    def _scenario(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def _scenario(self, rng: np.random.Generator) -> tuple[np.ndarray, str, SampleDescriptor]:
         name = _SCENARIO_NAMES[int(rng.integers(len(_SCENARIO_NAMES)))]
         num_frames = int(rng.integers(20, 101))
         sc = SCENARIOS[name].from_rng(rng, n=self.n, num_frames=num_frames)
         t = int(rng.integers(num_frames))
-        return sc.density(t), f"scenario:{name}"
+        return sc.density(t), f"scenario:{name}", sc.descriptor(t)

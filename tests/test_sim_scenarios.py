@@ -50,7 +50,7 @@ def rel_changes(frames):
 
 
 def test_registry_names():
-    assert set(SCENARIOS) == {"growth", "rotation", "strain", "dislocation", "jump", "latent-walk"}
+    assert set(SCENARIOS) == {"growth", "rotation", "strain", "dislocation", "jump", "fcc-glide", "latent-walk"}
     for name, cls in SCENARIOS.items():
         assert cls.name == name
 
@@ -80,7 +80,9 @@ def test_lazy_iteration_and_params(name):
     assert p["name"] == name and p["n"] == N_SMALL and p["num_frames"] == 5
     json.loads(json.dumps(p))
     assert "decode" not in p
-    assert np.abs(frames[0]).max() <= 1.0 + 1e-6 or name == "latent-walk"
+    # occupancies are in [0, 1]; binned atoms fluctuate about 1 (a voxel may hold more than the bulk mean)
+    ceiling = {"latent-walk": np.inf, "fcc-glide": 1.5}.get(name, 1.0 + 1e-6)
+    assert np.abs(frames[0]).max() <= ceiling
 
 
 @pytest.mark.parametrize("name", PHYSICAL)
