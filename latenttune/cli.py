@@ -136,9 +136,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{progress.loss:.4f}", lr=f"{progress.lr:.2e}")
             if progress.validation is not None and rank == 0:
                 v = progress.validation
+                physical = f"  physical {v['physical']:.4f}" if "physical" in v else ""
                 tqdm.write(
                     f"step {progress.step:6d}  validation loss {v['loss']:.4f}  amplitude {v['amplitude']:.4f}  "
-                    f"phase {v['phase']:.4f}  reciprocal {v['reciprocal']:.4f}  ({progress.elapsed_s / 60:.1f} min)"
+                    f"phase {v['phase']:.4f}  reciprocal {v['reciprocal']:.4f}{physical}  ({progress.elapsed_s / 60:.1f} min)"
                 )
 
         result = train(config, args.out, resume=args.resume, device=args.device, callback=on_step)

@@ -33,7 +33,9 @@ from latenttune.physics import amplitude_misfit, forward
 
 __all__ = [
     "LossWeights",
+    "centre_shifts",
     "centre_density",
+    "twin_aware_loss",
     "twin",
     "amplitude_loss",
     "phase_loss",
@@ -61,6 +63,9 @@ class LossWeights:
     smoothness_step : float
         Latent step ``s`` (box units) of the finite-difference smoothness term; about the
         controller's dither amplitude.
+    physical : float
+        Supervised term of a physics-structured model's explicit parameters against the
+        simulator's ground truth (:func:`latenttune.crystal.parameter_loss`); unused otherwise.
     """
 
     amplitude: float = 1.0
@@ -68,17 +73,18 @@ class LossWeights:
     reciprocal: float = 0.5
     smoothness: float = 0.01
     smoothness_step: float = 0.05
+    physical: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("amplitude", "phase", "reciprocal", "smoothness"):
+        for name in ("amplitude", "phase", "reciprocal", "smoothness", "physical"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"loss weight `{name}` must be >= 0, got {getattr(self, name)!r}")
         if not self.smoothness_step > 0:
             raise ValueError(f"`smoothness_step` must be > 0, got {self.smoothness_step!r}")
 
 
-def centre_density(density: torch.Tensor) -> torch.Tensor:
-    """Roll each density so its amplitude-weighted centroid sits at index ``n // 2`` (integer shift).
+def centre_shifts(density: torch.Tensor) -> list[tuple[int, int, int]]:
+    """Integer roll per density that brings its amplitude-weighted centroid to index ``n // 2``.
 
     Parameters
     ----------
@@ -88,7 +94,7 @@ def centre_density(density: torch.Tensor) -> torch.Tensor:
     weight = density.abs()
     total = weight.sum(dim=_DIMS).clamp_min(_EPS)
     coords = torch.arange(n, dtype=weight.dtype, device=weight.device)
-    out = torch.empty_like(density)
+    out = []
     for b in range(density.shape[0]):
         shifts = []
         for axis in range(3):
@@ -96,7 +102,23 @@ def centre_density(density: torch.Tensor) -> torch.Tensor:
             profile = weight[b].sum(dim=other)
             centroid = float((profile * coords).sum() / total[b])
             shifts.append(int(round(n // 2 - centroid)))
-        out[b] = torch.roll(density[b], shifts=tuple(shifts), dims=(0, 1, 2))
+        out.append((shifts[0], shifts[1], shifts[2]))
+    return out
+
+
+def centre_density(density: torch.Tensor, shifts: list[tuple[int, int, int]] | None = None) -> torch.Tensor:
+    """Roll each density so its amplitude-weighted centroid sits at index ``n // 2`` (integer shift).
+
+    Parameters
+    ----------
+    density : Tensor, shape (B, n, n, n)
+    shifts : list of (3,) ints, optional
+        The rolls, if already computed by :func:`centre_shifts`.
+    """
+    shifts = centre_shifts(density) if shifts is None else shifts
+    out = torch.empty_like(density)
+    for b, shift in enumerate(shifts):
+        out[b] = torch.roll(density[b], shifts=tuple(shift), dims=(0, 1, 2))
     return out
 
 
@@ -119,6 +141,35 @@ def phase_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - phasor.sum(dim=_DIMS).abs() / weight.sum(dim=_DIMS).clamp_min(_EPS)
 
 
+def twin_aware_loss(
+    pred: torch.Tensor, target: torch.Tensor, weights: LossWeights = LossWeights(), extra: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Weighted amplitude + phase (+ ``extra``) loss against the better of the target and its twin.
+
+    Parameters
+    ----------
+    pred, target : Tensor, shape (B, n, n, n)
+    weights : LossWeights
+    extra : Tensor, shape (B, 2), optional
+        A further term for the target (column 0) and for its twin (column 1), already weighted,
+        e.g. the supervised physical parameters; the twin is chosen on the sum, so every term
+        agrees on it.
+
+    Returns
+    -------
+    dict of Tensor, shape (B,)
+        ``loss`` (the chosen, smaller total), ``amplitude``, ``phase`` and ``extra`` (0 if none).
+    """
+    candidates = []
+    for column, t in enumerate((target, twin(target))):
+        a, p = amplitude_loss(pred, t), phase_loss(pred, t)
+        e = extra[:, column] if extra is not None else torch.zeros_like(a)
+        candidates.append((weights.amplitude * a + weights.phase * p + e, a, p, e))
+    use_twin = candidates[1][0] < candidates[0][0]
+    chosen = [torch.where(use_twin, c1, c0) for c0, c1 in zip(candidates[0], candidates[1])]
+    return dict(zip(("loss", "amplitude", "phase", "extra"), chosen))
+
+
 def real_space_loss(
     pred: torch.Tensor, target: torch.Tensor, weights: LossWeights = LossWeights()
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -129,12 +180,8 @@ def real_space_loss(
     loss, amplitude, phase : Tensor, shape (B,)
         The chosen (smaller) combined loss and its two terms.
     """
-    candidates = []
-    for t in (target, twin(target)):
-        a, p = amplitude_loss(pred, t), phase_loss(pred, t)
-        candidates.append((weights.amplitude * a + weights.phase * p, a, p))
-    use_twin = candidates[1][0] < candidates[0][0]
-    return tuple(torch.where(use_twin, c1, c0) for c0, c1 in zip(candidates[0], candidates[1]))  # type: ignore[return-value]
+    terms = twin_aware_loss(pred, target, weights)
+    return terms["loss"], terms["amplitude"], terms["phase"]
 
 
 def reciprocal_loss(pred: torch.Tensor, intensity: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

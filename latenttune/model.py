@@ -31,6 +31,19 @@ and wrapped strain phases need no discontinuity in the network's output.
 The latent box is ``[-1, 1]^k`` (tanh bound): the extremum-seeking controller uses it directly
 (:attr:`LatentAutoencoder.latent_bounds`).
 
+Physics-structured variant (``ModelConfig(physical=True)``, the default model since 2026-12)::
+
+    z = [p (48 physical parameters), z_learned (latent_dim)]       all in the box (-1, 1)
+    p -> faceted crystal, smooth phase, dislocation line            latenttune.crystal (no weights)
+    z_learned -> the decoder above, with zero-initialised heads     residual amplitude and phasor
+    density = clip(A(p) + tanh(h_a), 0, 1) * exp(i phi(p)) * normalise(1 + h_c, h_s)
+
+The encoder predicts both parts (the physical part without the batch norm, supervised by the
+simulator's ground truth through :func:`latenttune.crystal.parameter_loss`); extremum seeking tunes
+the whole vector from cost values alone. ``encoder_stem="two-scale"`` feeds the encoder the central
+``N/2`` cube of the pattern at full resolution plus the whole pattern averaged 2x2x2 (4 channels on
+an ``(N/2)^3`` grid): the same field of view for a quarter of the first layers' work.
+
 Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) carry the config, a schema
 version and the training recipe, and load with ``torch.load(weights_only=True)``.
 """
@@ -53,6 +66,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from latenttune.crystal import PhysicalLayout, render_physical
 from latenttune.device import check_device
 
 log = logging.getLogger(__name__)
@@ -90,6 +104,12 @@ class ModelConfig:
         Channels of the decoder's conv stages, coarsest first; each stage doubles the grid.
     hidden : int
         Width of the fully connected layers around the latent vector.
+    physical : bool
+        Prepend the 48 explicit physical parameters of :mod:`latenttune.crystal` to the learned
+        latent; the learned decoder then draws a residual on the rendered crystal.
+    encoder_stem : {"full", "two-scale"}
+        The encoder's input: the whole ``N^3`` pattern, or its central ``(N/2)^3`` cube plus the whole
+        pattern averaged over 2x2x2 voxels.
     """
 
     n: int = 32
@@ -97,6 +117,8 @@ class ModelConfig:
     encoder_channels: tuple[int, ...] = (8, 16, 32, 64)
     decoder_channels: tuple[int, ...] = (64, 32, 16)
     hidden: int = 256
+    physical: bool = False
+    encoder_stem: str = "full"
 
     def __post_init__(self) -> None:
         for name in ("n", "latent_dim", "hidden"):
@@ -108,10 +130,17 @@ class ModelConfig:
             if not value or any(not isinstance(c, (int, np.integer)) or c < 1 for c in value):
                 raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {value!r}")
             object.__setattr__(self, name, tuple(int(c) for c in value))
-        if self.N % (2 ** len(self.encoder_channels)):
+        if not isinstance(self.physical, (bool, np.bool_)):
+            raise TypeError(f"`physical` must be a bool, got {type(self.physical).__name__}")
+        object.__setattr__(self, "physical", bool(self.physical))
+        if self.encoder_stem not in ("full", "two-scale"):
+            raise ValueError(f"`encoder_stem` must be 'full' or 'two-scale', got {self.encoder_stem!r}")
+        if self.physical and self.n < 8:
+            raise ValueError(f"`n` must be >= 8 for a physical decoder, got {self.n}")
+        if self.encoder_grid % (2 ** len(self.encoder_channels)):
             raise ValueError(
-                f"`n` = {self.n}: the diffraction grid N = {self.N} must be divisible by "
-                f"2**len(encoder_channels) = {2 ** len(self.encoder_channels)}"
+                f"`n` = {self.n}: the encoder's input grid {self.encoder_grid} (N = {self.N}, stem "
+                f"{self.encoder_stem!r}) must be divisible by 2**len(encoder_channels) = {2 ** len(self.encoder_channels)}"
             )
         if self.n % (2 ** len(self.decoder_channels)):
             raise ValueError(
@@ -122,6 +151,21 @@ class ModelConfig:
     def N(self) -> int:
         """Diffraction grid size ``2 n``."""
         return 2 * self.n
+
+    @property
+    def encoder_grid(self) -> int:
+        """Grid size of the encoder's first convolution (``N``, or ``N/2`` for the two-scale stem)."""
+        return self.N if self.encoder_stem == "full" else self.N // 2
+
+    @property
+    def physical_dim(self) -> int:
+        """Number of explicit physical parameters at the start of the latent (0 unless ``physical``)."""
+        return PhysicalLayout.size if self.physical else 0
+
+    @property
+    def total_latent_dim(self) -> int:
+        """Length of the latent vector: physical parameters plus the learned latent."""
+        return self.physical_dim + self.latent_dim
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (lists for tuples), for checkpoints and TOML files."""
@@ -212,29 +256,45 @@ class _Conv3d(nn.Conv3d):
         return _convolve(x, self, self.weight, self.bias)
 
 
+def _two_scale(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, N, N, N)`` -> ``(B, 2C, N/2, N/2, N/2)``: the central cube and the 2x2x2 average."""
+    N = x.shape[-1]
+    lo, hi = N // 4, N // 4 + N // 2
+    return torch.cat([x[..., lo:hi, lo:hi, lo:hi], F.avg_pool3d(x, 2)], dim=1)
+
+
 class _Encoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.two_scale = config.encoder_stem == "two-scale"
+        self.physical_dim = config.physical_dim
         stages: list[nn.Module] = []
-        c_in = 2
+        c_in = 4 if self.two_scale else 2
         for c in config.encoder_channels:
             stages += [_Conv3d(c_in, c, 3, padding=1), nn.GELU(), nn.MaxPool3d(2)]
             c_in = c
         self.features = nn.Sequential(*stages)
-        side = config.N // 2 ** len(config.encoder_channels)
+        side = config.encoder_grid // 2 ** len(config.encoder_channels)
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(c_in * side**3, config.hidden),
             nn.GELU(),
-            nn.Linear(config.hidden, config.latent_dim),
+            nn.Linear(config.hidden, config.total_latent_dim),
         )
-        # Keeps every latent component at unit scale across the data before the tanh bound, so the
-        # encoder can neither collapse onto one code nor saturate the tanh (where its gradient dies).
+        # Keeps every learned latent component at unit scale across the data before the tanh bound,
+        # so the encoder can neither collapse onto one code nor saturate the tanh (where its gradient
+        # dies). The physical parameters are supervised directly and need no such help.
         self.norm = nn.BatchNorm1d(config.latent_dim, affine=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, 2, N, N, N) -> features (B, C, N/16, N/16, N/16) -> pre-activation (B, k), unit scale
-        return self.norm(self.head(self.features(_cpu_layout(x))))
+        # x: (B, 2, N, N, N) [-> two-scale (B, 4, N/2, N/2, N/2)] -> features (B, C, side^3)
+        # -> pre-activation (B, P + k): physical part as is, learned part at unit scale
+        if self.two_scale:
+            x = _two_scale(x)
+        h = self.head(self.features(_cpu_layout(x)))
+        if not self.physical_dim:
+            return self.norm(h)
+        return torch.cat([h[:, : self.physical_dim], self.norm(h[:, self.physical_dim :])], dim=1)
 
 
 class _Decoder(nn.Module):
@@ -261,10 +321,23 @@ class _Decoder(nn.Module):
         self.features = nn.Sequential(*stages)
         self.amplitude = _Conv3d(c_in, 1, 3, padding=1)
         self.phasor = _Conv3d(c_in, 2, 3, padding=1)
-        # start near an empty box (sigmoid(-3) = 0.05): objects fill a small part of it
-        nn.init.constant_(self.amplitude.bias, -3.0)
+        self.layout = PhysicalLayout(config.n) if config.physical else None
+        if self.layout is None:
+            # start near an empty box (sigmoid(-3) = 0.05): objects fill a small part of it
+            nn.init.constant_(self.amplitude.bias, -3.0)
+        else:
+            # residual heads start at zero: the model starts as the rendered crystal alone
+            for head in (self.amplitude, self.phasor):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.layout is not None:
+            return self._physical_forward(z)
+        return self._learned_forward(z)
+
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        """The learned path: ``z`` (B, k) -> head outputs (B, 3, n, n, n)."""
         h = self.head(z).view(-1, self.c0, self.side, self.side, self.side)  # (B, C0, n/8, n/8, n/8)
         h = self.features(_cpu_layout(h))  # (B, C_last, n, n, n)
         # Both heads in one convolution (output channels [amplitude, cos, sin]): one pass over the
@@ -272,12 +345,26 @@ class _Decoder(nn.Module):
         # separate heads (default model, batch of one). The heads keep their own parameters.
         weight = torch.cat([self.amplitude.weight, self.phasor.weight])
         bias = torch.cat([self.amplitude.bias, self.phasor.bias])
-        heads = _convolve(h, self.amplitude, weight, bias)  # (B, 3, n, n, n)
+        return _convolve(h, self.amplitude, weight, bias)  # (B, 3, n, n, n)
+
+    def _learned_forward(self, z: torch.Tensor) -> torch.Tensor:
+        heads = self._heads(z)
         amplitude = torch.sigmoid(heads[:, 0])  # (B, n, n, n) in (0, 1)
         cos_sin = heads[:, 1:]  # (B, 2, n, n, n)
         norm = cos_sin.square().sum(dim=1).add(_EPS).sqrt()  # (B, n, n, n)
         phasor = torch.complex(cos_sin[:, 0] / norm, cos_sin[:, 1] / norm)
         return amplitude * phasor  # (B, n, n, n) complex64
+
+    def _physical_forward(self, z: torch.Tensor) -> torch.Tensor:
+        assert self.layout is not None
+        p = self.layout.size
+        amplitude, phase = render_physical(z[:, :p], self.layout)  # (B, n, n, n) each
+        heads = self._heads(z[:, p:]).float()  # residuals, zero at initialisation
+        amplitude = (amplitude + torch.tanh(heads[:, 0])).clamp(0.0, 1.0)
+        cos, sin = 1.0 + heads[:, 1], heads[:, 2]
+        norm = (cos.square() + sin.square()).add(_EPS).sqrt()
+        residual = torch.complex(cos / norm, sin / norm)
+        return torch.polar(amplitude, phase) * residual  # (B, n, n, n) complex64
 
 
 class LatentAutoencoder(nn.Module):
@@ -297,13 +384,18 @@ class LatentAutoencoder(nn.Module):
 
     @property
     def latent_dim(self) -> int:
-        """Latent dimension ``k``."""
-        return self.config.latent_dim
+        """Latent dimension ``k``: the whole vector the controller tunes (physical + learned)."""
+        return self.config.total_latent_dim
+
+    @property
+    def physical_layout(self) -> PhysicalLayout | None:
+        """Layout of the physical parameters at the start of ``z`` (None for a learned-only model)."""
+        return self.decoder.layout
 
     @property
     def latent_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper corners of the latent box (``-1`` and ``+1``, from the tanh bound)."""
-        k = self.config.latent_dim
+        k = self.latent_dim
         return -np.ones(k), np.ones(k)
 
     # ---- checked public entry points -------------------------------------------------
@@ -367,7 +459,7 @@ class LatentAutoencoder(nn.Module):
         -------
         Tensor, shape (B, n, n, n), complex64
         """
-        k = self.config.latent_dim
+        k = self.latent_dim
         z = torch.as_tensor(np.asarray(z) if not isinstance(z, torch.Tensor) else z)
         if z.is_complex():
             raise TypeError(f"`z` must be real, got dtype {z.dtype}")

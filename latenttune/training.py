@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from latenttune.losses import LossWeights, centre_density, real_space_loss, reciprocal_loss, smoothness_loss
+from latenttune.crystal import PhysicalLayout, parameter_loss, physical_targets
+from latenttune.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
 from latenttune.model import LatentAutoencoder, ModelConfig, _state_checksum, load_checkpoint, save_checkpoint
 from sim.detector import Detector
 from sim.training import TrainingPairGenerator
@@ -218,37 +219,63 @@ class TrainResult:
     message: str
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]
+
+
 class _PairBatches(torch.utils.data.Dataset):
     """Batch number ``j`` -> the stacked pairs ``j B ... j B + B - 1`` (workers share nothing)."""
 
-    def __init__(self, generator: TrainingPairGenerator, batch_size: int) -> None:
+    def __init__(self, generator: TrainingPairGenerator, batch_size: int, layout: PhysicalLayout | None = None) -> None:
         self.generator = generator
         self.batch_size = batch_size
+        self.layout = layout
 
     def __len__(self) -> int:  # pragma: no cover - sampler drives the indices
         return 2**62
 
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _stack([self.generator.sample(j * self.batch_size + i) for i in range(self.batch_size)])
+    def __getitem__(self, j: int) -> Batch:
+        return _stack([self.generator.sample(j * self.batch_size + i) for i in range(self.batch_size)], self.layout)
 
 
-def _stack(pairs: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _stack(pairs: list[Any], layout: PhysicalLayout | None = None) -> Batch:
+    """Tensors of a list of pairs: intensity, centred density, mask and the physical targets.
+
+    The targets (:func:`latenttune.crystal.physical_targets`, stacked per key) are empty unless
+    ``layout`` is given; they follow the density's centring roll.
+    """
     intensity = torch.from_numpy(np.stack([p.intensity for p in pairs]).astype(np.float32))
     density = torch.from_numpy(np.stack([p.density for p in pairs]).astype(np.complex64))
     mask = torch.from_numpy(np.stack([p.mask for p in pairs]).astype(bool))
-    return intensity, centre_density(density), mask
+    shifts = centre_shifts(density)
+    targets: dict[str, torch.Tensor] = {}
+    if layout is not None:
+        per_pair = [physical_targets(p.descriptor, shift, layout) for p, shift in zip(pairs, shifts)]
+        targets = {key: torch.from_numpy(np.stack([t[key] for t in per_pair])) for key in per_pair[0]}
+    return intensity, centre_density(density, shifts), mask, targets
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    intensity, density, mask, targets = batch
+    return (intensity.to(device, non_blocking=True), density.to(device, non_blocking=True),
+            mask.to(device, non_blocking=True), {k: v.to(device, non_blocking=True) for k, v in targets.items()})
 
 
 def _losses(
-    model: nn.Module, batch: tuple[torch.Tensor, ...], weights: LossWeights, generator: torch.Generator | None
+    model: nn.Module, batch: Batch, weights: LossWeights, generator: torch.Generator | None
 ) -> dict[str, torch.Tensor]:
-    intensity, target, mask = batch
+    intensity, target, mask, targets = batch
     core = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     z, pred = model(intensity, mask)
-    total, amp, phase = real_space_loss(pred, target, weights)
+    layout = core.physical_layout
+    supervised = None
+    if layout is not None and targets and weights.physical > 0:
+        supervised = weights.physical * parameter_loss(z[:, : layout.size], targets, layout)
+    real = twin_aware_loss(pred, target, weights, supervised)
     recip = reciprocal_loss(pred, intensity, mask)
-    terms = {"amplitude": amp.mean(), "phase": phase.mean(), "reciprocal": recip.mean()}
-    loss = total.mean() + weights.reciprocal * terms["reciprocal"]
+    terms = {"amplitude": real["amplitude"].mean(), "phase": real["phase"].mean(), "reciprocal": recip.mean()}
+    if supervised is not None:
+        terms["physical"] = real["extra"].mean() / weights.physical
+    loss = real["loss"].mean() + weights.reciprocal * terms["reciprocal"]
     if weights.smoothness > 0:
         smooth = smoothness_loss(core.decode_tensor, z, weights.smoothness_step, pred, generator).mean()
         terms["smoothness"] = smooth
@@ -258,7 +285,7 @@ def _losses(
 
 
 @torch.no_grad()
-def _validate(model: LatentAutoencoder, batches: list[tuple[torch.Tensor, ...]], weights: LossWeights) -> dict[str, float]:
+def _validate(model: LatentAutoencoder, batches: list[Batch], weights: LossWeights) -> dict[str, float]:
     model.eval()
     sums: dict[str, float] = {}
     count = 0
@@ -346,13 +373,14 @@ def train(
         ddp = nn.parallel.DistributedDataParallel(model, device_ids=[torch_device.index] if device == "cuda" else None)
 
     val_generator = dataclasses.replace(config.data, seed=tc.val_seed)
+    layout = model.physical_layout
     val_batches = [
-        tuple(t.to(torch_device) for t in _stack([val_generator.sample(i) for i in range(j, min(j + tc.batch_size, tc.val_samples))]))
+        _to(_stack([val_generator.sample(i) for i in range(j, min(j + tc.batch_size, tc.val_samples))], layout), torch_device)
         for j in range(0, tc.val_samples, tc.batch_size)
     ]
     sampler = [(s * world + rank) for s in range(start_step, tc.steps)]
     loader = torch.utils.data.DataLoader(
-        _PairBatches(config.data, tc.batch_size),
+        _PairBatches(config.data, tc.batch_size, layout),
         batch_size=None,
         sampler=sampler,
         num_workers=tc.num_workers,
@@ -366,7 +394,7 @@ def train(
         lr = tc.learning_rate(step)
         for group in optimiser.param_groups:
             group["lr"] = lr
-        batch = tuple(t.to(torch_device, non_blocking=True) for t in batch)
+        batch = _to(batch, torch_device)
         terms = _losses(ddp, batch, tc.loss, noise)
         optimiser.zero_grad(set_to_none=True)
         terms["loss"].backward()
