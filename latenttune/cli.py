@@ -196,9 +196,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
-    p.add_argument("--strategy", choices=["es", "one-shot", "gradient"], default="es",
-                   help="es: extremum seeking (cost values only); one-shot: encoder alone; "
-                        "gradient: Adam on z through the network gradient (comparator)")
+    p.add_argument("--strategy", choices=["hybrid", "es", "one-shot", "gradient"], default="hybrid",
+                   help="hybrid: extremum seeking on z, then phase retrieval on the voxels warm-started from the "
+                        "previous frame and guided by the decoded density, kept only when it fits held-out voxels "
+                        "better (neither uses the network gradient); es: extremum seeking alone; one-shot: encoder "
+                        "alone; gradient: Adam on z through the network gradient (comparator)")
     p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
                    help="tune z itself, or a correction added to the encoder's prediction of each frame")
     p.add_argument("--steps-per-frame", type=positive_int, default=100, action=_Given,
@@ -212,10 +214,11 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                         "it fits better than the current latent")
     p.add_argument("--lr", type=positive_float, default=None, action=_Given,
                    help="gradient strategy: Adam learning rate")
-    p.add_argument("--refine", type=non_negative_int, default=0, metavar="ITERATIONS",
-                   help="after tracking each frame, also refine the decoded density with this many HIO/ER "
-                        "iterations on the voxels (80%% HIO, shrink-wrap; no network) and store it as "
-                        "refined_density with its E_r/E_q; 0 = off. 100 takes about 1 s per frame on 2 CPU cores")
+    p.add_argument("--physics-iterations", type=positive_int, default=None, action=_Given,
+                   help="hybrid: RAAR/ER iterations on the voxels per frame (default: PhysicsSettings' 60)")
+    p.add_argument("--guide-weight", type=non_negative_float, default=None, action=_Given,
+                   help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
+                        "(default: PhysicsSettings' 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
@@ -239,12 +242,14 @@ class _GivenTrue(argparse._StoreTrueAction):
 
 #: Tracking options and the strategies (and ES mode) they apply to; given elsewhere, they are an error.
 _STRATEGY_OPTIONS = {
-    "--mode": ("es", "gradient"),
-    "--steps-per-frame": ("es", "gradient"),
-    "--gain": ("es",),
-    "--dither": ("es",),
-    "--no-reseed": ("es",),
+    "--mode": ("hybrid", "es", "gradient"),
+    "--steps-per-frame": ("hybrid", "es", "gradient"),
+    "--gain": ("hybrid", "es"),
+    "--dither": ("hybrid", "es"),
+    "--no-reseed": ("hybrid", "es"),
     "--lr": ("gradient",),
+    "--physics-iterations": ("hybrid",),
+    "--guide-weight": ("hybrid",),
 }
 
 
@@ -264,10 +269,18 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
 
     _check_strategy_options(args)
     options = {}
-    if args.strategy == "es":
+    if args.strategy in ("es", "hybrid"):
         options.update({key: value for key, value in (("gain", args.gain), ("dither", args.dither)) if value is not None})
         if args.no_reseed:
             options["reseed"] = False
+    if args.strategy == "hybrid":
+        from latenttune.refine import PhysicsSettings
+
+        physics = {key: value for key, value in (("iterations", args.physics_iterations),
+                                                  ("guide_weight", args.guide_weight)) if value is not None}
+        if "iterations" in physics:
+            physics["er_iterations"] = min(PhysicsSettings.er_iterations, physics["iterations"])
+        options["physics"] = PhysicsSettings(**physics)
     if args.strategy == "gradient" and args.lr is not None:
         options["lr"] = args.lr
     if args.strategy == "one-shot":
@@ -303,14 +316,9 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
                 tqdm.write(report.line(), file=sys.stdout)
                 return _INTERRUPTS.requested  # Ctrl-C: stop after this frame, resumable
 
-            refine = None
-            if args.refine:
-                from latenttune.refine import RefineSettings
-
-                refine = RefineSettings(iterations=args.refine, hio_iterations=int(0.8 * args.refine))
             with _INTERRUPTS.deferred():
                 path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
-                                        callback=on_frame, refine=refine)
+                                        callback=on_frame)
         results = read_results(path)
         if not results["complete"]:  # stopped by Ctrl-C after a frame
             print(f"stopped after series frame {int(results['index'][-1])}: {results['num_frames']} frames kept in "
@@ -322,9 +330,12 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         line = f"cost: mean {np.nanmean(results['cost']):.5f}, final {results['cost'][-1]:.5f}; "
         if np.isfinite(e_r).any():
             line += f"E_r: mean {np.nanmean(e_r):.4f}, max {np.nanmax(e_r):.4f}; "
+        if "refined_accepted" in results:
+            accepted = np.asarray(results["refined_accepted"], dtype=bool)
+            line += f"refined density kept on {int(accepted.sum())} of {len(accepted)} frames; "
         if "E_r_refined" in results and np.isfinite(results["E_r_refined"]).any():
             refined = np.asarray(results["E_r_refined"], dtype=float)
-            line += f"refined E_r: mean {np.nanmean(refined):.4f}, max {np.nanmax(refined):.4f}; "
+            line += f"hybrid E_r: mean {np.nanmean(refined):.4f}, max {np.nanmax(refined):.4f}; "
         print(line + f"time per frame: mean {seconds.mean() * 1e3:.1f} ms")
         if not args.no_figure:
             figure = Path(args.out).with_suffix(".png")

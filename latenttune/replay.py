@@ -18,7 +18,6 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ from latenttune.metrics import amplitude_error, phase_rms, real_space_error
 from latenttune.model import LoadedModel
 from latenttune.outputs import check_outputs
 from latenttune.physics import forward
-from latenttune.refine import RefineSettings, refine_density
 from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
 
 log = logging.getLogger(__name__)
@@ -62,8 +60,9 @@ class FrameReport:
         """One human-readable line."""
         r = self.record
         truth = "" if np.isnan(self.E_r) else f"  E_r {self.E_r:.4f}  phase RMS {self.phase_rms:.3f}"
-        if not np.isnan(self.E_r_refined):
-            truth += f"  refined E_r {self.E_r_refined:.4f}"
+        if r.physics is not None:
+            kept = "refined" if r.physics.accepted else "decoded kept"
+            truth += f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept})"
         return f"frame {r.index:4d}  cost {r.cost:.5f}  steps {r.steps:4d}  {r.seconds * 1e3:7.1f} ms{truth}  {r.status}"
 
 
@@ -92,26 +91,35 @@ def _truth_metrics(series: Series, record: FrameRecord, intensity: np.ndarray, m
     return (float(alignment.error), e_q, float(phase_rms(truth, alignment.aligned, align=False)))
 
 
-def _refined_fields(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray,
-                    settings: RefineSettings) -> dict[str, Any]:
-    """The per-frame fields of the optional physics refinement (NaN/held on a skipped frame)."""
-    if record.status != "ok":
-        refined, seconds = record.density, 0.0
-    else:
-        start = time.perf_counter()
-        refined = refine_density(record.density, intensity, mask, settings)
-        seconds = time.perf_counter() - start
-    e_r, e_q, _ = _truth_metrics(series, record, intensity, mask, refined)
-    return {"refined_density": refined, "refined_seconds": seconds, "E_r_refined": e_r, "E_q_refined": e_q}
+def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """The per-frame fields of hybrid tracking's physics stage (held output and NaN on a skipped frame).
+
+    ``refined_density`` is the frame's reconstruction (the refined density when it was accepted,
+    else the decoded one; :attr:`FrameRecord.output_density`), ``refined_accepted`` says which.
+    """
+    outcome = record.physics
+    nan = float("nan")
+    e_r, e_q, _ = _truth_metrics(series, record, intensity, mask, record.output_density)
+    return {
+        "refined_density": record.output_density,
+        "refined_accepted": np.int8(outcome is not None and outcome.accepted),
+        "refined_seconds": nan if outcome is None else outcome.seconds,
+        "misfit_refined": nan if outcome is None else outcome.misfit_refined,
+        "free_misfit_decoded": nan if outcome is None else outcome.free_misfit_decoded,
+        "free_misfit_refined": nan if outcome is None else outcome.free_misfit_refined,
+        "E_r_refined": e_r,
+        "E_q_refined": e_q,
+    }
 
 
-def _settings(loaded: LoadedModel, strategy: Strategy, refine: RefineSettings | None) -> dict[str, Any]:
+def _settings(loaded: LoadedModel, strategy: Strategy) -> dict[str, Any]:
     """Every setting that changes the results (checked on resume, :mod:`latenttune.io.identity`)."""
     parameter = next(loaded.model.parameters(), None)
+    physics = getattr(strategy, "physics", None)
     return {
         **strategy_settings(strategy),
         "model_checksum": loaded.checksum,
-        "refine": None if refine is None else dataclasses.asdict(refine),
+        "physics": None if physics is None else dataclasses.asdict(physics),
         "device": "cpu" if parameter is None else parameter.device.type,
     }
 
@@ -134,7 +142,6 @@ def replay_series(
     overwrite: bool = False,
     callback: Callable[[FrameReport], bool | None] | None = None,
     attrs: dict[str, Any] | None = None,
-    refine: RefineSettings | None = None,
 ) -> tuple[Path, TrackResult]:
     """Track every frame of ``series`` with ``strategy`` and write the results file ``out``.
 
@@ -160,11 +167,13 @@ def replay_series(
         ``callback(report)`` after each frame; returning True stops (the partial file stays resumable).
     attrs : dict, optional
         Extra attributes for the results file.
-    refine : RefineSettings, optional
-        Also refine each frame's decoded density with HIO/ER on the voxels
-        (:func:`latenttune.refine.refine_density`, no network) and store ``refined_density``,
-        ``refined_seconds``, ``E_r_refined`` and ``E_q_refined`` per frame. The tracking itself
-        (latents, costs) is unchanged. Default: off.
+
+    A hybrid strategy (:class:`latenttune.tracking.HybridStrategy`) also stores, per frame, the
+    physics stage's output ``refined_density`` (the frame's reconstruction), ``refined_accepted``
+    (1 when the refined density replaced the decoded one), ``refined_seconds``, the misfits
+    ``misfit_refined``, ``free_misfit_decoded`` and ``free_misfit_refined``, and ``E_r_refined`` /
+    ``E_q_refined``; ``density``, ``cost``, ``E_r`` and ``E_q`` stay those of the decoded latent. On
+    resume the last stored output is the physics stage's warm start.
 
     Returns
     -------
@@ -178,8 +187,6 @@ def replay_series(
         No frame of the series could be tracked (all skipped by the frame policy); no results
         file is left behind.
     """
-    if refine is not None and not isinstance(refine, RefineSettings):
-        raise TypeError(f"`refine` must be None or a RefineSettings, got {type(refine).__name__}")
     own_series = not isinstance(series, Series)
     check_outputs({"`out`": Path(out), "`out`.partial": Path(f"{out}.partial")},  # never write over the input
                   {"the series": series if own_series else series.path}, overwrite=True)
@@ -193,6 +200,7 @@ def replay_series(
             f"`series` has diffraction grid N = {series.N} but the model expects N = {model.config.N} (n = {model.config.n})"
         )
     steps = int(getattr(strategy, "steps_per_frame", 1))
+    physics = getattr(strategy, "physics", None)
     file_attrs = {
         "model_checksum": loaded.checksum,
         "model_path": str(loaded.path),
@@ -202,12 +210,12 @@ def replay_series(
         "controller": json.dumps(strategy.state_dict()),
         "series": str(series.path),
         "versions": json.dumps(versions()),
-        "refine": json.dumps(None if refine is None else dataclasses.asdict(refine)),
+        "physics": json.dumps(None if physics is None else dataclasses.asdict(physics)),
         IDENTITY_ATTR: series_identity(series),
-        SETTINGS_ATTR: _settings(loaded, strategy, refine),
+        SETTINGS_ATTR: _settings(loaded, strategy),
         **(attrs or {}),
     }
-    start, held = 0, None
+    start, held, held_output = 0, None, None
     try:  # on resume: same series, same content so far, same settings, or a one-line refusal
         digest = check_resume(out, file_attrs, series, ("strategy_state", "latent")) if resume else ReadDigest()
         writer = ResultWriter(out, n=model.config.n, k=model.latent_dim, attrs=file_attrs, resume=resume,
@@ -224,6 +232,8 @@ def replay_series(
             start = int(previous["index"][rows - 1]) + 1 if "index" in previous else rows
             _load_state(strategy, previous["strategy_state"][rows - 1], writer.partial_path)
             held = np.asarray(previous["latent"][rows - 1], dtype=np.float64)
+            if physics is not None and "refined_density" in previous:
+                held_output = np.asarray(previous["refined_density"][rows - 1])
             log.info("resuming %s at frame %d of %d", out, start, len(series))
         if digest.next_index != start:  # pragma: no cover - both come from the same rows
             raise ResultsFileError(writer.partial_path, f"cannot resume: rows end at frame {start - 1}, the "
@@ -234,7 +244,7 @@ def replay_series(
         def on_frame(record: FrameRecord) -> bool:
             frame = series[record.index]
             e_r, e_q, p_rms = _truth_metrics(series, record, frame.intensity, frame.mask)
-            refined = {} if refine is None else _refined_fields(series, record, frame.intensity, frame.mask, refine)
+            refined = {} if physics is None else _physics_fields(series, record, frame.intensity, frame.mask)
             step_costs = np.full(steps, np.nan, dtype=np.float32)
             step_costs[: record.steps] = record.step_costs[:steps]
             writer.append(
@@ -261,7 +271,8 @@ def replay_series(
                 return True
             return False
 
-        result = track(frames, model, strategy, callback=on_frame, start_index=start, held_latent=held)
+        result = track(frames, model, strategy, callback=on_frame, start_index=start, held_latent=held,
+                       held_output=held_output)
         if not stopped["flag"] and writer.num_frames_written == 0:
             writer.discard()  # nothing to keep: no file marked complete with no frame in it
             raise no_usable_frame_error(series)

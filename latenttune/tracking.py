@@ -11,6 +11,10 @@ improve the latent for ``steps_per_frame`` cost evaluations:
   encoder's prediction of each new frame, ``z_t = E(I_t) + delta`` (``residual`` mode).
 * :class:`OneShotStrategy` -- the encoder alone, ``z_t = E(I_t)``: the comparator with no
   controller.
+* :class:`HybridStrategy` (the default of the command line) -- ES as above, then the physics stage
+  of :mod:`latenttune.refine` on the voxels: RAAR/ER with shrink-wrap from the previous frame's
+  output, guided by the decoded density, kept only when it fits held-out voxels better and the
+  measured pattern no worse. The frame's reported density is then :attr:`FrameRecord.output_density`.
 * :class:`GradientStrategy` -- gradient descent on ``z`` through autograd. **Uses the network
   gradient**; a comparator, not the project's method.
 
@@ -41,6 +45,7 @@ from latenttune.frame_policy import frame_problem as _frame_problem
 from latenttune.latent_cost import LatentCost
 from latenttune.model import LatentAutoencoder
 from latenttune.physics import COSTS, forward
+from latenttune.refine import PhysicsOutcome, PhysicsSettings, PhysicsStage
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +54,14 @@ __all__ = [
     "TrackResult",
     "Strategy",
     "ESStrategy",
+    "HybridStrategy",
     "OneShotStrategy",
     "GradientStrategy",
     "make_strategy",
     "FrameTracker",
     "track",
     "MODES",
+    "STRATEGIES",
 ]
 
 MODES = ("absolute", "residual")
@@ -86,6 +93,12 @@ class FrameRecord:
         ``"ok"`` or ``"skipped: <reason>"``.
     state : dict
         The strategy's serialisable state after the frame (for exact resume).
+    physics : PhysicsOutcome or None
+        The physics stage's outcome on this frame (hybrid tracking; None otherwise and on a
+        skipped frame).
+    output : ndarray or None
+        The frame's reconstruction when it is not ``density`` (hybrid tracking: the physics
+        stage's output, held over a skipped frame); see :attr:`output_density`.
     """
 
     index: int
@@ -98,6 +111,13 @@ class FrameRecord:
     seconds: float
     status: str
     state: dict[str, Any] = field(default_factory=dict)
+    physics: PhysicsOutcome | None = None
+    output: np.ndarray | None = None
+
+    @property
+    def output_density(self) -> np.ndarray:
+        """The frame's reconstruction: the physics stage's output (hybrid tracking), else ``density``."""
+        return self.output if self.output is not None else self.density
 
     @property
     def steps(self) -> int:
@@ -143,8 +163,13 @@ class TrackResult:
 
     @property
     def density(self) -> np.ndarray:
-        """Density per frame, shape (T, n, n, n)."""
+        """Decoded density per frame, shape (T, n, n, n)."""
         return np.stack([r.density for r in self.records])
+
+    @property
+    def output_density(self) -> np.ndarray:
+        """Reconstruction per frame (the physics stage's output in hybrid tracking), shape (T, n, n, n)."""
+        return np.stack([r.output_density for r in self.records])
 
     @property
     def seconds(self) -> np.ndarray:
@@ -290,6 +315,32 @@ class ESStrategy:
         self.controller = ExtremumSeeking.from_dict(state["controller"])
 
 
+class HybridStrategy(ESStrategy):
+    """Extremum seeking on the latent, then the physics stage on the voxels (the default tracker).
+
+    The latent part is :class:`ESStrategy` unchanged (same controller, same costs); the tracking loop
+    (:class:`FrameTracker`) runs :class:`latenttune.refine.PhysicsStage` with ``physics`` after it on
+    every good frame. Neither part uses the network's gradient.
+
+    Parameters
+    ----------
+    k, steps_per_frame, mode, residual_width, reseed, **es_options
+        As for :class:`ESStrategy`.
+    physics : PhysicsSettings, optional
+        The physics stage's settings (default :class:`PhysicsSettings()`).
+    """
+
+    def __init__(self, k: int, steps_per_frame: int = 100, mode: str = "absolute", residual_width: float = 0.5,
+                 reseed: bool = True, physics: PhysicsSettings | None = None, **es_options: Any) -> None:
+        super().__init__(k, steps_per_frame=steps_per_frame, mode=mode, residual_width=residual_width, reseed=reseed,
+                         **es_options)
+        physics = PhysicsSettings() if physics is None else physics
+        if not isinstance(physics, PhysicsSettings):
+            raise TypeError(f"`physics` must be a PhysicsSettings, got {type(physics).__name__}")
+        self.physics = physics
+        self.name = "hybrid" if mode == "absolute" else f"hybrid-{mode}"
+
+
 class GradientStrategy:
     """Adam on ``z`` through autograd of the decoder and forward model. **Uses the network gradient.**
 
@@ -354,8 +405,13 @@ class GradientStrategy:
         self.variable = np.asarray(state["variable"], dtype=np.float64)
 
 
+STRATEGIES = ("hybrid", "es", "one-shot", "gradient")
+
+
 def make_strategy(name: str, k: int, *, steps_per_frame: int = 100, mode: str = "absolute", **options: Any) -> Strategy:
-    """Build a strategy by name: ``"es"``, ``"one-shot"`` or ``"gradient"``."""
+    """Build a strategy by name: ``"hybrid"``, ``"es"``, ``"one-shot"`` or ``"gradient"``."""
+    if name == "hybrid":
+        return HybridStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
     if name == "es":
         return ESStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
     if name == "gradient":
@@ -364,7 +420,7 @@ def make_strategy(name: str, k: int, *, steps_per_frame: int = 100, mode: str = 
         if options:
             raise ValueError(f"the one-shot strategy takes no options, got {sorted(options)}")
         return OneShotStrategy()
-    raise ValueError(f"`strategy` must be one of ['es', 'gradient', 'one-shot'], got {name!r}")
+    raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {name!r}")
 
 
 class FrameTracker:
@@ -387,6 +443,8 @@ class FrameTracker:
         False for a resumed run (the strategy's state must already be loaded).
     held_latent : ndarray, optional
         Estimate to hold over skipped frames before the first good one (resume).
+    held_output : ndarray, optional
+        Hybrid tracking, resume: the last frame's output, the physics stage's warm start.
 
     Attributes
     ----------
@@ -396,17 +454,22 @@ class FrameTracker:
         The current estimate (None before any).
     last_density : ndarray or None
         Density of the last record returned by :meth:`step`.
+    physics : PhysicsStage or None
+        The physics stage of a strategy that has one (:class:`HybridStrategy`).
     evaluations : int
         Cost evaluations so far.
     """
 
     def __init__(self, model: LatentAutoencoder, strategy: Strategy, *, first: bool = True,
-                 held_latent: np.ndarray | None = None) -> None:
+                 held_latent: np.ndarray | None = None, held_output: np.ndarray | None = None) -> None:
         self.model = model
         self.strategy = strategy
         self.first = bool(first)
         self.last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
         self.last_density: np.ndarray | None = None
+        settings = getattr(strategy, "physics", None)
+        device = next(model.parameters()).device
+        self.physics = None if settings is None else PhysicsStage(settings, device, previous=held_output)
         self.evaluations = 0
 
     def step(self, intensity: Any, mask: Any, index: int, time_s: float) -> FrameRecord | None:
@@ -447,10 +510,12 @@ class FrameTracker:
             else:
                 with torch.inference_mode():
                     held_density = model.decode(self.last_latent)[0].cpu().numpy()
+            held_output = None if self.physics is None else self.physics.previous
             record = FrameRecord(
                 index=index, time=time_s, latent=self.last_latent, cost=math.nan, step_costs=np.empty(0),
                 encoded=np.full_like(self.last_latent, np.nan), density=held_density,
                 seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=strategy.state_dict(),
+                output=held_output,
             )
         else:
             with torch.inference_mode():
@@ -463,10 +528,12 @@ class FrameTracker:
             with torch.inference_mode():
                 density = model.decode(latent)[0].cpu().numpy()
             self.evaluations += len(costs)
+            outcome = None if self.physics is None else self.physics.run(density, intensity, mask)
             record = FrameRecord(
                 index=index, time=time_s, latent=latent, cost=float(costs[best]), step_costs=costs,
                 encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),
                 density=density, seconds=time.perf_counter() - start, status="ok", state=strategy.state_dict(),
+                physics=outcome, output=None if outcome is None else outcome.density,
             )
             self.first = False
             self.last_latent = latent
@@ -483,6 +550,7 @@ def track(
     callback: Callable[[FrameRecord], bool | None] | None = None,
     start_index: int = 0,
     held_latent: np.ndarray | None = None,
+    held_output: np.ndarray | None = None,
 ) -> TrackResult:
     """Track a time series of measured frames.
 
@@ -504,13 +572,15 @@ def track(
         and ``held_latent`` the last estimate).
     held_latent : ndarray, optional
         Estimate to hold over skipped frames before the first good one (resume).
+    held_output : ndarray, optional
+        Hybrid tracking, resume: the last frame's output (the physics stage's warm start).
 
     Returns
     -------
     TrackResult
     """
     records: list[FrameRecord] = []
-    tracker = FrameTracker(model, strategy, first=start_index == 0, held_latent=held_latent)
+    tracker = FrameTracker(model, strategy, first=start_index == 0, held_latent=held_latent, held_output=held_output)
     status, message = 0, "all frames processed"
     for position, frame in enumerate(frames):
         if hasattr(frame, "intensity"):

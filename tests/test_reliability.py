@@ -320,17 +320,14 @@ def interrupted(tmp_path, loaded, series_path) -> Path:
     ({"strategy": lambda: make_strategy("es", K, steps_per_frame=STEPS + 1)}, "`steps_per_frame`"),
     ({"strategy": lambda: make_strategy("gradient", K, steps_per_frame=STEPS)}, "`strategy`"),
     ({"strategy": lambda: make_strategy("one-shot", K)}, "`strategy`"),
-    ({"refine": True}, "`refine`"),
+    ({"strategy": lambda: make_strategy("hybrid", K, steps_per_frame=STEPS)}, "`strategy`"),
     ({"series": "other"}, "the series differs"),
     ({"series": "rewritten"}, "series content differs"),
 ])
 def test_resume_refuses_any_difference_and_names_it(interrupted, loaded, series_path, tmp_path, change, named):
-    from latenttune.refine import RefineSettings
-
     reference = tmp_path / "reference.h5"
     replay_series(series_path, loaded, _es(), reference)
     strategy = change.get("strategy", _es)()
-    refine = RefineSettings(iterations=4, hio_iterations=3) if change.get("refine") else None
     series = series_path
     if change.get("series") == "other":
         series = _simulate(tmp_path / "other.cxi", seed=2)  # same content, another file
@@ -341,7 +338,7 @@ def test_resume_refuses_any_difference_and_names_it(interrupted, loaded, series_
     partial = _partial(interrupted)
     before = read_results(partial)
     with pytest.raises(ResultsFileError, match=named) as info:
-        replay_series(series, loaded, strategy, interrupted, resume=True, refine=refine)
+        replay_series(series, loaded, strategy, interrupted, resume=True)
     assert "\n" not in str(info.value)
     after = read_results(partial)  # untouched by the refusal
     assert after["num_frames"] == 2 and after["attrs"]["resume_count"] == before["attrs"]["resume_count"] == 0
@@ -356,7 +353,7 @@ def test_resume_refuses_any_difference_and_names_it(interrupted, loaded, series_
 
 def test_resume_with_another_gain_on_the_command_line_is_one_line(series_path, checkpoint, tmp_path, capsys):
     out = tmp_path / "r.h5"
-    argv = _replay_argv(series_path, checkpoint, out, "--no-figure")
+    argv = _replay_argv(series_path, checkpoint, out, "--no-figure", "--strategy", "es")
     replay_series(series_path, load_model(checkpoint), _es(), out, callback=_stopped_after(0))
     code, _, err = _cli(capsys, *argv, "--resume", "--gain", "2")
     assert code == 2 and "`gain` differs" in _error_line(err, "replay")
@@ -379,7 +376,7 @@ def test_results_store_the_series_identity_and_settings(tmp_path, loaded, series
     assert r["attrs"]["series_identity"] == {"path": str(series_path.resolve()), "uid": None}
     settings = r["attrs"]["settings"]
     assert settings["strategy"] == "es" and settings["mode"] == "absolute" and settings["gain"] == 1.5 and settings["steps_per_frame"] == STEPS
-    assert settings["model_checksum"] == loaded.checksum and settings["device"] == "cpu" and settings["refine"] is None
+    assert settings["model_checksum"] == loaded.checksum and settings["device"] == "cpu" and settings["physics"] is None
     assert len(set(r["series_sha256"])) == r["num_frames"] == 4
 
 
