@@ -214,16 +214,20 @@ def main(argv: list[str] | None = None) -> int:
               f"frames {args.skip}..{args.frames - 1}. Machine: {machine()}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads. Total {time.perf_counter() - started:.0f} s.\n"
               f"Command: python {' '.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}\n")
-    table = markdown_table(rows)
-    out.with_suffix(".md").write_text(header + "\n" + table + "\n")
     serialisable = {s: {m: {k: v.tolist() for k, v in f.items()} for m, f in pm.items()} for s, pm in figures.items()}
-    out.with_suffix(".json").write_text(json.dumps({"rows": rows, "per_frame": serialisable, "header": header},
-                                                   indent=1, default=float))
     plot(figures, out.with_suffix(".png"))
+    write_report(out, header, markdown_table(rows), {"rows": rows, "per_frame": serialisable})
+    return 0
+
+
+def write_report(out: Path, header: str, table: str, payload: dict[str, Any]) -> None:
+    """Write ``OUT.md`` (header and table) and ``OUT.json`` (``payload`` plus the header), and print both."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(header + "\n" + table + "\n")
+    out.with_suffix(".json").write_text(json.dumps({**payload, "header": header}, indent=1, default=float))
     print()
     print(header)
     print(table)
-    return 0
 
 
 if __name__ == "__main__":

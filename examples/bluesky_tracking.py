@@ -98,7 +98,7 @@ def main() -> None:
     RE.subscribe(live)
     RE.install_suspender(SuspendFloor(detector.beam_current, 0.5 * detector.options.nominal_current))
 
-    strategy = make_strategy("es", k, steps_per_frame=args.steps_per_frame)
+    strategy = make_strategy("hybrid", k, steps_per_frame=args.steps_per_frame)
     plan = track_sample(detector, tracker, loaded, strategy, num=args.frames, md={"sample": f"simulated {args.scenario}"})
     start = time.perf_counter()
     result = RE(plan)
@@ -117,7 +117,7 @@ def main() -> None:
     # replay the stored run offline with the same strategy settings
     with open_run(storage.paths[-1]) as series:
         live_costs = np.asarray(series.recorded["cost"], dtype=np.float32)
-        replayed, _ = replay_series(series, loaded, make_strategy("es", k, steps_per_frame=args.steps_per_frame),
+        replayed, _ = replay_series(series, loaded, make_strategy("hybrid", k, steps_per_frame=args.steps_per_frame),
                                     out / "replay.h5", overwrite=True)
     from latenttune.io import read_results
 

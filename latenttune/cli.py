@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latenttune import __version__
-from latenttune.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
+from latenttune.argtypes import non_negative_float, positive_float, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +329,8 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         print(f"wrote {results['num_frames']} frames to {path}")
         line = f"cost: mean {np.nanmean(results['cost']):.5f}, final {results['cost'][-1]:.5f}; "
         if np.isfinite(e_r).any():
-            line += f"E_r: mean {np.nanmean(e_r):.4f}, max {np.nanmax(e_r):.4f}; "
+            what = "E_r of the decoded latent" if "refined_density" in results else "E_r"
+            line += f"{what}: mean {np.nanmean(e_r):.4f}, max {np.nanmax(e_r):.4f}; "
         if "refined_accepted" in results:
             accepted = np.asarray(results["refined_accepted"], dtype=bool)
             line += f"refined density kept on {int(accepted.sum())} of {len(accepted)} frames; "
@@ -341,7 +342,8 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
             figure = Path(args.out).with_suffix(".png")
             truth = [series.truth(t) for t in range(len(series))] if series.has_truth else None
             name = Path(str(series_path)).name if uid is None else f"run {uid[:8]}"
-            tracking_summary(results, figure, truth=truth, title=f"{name}: {strategy.name}")
+            shows = "hybrid reconstruction" if "refined_density" in results else "decoded latents"
+            tracking_summary(results, figure, truth=truth, title=f"{name}: {strategy.name}, showing the {shows}")
             print(f"summary figure: {figure}")
     return 0
 

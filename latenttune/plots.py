@@ -1,7 +1,9 @@
 """Figures people look at instead of arrays (matplotlib, headless-safe).
 
 :func:`tracking_summary` draws a tracking run: cost and real-space error against frame, and the
-central slices (amplitude and phase) of truth and reconstruction at a few frames. It uses the
+central slices (amplitude and phase) of truth and reconstruction at a few frames. The
+reconstruction is the one the results report (:func:`latenttune.io.reconstruction`): the hybrid
+tracker's refined density when the file has it, else the decoded one; every panel says which. It uses the
 object-oriented matplotlib API with the Agg canvas, so it works without a display and never
 touches pyplot's global state.
 """
@@ -17,6 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from latenttune.io.results import reconstruction
 from latenttune.metrics import real_space_error
 
 log = logging.getLogger(__name__)
@@ -88,17 +91,23 @@ def tracking_summary(
     ax_cost.set_xlabel("frame")
     ax_cost.set_ylabel("cost")
     ax_cost.grid(alpha=0.3)
-    if "E_r" in results and np.isfinite(np.asarray(results["E_r"], dtype=float)).any():
+    shown = reconstruction(results)
+    decoded_error = np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float)
+    if np.isfinite(decoded_error).any() or np.isfinite(shown.E_r).any():
         ax_err = fig.add_subplot(grid[rows // 2 :, :2])
-        ax_err.plot(index, results["E_r"], "o-", ms=3, color="C1")
+        ax_err.plot(index, decoded_error, "o-", ms=3, color="C1", label="decoded latent (ES)")
+        if shown.label == "hybrid":
+            ax_err.plot(index, shown.E_r, "s-", ms=3, color="C2", label="hybrid (shown)")
+            ax_err.legend(fontsize=7)
         ax_err.set_xlabel("frame")
         ax_err.set_ylabel("real-space error E_r")
         ax_err.set_ylim(bottom=0)
         ax_err.grid(alpha=0.3)
-    density = np.asarray(results["density"])
+    density = shown.density
     image = None
     for column, t in enumerate(frames, start=2):
         recon = density[t]
+        what = "refined" if shown.refined[t] else "decoded"
         amp_max = float(np.abs(recon).max())
         if truth is not None:
             reference = np.asarray(truth[index[t]])
@@ -107,13 +116,15 @@ def tracking_summary(
             _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), reference, amp_max,
                           f"truth t={index[t]}")
             image = _show_density(fig.add_subplot(grid[2, column]), fig.add_subplot(grid[3, column]), aligned,
-                                  amp_max, f"recon t={index[t]}")
+                                  amp_max, f"{what} t={index[t]}")
         else:
             image = _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), recon, amp_max,
-                                  f"recon t={index[t]}")
+                                  f"{what} t={index[t]}")
     if image is not None:
         fig.colorbar(image, ax=fig.axes[-1], fraction=0.046, pad=0.04, label="phase (rad)")
-    fig.suptitle(title or "tracking summary (rows: amplitude, phase of the central slice)", fontsize=10)
+    shows = ("hybrid reconstruction (refined where the physics stage was kept)" if shown.label == "hybrid"
+             else "decoded densities of the tracked latents")
+    fig.suptitle(title or f"tracking summary: {shows} (rows: amplitude, phase of the central slice)", fontsize=10)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=dpi)

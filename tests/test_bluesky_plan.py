@@ -318,3 +318,25 @@ def test_any_detector_that_follows_the_protocol_works(lively_model):
     offline = track([(p.astype(np.float32), None) for p in patterns], lively_model,
                     make_strategy("es", K, steps_per_frame=STEPS))
     np.testing.assert_array_equal(offline.cost, _costs(docs))
+
+
+def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
+    """A live run with the default (hybrid) tracker: its events carry the refined slices and what they show."""
+    from latenttune.refine import PhysicsSettings
+    from latenttune.tracking import FrameTracker
+
+    RE, docs = _engine()
+    hybrid = make_strategy("hybrid", K, steps_per_frame=STEPS, physics=PhysicsSettings(iterations=8, er_iterations=2))
+    RE(track_sample(_detector(), LatentTracker(K, 8), lively_model, hybrid, num=4))
+    events = _events(docs)
+    shows = [e["data"]["tracker_shows"] for e in events]
+    assert len(shows) == 4 and set(shows) <= {"refined", "decoded (refinement not kept)"}
+    assert "refined" in shows
+    start = docs[0][1]
+    assert "physics" in start["latenttune"]["strategy"]
+    # the same frames through a fresh tracker give the same refined slices (what the stored run replays to)
+    frames = FrameTracker(lively_model, make_strategy("hybrid", K, steps_per_frame=STEPS,
+                                                      physics=PhysicsSettings(iterations=8, er_iterations=2)))
+    for t, event in enumerate(events):
+        record = frames.step(np.asarray(event["data"]["cdi_pattern"]), np.asarray(event["data"]["cdi_mask"]), t, 0.0)
+        np.testing.assert_allclose(event["data"]["tracker_amplitude_slice"], np.abs(record.output_density[4]), atol=1e-6)

@@ -8,7 +8,6 @@ k = 4, 16^3 diffraction grid).
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shlex

@@ -91,9 +91,10 @@ def results_file(tmp_path) -> tuple[Path, list[np.ndarray]]:
 
 def test_export_result_frame_picks_the_series_frame(results_file, tmp_path):
     path, densities = results_file
-    out = export_result_frame(path, 3, tmp_path / "f3.vti")
+    out, shown = export_result_frame(path, 3, tmp_path / "f3.vti")
+    assert shown == "decoded"  # no hybrid fields in this file
     np.testing.assert_array_equal(read_vti(out)[1]["phase"], np.angle(densities[1]).astype(np.float32))
-    last = export_result_frame(path, -1, tmp_path / "last.vti")
+    last, _ = export_result_frame(path, -1, tmp_path / "last.vti")
     np.testing.assert_array_equal(read_vti(last)[1]["amplitude"], np.abs(densities[2]).astype(np.float32))
     with pytest.raises(ValueError, match=r"frames 2 \.\. 4"):
         export_result_frame(path, 0, tmp_path / "f0.vti")

@@ -343,6 +343,16 @@ class SimulatedCDIDetector(Device):
                 f"frames={self.scenario.num_frames}, photons={self.detector.photons:g}, clock={self.options.clock!r})")
 
 
+def _shows(record: Any) -> str:
+    """Which density a record's slices show (see :attr:`LatentTracker.shows`)."""
+    physics = getattr(record, "physics", None)
+    if physics is not None:
+        return "refined" if physics.accepted else "decoded (refinement not kept)"
+    if getattr(record, "output", None) is not None:
+        return "held"
+    return "decoded"
+
+
 class LatentTracker(Device):
     """Soft device that publishes the controller's output for each frame.
 
@@ -373,7 +383,12 @@ class LatentTracker(Device):
     seconds : Signal
         Wall time of the frame's computation.
     amplitude_slice, phase_slice : ArraySignal
-        Central slice (normal to axis 0) of the reconstruction's amplitude and phase, float32 (n, n).
+        Central slice (normal to axis 0) of the reconstruction's amplitude and phase, float32 (n, n):
+        the hybrid tracker's output when the strategy has a physics stage
+        (:attr:`latenttune.tracking.FrameRecord.output_density`), else the decoded density.
+    shows : Signal
+        Which density the slices show: ``"refined"``, ``"decoded"`` or ``"decoded (refinement not
+        kept)"`` (``"held"`` over a skipped frame).
     """
 
     latent = Cpt(ArraySignal, value=None, kind=Kind.normal)
@@ -383,6 +398,7 @@ class LatentTracker(Device):
     seconds = Cpt(Signal, value=0.0, kind=Kind.normal)
     amplitude_slice = Cpt(ArraySignal, value=None, kind=Kind.normal)
     phase_slice = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    shows = Cpt(Signal, value="", kind=Kind.normal)
 
     def __init__(self, k: int, n: int, *, name: str = "tracker", **kwargs: Any) -> None:
         for arg, value, low in (("k", k, 1), ("n", n, 4)):
@@ -415,6 +431,7 @@ class LatentTracker(Device):
             amplitude = np.full((self.n, self.n), np.nan, dtype=np.float32)
             phase = amplitude.copy()
             cost, steps, status, seconds = math.nan, 0, "skipped: no estimate to hold", 0.0
+            shows = ""
         else:
             for attr in ("latent", "cost", "step_costs", "density", "status", "seconds"):
                 if not hasattr(value, attr):
@@ -422,9 +439,10 @@ class LatentTracker(Device):
             latent = np.asarray(value.latent, dtype=np.float64)
             if latent.shape != (self.k,):
                 raise ValueError(f"`value.latent` must have shape ({self.k},), got {latent.shape}")
-            density = np.asarray(value.density)
+            density = np.asarray(getattr(value, "output_density", value.density))
             if density.shape != (self.n,) * 3:
                 raise ValueError(f"`value.density` must have shape {(self.n,) * 3}, got {density.shape}")
+            shows = _shows(value)
             plane = density[self.n // 2]
             amplitude = np.abs(plane).astype(np.float32)
             phase = np.angle(plane).astype(np.float32)
@@ -437,6 +455,7 @@ class LatentTracker(Device):
         self.seconds.put(seconds, timestamp=stamp)
         self.amplitude_slice.put(amplitude, timestamp=stamp)
         self.phase_slice.put(phase, timestamp=stamp)
+        self.shows.put(shows, timestamp=stamp)
         return _finished_status(self)
 
     def __repr__(self) -> str:

@@ -77,6 +77,9 @@ class SliceView(CallbackBase):
         Where to draw; by default a new Agg figure of two panels (:attr:`figure`).
     cost_key : str, optional
         Data key of the cost, shown in the title.
+    shows_key : str, optional
+        Data key saying which density the slices show (``tracker.shows.name``: refined or decoded),
+        shown in the title.
     save_dir : str or Path, optional
         Save the figure as ``slices_<seq_num>.png`` here every ``every`` frames.
     every : int
@@ -85,7 +88,8 @@ class SliceView(CallbackBase):
     """
 
     def __init__(self, amplitude_key: str, phase_key: str, *, ax_amplitude: Any = None, ax_phase: Any = None,
-                 cost_key: str | None = None, save_dir: str | os.PathLike[str] | None = None, every: int = 0) -> None:
+                 cost_key: str | None = None, shows_key: str | None = None,
+                 save_dir: str | os.PathLike[str] | None = None, every: int = 0) -> None:
         super().__init__()
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"`every` must be an integer >= 0, got {every!r}")
@@ -98,6 +102,7 @@ class SliceView(CallbackBase):
             self.figure = ax_amplitude.figure
         self.ax_amplitude, self.ax_phase = ax_amplitude, ax_phase
         self.amplitude_key, self.phase_key, self.cost_key = amplitude_key, phase_key, cost_key
+        self.shows_key = shows_key
         self.save_dir = None if save_dir is None else Path(save_dir)
         self.every = every
         self.frames = 0
@@ -131,7 +136,10 @@ class SliceView(CallbackBase):
             self._images[0].set_clim(0, max(top, 1e-12))
             self._images[1].set_data(shown_phase)
         cost = data.get(self.cost_key) if self.cost_key else None
+        shows = data.get(self.shows_key) if self.shows_key else None
         title = f"amplitude, frame {doc['seq_num']}" + ("" if cost is None else f", cost {float(cost):.4g}")
+        if shows:
+            title = f"{shows}: {title}"
         self.ax_amplitude.set_title(title, fontsize=8)
         self.figure.canvas.draw_idle()
         self.frames += 1
@@ -194,7 +202,7 @@ class LiveFeedback:
         self.callbacks: list[Any] = [LivePlot(tracker.cost.name, x, ax=ax_cost, marker=".")]
         self.callbacks += [LatentComponentPlot(latent_key, i, x, ax=ax_latent) for i in range(tracker.k)]
         self.slices = SliceView(tracker.amplitude_slice.name, tracker.phase_slice.name, ax_amplitude=ax_amplitude,
-                                ax_phase=ax_phase, cost_key=tracker.cost.name,
+                                ax_phase=ax_phase, cost_key=tracker.cost.name, shows_key=tracker.shows.name,
                                 save_dir=None if self.out_dir is None or not every else self.out_dir / "slices",
                                 every=every)
         self.callbacks.append(self.slices)

@@ -25,6 +25,7 @@ the wait is repeated before the frame is read.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -135,6 +136,9 @@ def _strategy_description(controller: Any) -> dict[str, Any]:
             value = getattr(controller, attr)
             out[attr] = value if isinstance(value, (int, float, str)) else repr(value)
     out["uses_network_gradient"] = bool(getattr(controller, "uses_network_gradient", False))
+    physics = getattr(controller, "physics", None)
+    if physics is not None:  # hybrid tracking: the physics stage's settings (the run's slices show its output)
+        out["physics"] = json.dumps(dataclasses.asdict(physics))
     out["state"] = json.dumps(controller.state_dict())
     return out
 
@@ -144,7 +148,7 @@ def _strategy_repr(controller: Any) -> str:
         return repr(controller)
     fields = ", ".join(
         f"{attr}={getattr(controller, attr)!r}"
-        for attr in ("name", "steps_per_frame", "mode", "residual_width", "reseed", "lr")
+        for attr in ("name", "steps_per_frame", "mode", "residual_width", "reseed", "lr", "physics")
         if hasattr(controller, attr)
     )
     return f"{type(controller).__name__}({fields})"

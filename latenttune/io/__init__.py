@@ -19,7 +19,7 @@ from latenttune.io.cohere import CohereDirSeries, NpySeries, write_amplitude_fra
 from latenttune.io.cxi import CXISeries
 from latenttune.io.cxi_writer import CXISeriesWriter, write_series
 from latenttune.io.errors import ResultsFileError, SeriesFormatError
-from latenttune.io.results import ResultWriter, read_results
+from latenttune.io.results import Reconstruction, ResultWriter, read_results, reconstruction
 from latenttune.io.series import Frame, Series, open_series
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "SeriesFormatError",
     "open_series",
     "read_results",
+    "reconstruction",
+    "Reconstruction",
     "write_amplitude_frames",
     "write_series",
 ]

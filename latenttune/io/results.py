@@ -32,6 +32,7 @@ import operator
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import numpy as np
 from latenttune.io._attrs import decode_attr, encode_attr, read_attrs, write_attrs
 from latenttune.io.errors import ResultsFileError
 
-__all__ = ["ResultWriter", "read_results", "RESULTS_FORMAT", "CORE_FIELDS"]
+__all__ = ["ResultWriter", "read_results", "reconstruction", "Reconstruction", "RESULTS_FORMAT", "CORE_FIELDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -472,3 +473,58 @@ def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     out["complete"] = bool(attrs.get("complete", False))
     out["path"] = str(p)
     return out
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """The densities a results file reports, and which ones they are.
+
+    Attributes
+    ----------
+    density : ndarray, shape (T, n, n, n)
+        Per row: the hybrid tracker's output (``refined_density``) when the file has it, else the
+        decoded density of the tracked latent (``density``).
+    label : str
+        ``"hybrid"`` or ``"decoded"``: which of the two ``density`` holds.
+    E_r : ndarray, shape (T,)
+        Real-space error of ``density`` per row (NaN without ground truth).
+    refined : ndarray of bool, shape (T,)
+        Rows whose density is a refined one (the physics stage's result was kept); all False for
+        ``"decoded"``.
+    """
+
+    density: np.ndarray
+    label: str
+    E_r: np.ndarray
+    refined: np.ndarray
+
+    def row_label(self, row: int) -> str:
+        """What row ``row`` shows: ``"refined"``, ``"decoded"`` or ``"decoded (refinement not kept)"``."""
+        if self.label == "decoded":
+            return "decoded"
+        return "refined" if self.refined[row] else "decoded (refinement not kept)"
+
+
+def reconstruction(results: dict[str, Any], which: str = "auto") -> Reconstruction:
+    """The reconstruction a results file (:func:`read_results`) reports.
+
+    Parameters
+    ----------
+    results : dict
+        From :func:`read_results`.
+    which : {"auto", "hybrid", "decoded"}
+        ``"auto"``: the hybrid tracker's output when the file has it, else the decoded densities;
+        ``"hybrid"`` requires it; ``"decoded"`` always takes the decoded densities.
+    """
+    if which not in ("auto", "hybrid", "decoded"):
+        raise ValueError(f"`which` must be 'auto', 'hybrid' or 'decoded', got {which!r}")
+    T = len(results["cost"])
+    has_hybrid = "refined_density" in results
+    if which == "hybrid" and not has_hybrid:
+        raise ValueError("these results hold no refined densities (they were not tracked with the hybrid strategy)")
+    if has_hybrid and which != "decoded":
+        accepted = np.asarray(results.get("refined_accepted", np.ones(T)), dtype=bool)
+        return Reconstruction(np.asarray(results["refined_density"]), "hybrid",
+                              np.asarray(results.get("E_r_refined", np.full(T, np.nan)), dtype=float), accepted)
+    return Reconstruction(np.asarray(results["density"]), "decoded",
+                          np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float), np.zeros(T, dtype=bool))

@@ -118,6 +118,9 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
                    help="series frame number (as tracking prints it); negative counts from the last frame")
     p.add_argument("--out", required=True, help="output file (.vti)")
     p.add_argument("--spacing", type=positive_float, default=1.0, help="voxel size (e.g. in nm)")
+    p.add_argument("--density", choices=["auto", "hybrid", "decoded"], default="auto",
+                   help="which reconstruction: auto = the hybrid tracker's refined density when the file has it, "
+                        "else the decoded density of the tracked latent")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_cmd_export)
 
@@ -241,7 +244,8 @@ def _cmd_track_movie(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from latenttune.movies.vtk_export import export_result_frame
 
-    path = export_result_frame(args.results, args.frame, args.out, spacing=args.spacing, overwrite=args.overwrite)
+    path, shown = export_result_frame(args.results, args.frame, args.out, spacing=args.spacing,
+                                      overwrite=args.overwrite, which=args.density)
     which = "the last frame" if args.frame == -1 else f"frame {args.frame}"
-    print(f"wrote {which} of {args.results} to {path} (point data: amplitude, phase)")
+    print(f"wrote {which} of {args.results} ({shown} density) to {path} (point data: amplitude, phase)")
     return 0

@@ -12,6 +12,10 @@ Each frame shows
 * the cost trace and the real-space error ``E_r`` trace (the amplitude error ``E_q`` when the series
   has no truth) with a cursor at the current frame.
 
+The reconstruction is the one the results report (:func:`latenttune.io.reconstruction`): the
+hybrid tracker's refined density when the file has it, else the decoded density; the caption
+says which each frame shows ("refined", "decoded", or "decoded (refinement not kept)").
+
 The measured patterns and the truth come from the series the run was made on: the results file
 records its path (root attribute ``series``, see :mod:`latenttune.replay`); pass ``series`` when the
 file has moved.
@@ -27,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.io import Series, open_series, read_results
+from latenttune.io import Series, open_series, read_results, reconstruction
 from latenttune.metrics import real_space_error
 from latenttune.movies.render import (
     IsoPanel,
@@ -293,11 +297,12 @@ def tracking_frames(
     settings = settings or RenderSettings()
     size = check_size(size)
     indices = _series_indices(results, series)
-    density = np.asarray(results["density"])
+    shown = reconstruction(results)
+    density = shown.density
     cost = np.asarray(results["cost"], dtype=float)
     T = len(cost)
     has_truth = bool(series.has_truth)
-    error = np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float)
+    error = shown.E_r
     error_label = "E_r"
     if not np.isfinite(error).any():
         error, error_label = np.asarray(results.get("E_q", np.full(T, np.nan)), dtype=float), "E_q"
@@ -317,6 +322,7 @@ def tracking_frames(
         caption = f"frame {i}   t = {times[row]:.3g} s   cost {cost[row]:.4g}"
         if np.isfinite(error[row]):
             caption += f"   {error_label} {error[row]:.3f}"
+        caption += f"   showing: {shown.row_label(row)}"
         yield view.update(row, frame.intensity, frame.mask, density[row], truth, caption)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.io import read_results
+from latenttune.io import read_results, reconstruction
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +136,22 @@ def export_result_frame(
     *,
     spacing: float | tuple[float, float, float] = 1.0,
     overwrite: bool = False,
-) -> Path:
+    which: str = "auto",
+) -> tuple[Path, str]:
     """Export the reconstruction of series frame ``frame`` from a results file to ``out`` (.vti).
 
     ``frame`` is the series frame number (the ``frame N`` that tracking prints, the results'
-    ``index`` column); negative values count from the last row. See :func:`export_vti` for the
-    other parameters.
+    ``index`` column); negative values count from the last row. ``which`` picks the density
+    (:func:`latenttune.io.reconstruction`): ``"auto"`` exports the hybrid tracker's output when the
+    file has it, else the decoded density. See :func:`export_vti` for the other parameters.
+
+    Returns
+    -------
+    (Path, str)
+        The file written and what it holds (``"refined"``, ``"decoded"`` or ``"decoded
+        (refinement not kept)"``).
     """
     data = read_results(results)
     row = result_row(data, frame)
-    return export_vti(data["density"][row], out, spacing=spacing, overwrite=overwrite)
+    shown = reconstruction(data, which)
+    return export_vti(shown.density[row], out, spacing=spacing, overwrite=overwrite), shown.row_label(row)

@@ -1,0 +1,127 @@
+"""The hybrid tracker's refined densities reach every output: summary figure, movie, export, Bluesky view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latenttune.io import read_results, reconstruction
+from latenttune.model import LoadedModel
+from latenttune.refine import PhysicsSettings
+
+
+@pytest.fixture
+def hybrid_run(tmp_path, lively_model):
+    """A 4-frame simulated series (n = 8, with truth) tracked by the hybrid strategy: (results path, series path)."""
+    from latenttune.replay import replay_series
+    from latenttune.simulate import simulate_series
+    from latenttune.tracking import make_strategy
+
+    series = simulate_series("growth", tmp_path / "s.cxi", num_frames=4, n=8, seed=1)
+    loaded = LoadedModel(model=lively_model, path=Path("lively.pt"), checksum="lively")
+    strategy = make_strategy("hybrid", lively_model.latent_dim, steps_per_frame=4,
+                             physics=PhysicsSettings(iterations=12, er_iterations=4))
+    results, _ = replay_series(series, loaded, strategy, tmp_path / "r.h5")
+    return results, series
+
+
+def _decoded_only(results_path: Path, out: Path) -> Path:
+    """A copy of a results file without the hybrid fields: what a plain ES run would have written."""
+    import h5py
+
+    out.write_bytes(results_path.read_bytes())
+    with h5py.File(out, "r+") as f:
+        for name in ("refined_density", "refined_accepted", "E_r_refined", "E_q_refined"):
+            del f[name]
+    return out
+
+
+def test_reconstruction_picks_the_refined_density_and_says_so(hybrid_run, tmp_path):
+    results = read_results(hybrid_run[0])
+    shown = reconstruction(results)
+    assert shown.label == "hybrid"
+    np.testing.assert_array_equal(shown.density, results["refined_density"])
+    np.testing.assert_array_equal(shown.refined, results["refined_accepted"].astype(bool))
+    assert shown.row_label(0) in ("refined", "decoded (refinement not kept)")
+    decoded = reconstruction(results, "decoded")
+    assert decoded.label == "decoded" and decoded.row_label(0) == "decoded"
+    np.testing.assert_array_equal(decoded.density, results["density"])
+    plain = read_results(_decoded_only(hybrid_run[0], tmp_path / "plain.h5"))
+    assert reconstruction(plain).label == "decoded"
+    with pytest.raises(ValueError, match="no refined densities"):
+        reconstruction(plain, "hybrid")
+    with pytest.raises(ValueError, match="`which`"):
+        reconstruction(results, "best")
+
+
+def test_summary_figure_draws_the_refined_density(hybrid_run, tmp_path):
+    from PIL import Image
+
+    from latenttune.plots import tracking_summary
+
+    results = read_results(hybrid_run[0])
+    # make the refined density unmistakable: a different object from the decoded one
+    assert not np.allclose(results["refined_density"], results["density"])
+    a = tracking_summary(results, tmp_path / "hybrid.png", title="t")
+    b = tracking_summary(read_results(_decoded_only(hybrid_run[0], tmp_path / "p.h5")), tmp_path / "plain.png", title="t")
+    pixels_a, pixels_b = np.asarray(Image.open(a)), np.asarray(Image.open(b))
+    assert pixels_a.shape == pixels_b.shape
+    assert (np.abs(pixels_a.astype(int) - pixels_b.astype(int)).sum(axis=-1) > 30).sum() > 200
+
+
+def test_tracking_movie_plays_the_refined_density(hybrid_run, tmp_path):
+    from latenttune.io import open_series
+    from latenttune.movies.tracking_movie import tracking_frames
+
+    results_path, series_path = hybrid_run
+    with open_series(series_path) as series:
+        hybrid = list(tracking_frames(read_results(results_path), series, size=(320, 180)))
+        plain = list(tracking_frames(read_results(_decoded_only(results_path, tmp_path / "p.h5")), series,
+                                     size=(320, 180)))
+    assert len(hybrid) == 4
+    assert any((np.abs(a.astype(int) - b.astype(int)).sum(axis=-1) > 30).sum() > 100 for a, b in zip(hybrid, plain))
+
+
+def test_export_writes_the_refined_density_by_default(hybrid_run, tmp_path, capsys):
+    from test_vtk_export import read_vti
+
+    from latenttune.cli import main
+    from latenttune.movies.vtk_export import export_result_frame
+
+    results_path = hybrid_run[0]
+    results = read_results(results_path)
+    path, shown = export_result_frame(results_path, 2, tmp_path / "f2.vti")
+    assert shown in ("refined", "decoded (refinement not kept)")
+    _, arrays = read_vti(path)
+    np.testing.assert_array_equal(arrays["amplitude"], np.abs(results["refined_density"][2]).astype(np.float32))
+    path, shown = export_result_frame(results_path, 2, tmp_path / "d2.vti", which="decoded")
+    assert shown == "decoded"
+    _, arrays = read_vti(path)
+    np.testing.assert_array_equal(arrays["amplitude"], np.abs(results["density"][2]).astype(np.float32))
+    assert main(["export", str(results_path), "--frame", "1", "--out", str(tmp_path / "c.vti")]) == 0
+    out = capsys.readouterr().out
+    assert "refined density" in out or "decoded (refinement not kept) density" in out
+
+
+def test_bluesky_tracker_publishes_the_refined_density(lively_model):
+    from latenttune.bluesky.devices import LatentTracker
+    from latenttune.tracking import FrameTracker, make_strategy
+
+    import sim
+
+    rng = np.random.default_rng(0)
+    truth = sim.make_scenario("growth", rng, n=8, num_frames=2).density(1)
+    measured = sim.Detector(photons=1e7).measure(sim.forward(truth), rng)
+    frames = FrameTracker(lively_model, make_strategy("hybrid", lively_model.latent_dim, steps_per_frame=3,
+                                                      physics=PhysicsSettings(iterations=10, er_iterations=3)))
+    record = frames.step(measured.counts, measured.mask, 0, 0.0)
+    tracker = LatentTracker.for_model(lively_model)
+    tracker.set(record)
+    plane = record.output_density[4]
+    np.testing.assert_array_equal(tracker.amplitude_slice.get(), np.abs(plane).astype(np.float32))
+    assert tracker.shows.get() == ("refined" if record.physics.accepted else "decoded (refinement not kept)")
+    es = FrameTracker(lively_model, make_strategy("es", lively_model.latent_dim, steps_per_frame=3))
+    tracker.set(es.step(measured.counts, measured.mask, 0, 0.0))
+    assert tracker.shows.get() == "decoded"
