@@ -215,7 +215,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=positive_float, default=None, action=_Given,
                    help="gradient strategy: Adam learning rate")
     p.add_argument("--physics-iterations", type=positive_int, default=None, action=_Given,
-                   help="hybrid: RAAR/ER iterations on the voxels per frame (default: PhysicsSettings' 60)")
+                   help="hybrid: RAAR/ER iterations on the voxels per warm-started frame (default: PhysicsSettings' "
+                        "60; a cold start, e.g. the first frame, runs at least 200)")
     p.add_argument("--guide-weight", type=non_negative_float, default=None, action=_Given,
                    help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
                         "(default: PhysicsSettings' 0)")
@@ -280,6 +281,7 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
                                                   ("guide_weight", args.guide_weight)) if value is not None}
         if "iterations" in physics:
             physics["er_iterations"] = min(PhysicsSettings.er_iterations, physics["iterations"])
+            physics["cold_iterations"] = max(PhysicsSettings.cold_iterations, physics["iterations"])
         options["physics"] = PhysicsSettings(**physics)
     if args.strategy == "gradient" and args.lr is not None:
         options["lr"] = args.lr

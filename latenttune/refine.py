@@ -73,7 +73,11 @@ class PhysicsSettings:
     Attributes
     ----------
     iterations : int
-        Iterations per frame (>= 1), the last ``er_iterations`` of them ER, the rest RAAR. Default 60.
+        Iterations per warm-started frame (>= 1), the last ``er_iterations`` of them ER, the rest
+        RAAR. Default 60.
+    cold_iterations : int
+        Iterations of a frame that starts from the decoded density (the first frame, and after a
+        jump or a rejected refinement), ``>= iterations``: a cold start has further to go. Default 200.
     er_iterations : int
         Final ER iterations, ``0 <= er_iterations <= iterations``. Default 10.
     beta : float
@@ -99,6 +103,7 @@ class PhysicsSettings:
     """
 
     iterations: int = 60
+    cold_iterations: int = 200
     er_iterations: int = 10
     beta: float = 0.9
     support_threshold: float = 0.15
@@ -115,6 +120,9 @@ class PhysicsSettings:
         _int_at_least("er_iterations", self.er_iterations, 0)
         if self.er_iterations > self.iterations:
             raise ValueError(f"`er_iterations` must be <= `iterations` ({self.iterations}), got {self.er_iterations}")
+        _int_at_least("cold_iterations", self.cold_iterations, 1)
+        if self.cold_iterations < self.iterations:
+            raise ValueError(f"`cold_iterations` must be >= `iterations` ({self.iterations}), got {self.cold_iterations}")
         _float_in("beta", self.beta, 0.0, 1.0, open_low=True)
         _float_in("support_threshold", self.support_threshold, 0.0, 1.0, open_low=True, open_high=True)
         _int_at_least("shrinkwrap_every", self.shrinkwrap_every, 0)
@@ -214,7 +222,8 @@ def refine_density(
         True where a voxel was NOT measured (left free).
     settings : PhysicsSettings, optional
     start : array_like, shape (n, n, n), complex, optional
-        Warm start (e.g. the previous frame's output), on the guide's scale.
+        Warm start (e.g. the previous frame's output), on the guide's scale: ``settings.iterations``
+        iterations; without it, ``settings.cold_iterations`` from the guide.
     held_out : bool array_like, shape (2n, 2n, 2n), optional
         Measured voxels to leave out of the modulus constraint (see :meth:`PhysicsStage.held_out`).
     device : str or torch.device
@@ -269,9 +278,10 @@ def refine_density(
         support |= _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold)
     support &= box
     zero = torch.zeros((), dtype=x.dtype, device=device)
-    raar = settings.iterations - settings.er_iterations
+    iterations = settings.iterations if start is not None else settings.cold_iterations
+    raar = iterations - settings.er_iterations
     w = settings.guide_weight
-    for i in range(settings.iterations):
+    for i in range(iterations):
         F = fft_centred(x)
         projected = ifft_centred(torch.where(constrained, A * F / (F.abs() + _EPS), F))
         if i < raar:
@@ -280,7 +290,7 @@ def refine_density(
             x = torch.where(support, projected, zero)
         if w > 0:
             x = torch.where(support, (1 - w) * x + w * guide_t, x)
-        if settings.shrinkwrap_every and (i + 1) % settings.shrinkwrap_every == 0 and i + 1 < settings.iterations:
+        if settings.shrinkwrap_every and (i + 1) % settings.shrinkwrap_every == 0 and i + 1 < iterations:
             support = _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold) & box
     x = torch.where(support, x, zero)
     return (crop(x.cpu().numpy()) / scale).astype(np.complex64)

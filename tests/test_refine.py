@@ -40,6 +40,17 @@ def frame(frames):
     return frames[1]
 
 
+def test_a_cold_start_runs_longer_than_a_warm_one(frame):
+    truth, counts, mask, start = frame
+    settings = PhysicsSettings(iterations=5, cold_iterations=40, er_iterations=2)
+    cold = refine_density(start, counts, mask, settings)
+    np.testing.assert_array_equal(cold, refine_density(start, counts, mask, PhysicsSettings(iterations=40, cold_iterations=40,
+                                                                                           er_iterations=2)))
+    warm = refine_density(start, counts, mask, settings, start=start)
+    np.testing.assert_array_equal(warm, refine_density(start, counts, mask, PhysicsSettings(iterations=5, er_iterations=2),
+                                                       start=start))
+
+
 def test_refinement_recovers_detail_the_guide_lacks(frame):
     truth, counts, mask, start = frame
     before = real_space_error(truth, start).error
@@ -97,8 +108,9 @@ def test_the_stage_never_keeps_a_worse_fit_than_the_decoded_density(frames):
 
 def test_warm_start_carries_across_frames(frames):
     """Each frame continues from the previous output: better than restarting from the guide, and resumable."""
-    settings = PhysicsSettings(iterations=12, er_iterations=4)
-    warm, cold = PhysicsStage(settings), PhysicsStage(PhysicsSettings(iterations=12, er_iterations=4, warm_start=False))
+    settings = PhysicsSettings(iterations=12, cold_iterations=12, er_iterations=4)
+    warm = PhysicsStage(settings)
+    cold = PhysicsStage(PhysicsSettings(iterations=12, cold_iterations=12, er_iterations=4, warm_start=False))
     warm_errors, cold_errors, outcomes = [], [], []
     for truth, counts, mask, guide in frames:
         w, c = warm.run(guide, counts, mask), cold.run(guide, counts, mask)
@@ -118,6 +130,7 @@ def test_warm_start_carries_across_frames(frames):
     [
         ({"iterations": 0}, "`iterations`"),
         ({"iterations": 10, "er_iterations": 11}, "`er_iterations`"),
+        ({"iterations": 10, "cold_iterations": 9}, "`cold_iterations`"),
         ({"beta": 1.5}, "`beta`"),
         ({"support_threshold": 1.0}, "`support_threshold`"),
         ({"guide_dilation": -1}, "`guide_dilation`"),
