@@ -12,9 +12,9 @@ the detector):
 1. builds a :class:`~latenttune.bluesky.SimulatedCDIDetector` measuring a growing crystal, and a
    :class:`~latenttune.bluesky.LatentTracker` sized for the model;
 2. runs :func:`~latenttune.bluesky.track_sample` in a RunEngine with extremum seeking, a
-   beam-current suspender (``--beam-loss F`` drops the beam for a second at frame F), live
-   figures (``OUT/figures``) and the run stored as msgpack (``OUT/runs``; with ``--tiled`` also
-   in an embedded tiled catalog, ``OUT/catalog``);
+   beam-current suspender (``--beam-loss F`` drops the beam for a second at frame F), a line per
+   frame, live figures (``OUT/figures``) and the run stored as msgpack (``OUT/runs``; with
+   ``--tiled`` also in an embedded tiled catalog, ``OUT/catalog``);
 3. replays the stored run offline with the same strategy settings and checks that the costs are
    the ones recorded live; the equivalent command line is printed.
 """
@@ -39,7 +39,7 @@ from latenttune.bluesky import (
     open_run,
     track_sample,
 )
-from latenttune.bluesky.live import LiveFeedback
+from latenttune.bluesky.live import FrameLines, LiveFeedback
 from latenttune.device import check_device, set_threads
 from latenttune.model import load_model
 from latenttune.replay import replay_series
@@ -106,8 +106,9 @@ def main() -> None:
 
         tiled = TiledStorage.embedded(out / "catalog")
         RE.subscribe(tiled)
-    live = LiveFeedback(tracker, x=detector.sample_time.name, out_dir=out / "figures", every=args.every)
+    live = LiveFeedback(tracker, out_dir=out / "figures", every=args.every)
     RE.subscribe(live)
+    RE.subscribe(FrameLines(tracker, print))  # one line per frame, numbered from 0 as `latenttune replay` prints
     RE.install_suspender(SuspendFloor(detector.beam_current, 0.5 * detector.options.nominal_current))
 
     strategy = make_strategy("hybrid", k, steps_per_frame=args.steps_per_frame)

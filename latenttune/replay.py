@@ -44,7 +44,12 @@ from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameReport", "replay_series", "versions"]
+__all__ = ["FrameReport", "frame_line", "replay_series", "versions"]
+
+
+def frame_line(index: int, cost: float, steps: int, seconds: float, status: str, extra: str = "") -> str:
+    """The one line a tracked frame prints, wherever it was tracked (replay, track, a Bluesky run)."""
+    return f"frame {index:4d}  cost {cost:.5f}  steps {steps:4d}  {seconds * 1e3:7.1f} ms{extra}  {status}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +69,7 @@ class FrameReport:
         if r.physics is not None:
             kept = "refined" if r.physics.accepted else "decoded kept"
             truth += f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept})"
-        return f"frame {r.index:4d}  cost {r.cost:.5f}  steps {r.steps:4d}  {r.seconds * 1e3:7.1f} ms{truth}  {r.status}"
+        return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 
 def versions() -> dict[str, str]:
