@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction",
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
            "frame_range", "add_threads_option"]
 
 
@@ -62,6 +62,17 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
+
+
+def binning(text: str) -> tuple[int, int, int] | None:
+    """``auto`` -> None; ``B`` -> (B, B, B); ``B0,B1,B2`` -> per axis (each an integer >= 1)."""
+    if text.strip().lower() == "auto":
+        return None
+    parts = text.split(",")
+    if len(parts) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"must be 'auto', one integer or three comma-separated integers, got {text!r}")
+    values = [_int_at_least(p.strip(), 1, "'auto' or integers >= 1") for p in parts]
+    return tuple(values * 3 if len(values) == 1 else values)  # type: ignore[return-value]
 
 
 def frame_range(text: str) -> tuple[int, int | None]:
