@@ -4,6 +4,7 @@ Run::
 
     python examples/bluesky_tracking.py --frames 20 --out bluesky_demo
     python examples/bluesky_tracking.py --model my_model.pt --tiled --beam-loss 5
+    python examples/bluesky_tracking.py --device cuda          # the model on a GPU (checked first)
 
 What it does, on simulated hardware (everything a beamline would use, with the simulator behind
 the detector):
@@ -11,9 +12,9 @@ the detector):
 1. builds a :class:`~latenttune.bluesky.SimulatedCDIDetector` measuring a growing crystal, and a
    :class:`~latenttune.bluesky.LatentTracker` sized for the model;
 2. runs :func:`~latenttune.bluesky.track_sample` in a RunEngine with extremum seeking, a
-   beam-current suspender (``--beam-loss F`` drops the beam for a second at frame F), live
-   figures (``OUT/figures``) and the run stored as msgpack (``OUT/runs``; with ``--tiled`` also
-   in an embedded tiled catalog, ``OUT/catalog``);
+   beam-current suspender (``--beam-loss F`` drops the beam for a second at frame F), a line per
+   frame, live figures (``OUT/figures``) and the run stored as msgpack (``OUT/runs``; with
+   ``--tiled`` also in an embedded tiled catalog, ``OUT/catalog``);
 3. replays the stored run offline with the same strategy settings and checks that the costs are
    the ones recorded live; the equivalent command line is printed.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -37,7 +39,8 @@ from latenttune.bluesky import (
     open_run,
     track_sample,
 )
-from latenttune.bluesky.live import LiveFeedback
+from latenttune.bluesky.live import FrameLines, LiveFeedback
+from latenttune.device import check_device, set_threads
 from latenttune.model import load_model
 from latenttune.replay import replay_series
 from latenttune.tracking import make_strategy
@@ -60,6 +63,9 @@ def parse_args() -> argparse.Namespace:
                         help="lose the beam for 1 s at frame F (the suspender holds the run)")
     parser.add_argument("--tiled", action="store_true", help="also store the run in an embedded tiled catalog")
     parser.add_argument("--every", type=int, default=5, help="save the slice panel every N frames (0: only at the end)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); on a busy machine 1 is steadier than 2")
     return parser.parse_args()
 
 
@@ -67,10 +73,16 @@ def main() -> None:
     args = parse_args()
     if args.frames < 1 or args.steps_per_frame < 1:
         raise SystemExit("--frames and --steps-per-frame must be positive")
+    try:  # before anything is made or loaded: one line, exit status 2, like the latenttune command
+        check_device(args.device)
+        set_threads(args.threads)
+    except ValueError as exc:
+        print(f"bluesky_tracking.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=args.device)
     model = loaded.model
     n, k = model.config.n, model.latent_dim
     print(f"model {loaded.path} (checksum {loaded.checksum}): n = {n}, k = {k}")
@@ -94,8 +106,9 @@ def main() -> None:
 
         tiled = TiledStorage.embedded(out / "catalog")
         RE.subscribe(tiled)
-    live = LiveFeedback(tracker, x=detector.sample_time.name, out_dir=out / "figures", every=args.every)
+    live = LiveFeedback(tracker, out_dir=out / "figures", every=args.every)
     RE.subscribe(live)
+    RE.subscribe(FrameLines(tracker, print))  # one line per frame, numbered from 0 as `latenttune replay` prints
     RE.install_suspender(SuspendFloor(detector.beam_current, 0.5 * detector.options.nominal_current))
 
     strategy = make_strategy("hybrid", k, steps_per_frame=args.steps_per_frame)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
+           "frame_range", "add_threads_option"]
 
 
 def _int_at_least(text: str, low: int, rule: str) -> int:
@@ -61,3 +62,34 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
     return value
+
+
+def binning(text: str) -> tuple[int, int, int] | None:
+    """``auto`` -> None; ``B`` -> (B, B, B); ``B0,B1,B2`` -> per axis (each an integer >= 1)."""
+    if text.strip().lower() == "auto":
+        return None
+    parts = text.split(",")
+    if len(parts) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"must be 'auto', one integer or three comma-separated integers, got {text!r}")
+    values = [_int_at_least(p.strip(), 1, "'auto' or integers >= 1") for p in parts]
+    return tuple(values * 3 if len(values) == 1 else values)  # type: ignore[return-value]
+
+
+def frame_range(text: str) -> tuple[int, int | None]:
+    """``A:B`` -> (A, B), frames A to B - 1 as in Python; ``A:`` -> (A, None); ``:B`` -> (0, B)."""
+    head, sep, tail = text.partition(":")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"must be START:STOP (frames START to STOP - 1, either may be left out), "
+                                         f"got {text!r}")
+    start = _int_at_least(head, 0, "START:STOP with integers >= 0") if head.strip() else 0
+    stop = _int_at_least(tail, 0, "START:STOP with integers >= 0") if tail.strip() else None
+    if stop is not None and stop <= start:
+        raise argparse.ArgumentTypeError(f"STOP must be greater than START, got {text!r}")
+    return start, stop
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` on a heavy command: torch's CPU threads (``latenttune.cli.main`` applies it first)."""
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice, one per core); on a busy machine 1 is "
+                             "steadier than 2")

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latenttune import __version__
-from latenttune.argtypes import non_negative_float, positive_float, positive_int
+from latenttune.argtypes import (
+    add_threads_option,
+    binning,
+    frame_range,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="latent-walk only: the model whose decoder makes the densities ('default' or a path)")
     p.add_argument("--out", required=True, help="output file (.cxi or .h5)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    add_threads_option(p)
     p.set_defaults(func=_cmd_simulate)
 
 
@@ -64,13 +72,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
         scenario_options = {}
         if args.scenario == "latent-walk":
-            from latenttune.latent_walk import latent_spread, numpy_decoder
             from latenttune.model import load_model
 
             loaded = load_model(args.model)
-            scenario_options = {"decode": numpy_decoder(loaded.model), "latent_bounds": latent_spread(loaded)}
             if loaded.model.config.n != args.n:
                 raise ValueError(f"`--n` must equal the model's object grid n = {loaded.model.config.n} for latent-walk")
+            scenario_options = _latent_walk_options(loaded, lambda line: tqdm.write(line, file=sys.stdout))
         path = simulate_series(
             args.scenario,
             args.out,
@@ -87,6 +94,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         )
     print(f"wrote {args.frames} frames to {path}")
     return 0
+
+
+def _latent_walk_options(loaded, say) -> dict:
+    """The ``latent-walk`` scenario's decoder and box for a loaded model, saying what the scenario is and does."""
+    from latenttune.latent_walk import describe_latent_walk, latent_spread, numpy_decoder
+
+    stored = "latent_spread" in loaded.extra
+    say(describe_latent_walk(loaded))
+    if not stored:
+        say("finding the latent box: encoding 64 training-like samples (the checkpoint does not store it) ...")
+    bounds = latent_spread(loaded)
+    say(describe_latent_walk(loaded, bounds))
+    return {"decode": numpy_decoder(loaded.model), "latent_bounds": bounds}
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -107,6 +127,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt with the same config")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and OUT.last.pt if they exist")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
+    add_threads_option(p)
     p.set_defaults(func=_cmd_train)
 
 
@@ -115,11 +136,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from latenttune.device import check_device
     from latenttune.outputs import check_outputs
     from latenttune.training import last_path, load_run_config, train
 
-    check_device(args.device)
     check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
                   {"the training config": args.config}, overwrite=args.overwrite or args.resume)
     config = load_run_config(args.config)
@@ -164,6 +183,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=positive_int, default=64, help="number of held-out samples")
     p.add_argument("--seed", type=int, default=12345, help="seed of the held-out samples")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    add_threads_option(p)
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -221,6 +241,7 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
                         "(default: PhysicsSettings' 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    add_threads_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
     p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
 
@@ -307,12 +328,13 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
     else:
         opened = open_series(series_path)
     with opened as series:
-        total = len(series)
-        with tqdm(total=total, unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
+        first, stop = getattr(args, "frame_range", None) or (0, None)
+        stop = len(series) if stop is None else stop
+        with tqdm(total=max(stop - first, 0), unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
 
             def on_frame(report) -> bool:
-                if bar.n == 0 and report.record.index > 0:
-                    bar.update(report.record.index)
+                if bar.n == 0 and report.record.index > first:
+                    bar.update(report.record.index - first)
                 bar.update(1)
                 bar.set_postfix(cost=f"{report.record.cost:.4f}")
                 tqdm.write(report.line(), file=sys.stdout)
@@ -320,7 +342,7 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
             with _INTERRUPTS.deferred():
                 path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
-                                        callback=on_frame)
+                                        callback=on_frame, frames=getattr(args, "frame_range", None))
         results = read_results(path)
         if not results["complete"]:  # stopped by Ctrl-C after a frame
             print(f"stopped after series frame {int(results['index'][-1])}: {results['num_frames']} frames kept in "
@@ -369,6 +391,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                    help="uid of a stored Bluesky run in the tiled catalog given as SERIES (needs the tiled extra)")
     p.add_argument("--out", required=True, help="results file (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial from its last complete frame")
+    p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP", dest="frame_range",
+                   help="track only series frames START to STOP-1 (as Python slices; either may be left out: "
+                        "10: or :5); rows keep their series frame numbers")
     _add_tracking_options(p)
     p.set_defaults(func=_cmd_replay)
 
@@ -438,11 +463,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
                                photons=args.photons, beamstop_radius=args.beamstop, seed=args.seed)
         print(f"resuming on the simulated series {series_path}")
         return _run_replay(args, series_path, loaded, resume=True)
-    options = {}
-    if args.scenario == "latent-walk":
-        from latenttune.latent_walk import latent_spread, numpy_decoder
-
-        options = {"decode": numpy_decoder(loaded.model), "latent_bounds": latent_spread(loaded)}
+    options = _latent_walk_options(loaded, print) if args.scenario == "latent-walk" else {}
     simulate_series(
         args.scenario, series_path, num_frames=args.frames, n=loaded.model.config.n, photons=args.photons,
         beamstop_radius=args.beamstop, seed=args.seed, overwrite=args.overwrite, scenario_options=options,
@@ -450,6 +471,85 @@ def _cmd_track(args: argparse.Namespace) -> int:
     )
     print(f"simulated {args.frames} frames of {args.scenario!r} into {series_path}")
     return _run_replay(args, series_path, loaded, resume=False)
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    from latenttune.prepare import DEFAULT_OVERSAMPLING, PrepareSettings
+
+    defaults = PrepareSettings()
+    p = sub.add_parser(
+        "prepare",
+        help="put your own measured 3D intensities on the model's grid: a series the other commands read",
+        description=(
+            "Read measured 3D intensities of any shape and axis order (.npy or .tif stacks, .npz from bcdi or "
+            "cdiutils, CXI files, an HDF5 dataset as FILE:/path/to/dataset, a cohere experiment folder, or a "
+            "folder of time steps, which becomes one series), mask detector gaps, hot pixels, NaN or negative "
+            "voxels and the user's mask, find the Bragg peak (centre of mass), bin (counts summed) and/or crop "
+            "to the model's N^3 grid with the peak at N/2, and write a CXI series for replay, movie and export. "
+            "Prints what was done to each frame. Refuses a peak too close to an edge and an oversampling too "
+            "low for the model. Guide: docs/own_data.md."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="measured volume(s) or folder(s); several are time steps in the order given")
+    p.add_argument("--out", required=True, help="the series to write (.cxi)")
+    p.add_argument("--model", default="default", help="the model whose grid N to prepare for ('default' or a path)")
+    p.add_argument("--grid", type=positive_int, default=None, help="grid N instead of the model's (even)")
+    p.add_argument("--mask", default=None, metavar="SPEC",
+                   help="your mask for every frame, nonzero = not measured: .npy, .tif, .npz or FILE.h5:/dataset, "
+                        "3-D like the data or 2-D like one detector frame")
+    p.add_argument("--amplitude", action="store_true", help="the inputs hold amplitudes (sqrt of counts)")
+    p.add_argument("--bin", type=binning, default=None, metavar="auto|B|B0,B1,B2",
+                   help="voxels summed per grid voxel along each axis (default auto: brings the oversampling closest "
+                        "to --oversampling)")
+    p.add_argument("--oversampling", type=positive_float, default=DEFAULT_OVERSAMPLING,
+                   help="oversampling automatic binning aims at (the model's training data)")
+    p.add_argument("--min-oversampling", type=positive_float, default=defaults.min_oversampling,
+                   help="refuse data sampled more coarsely (the object must fit the model's n^3 box, N = 2n)")
+    p.add_argument("--edge-margin", type=non_negative_float, default=defaults.edge_margin,
+                   help="measured voxels needed on each side of the peak, as a fraction of N")
+    p.add_argument("--centre", choices=["series", "frame"], default=defaults.centre,
+                   help="one window around the peak of the summed frames, or each frame on its own peak")
+    p.add_argument("--hot-factor", type=positive_float, default=defaults.hot_factor,
+                   help="a voxel brighter than this times (median of its 26 neighbours + 1) is a hot pixel")
+    p.add_argument("--no-hot", action="store_true", help="do not look for hot pixels")
+    p.add_argument("--gap-min-counts", type=positive_float, default=defaults.gap_min_counts,
+                   help="an empty plane or line between planes or lines with at least this many counts is a gap")
+    p.add_argument("--no-gaps", action="store_true", help="do not look for detector gaps")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.set_defaults(func=_cmd_prepare)
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from latenttune.io.measured import open_measured
+    from latenttune.outputs import check_outputs
+    from latenttune.prepare import PrepareSettings, prepare_series
+
+    check_outputs({"--out": args.out}, {f"input {spec!r}": spec for spec in args.inputs}, overwrite=args.overwrite)
+    settings = PrepareSettings(
+        binning=args.bin, oversampling=args.oversampling, min_oversampling=args.min_oversampling,
+        edge_margin=args.edge_margin, centre=args.centre, hot_factor=None if args.no_hot else args.hot_factor,
+        gap_min_counts=None if args.no_gaps else args.gap_min_counts,
+    )
+    if args.grid is not None:
+        N, what = args.grid, f"grid {args.grid}^3"
+    else:
+        from latenttune.model import load_model
+
+        config = load_model(args.model).model.config
+        N, what = config.N, f"the grid of model {args.model!r} ({config.N}^3)"
+    series = open_measured(args.inputs, mask=args.mask, amplitude=args.amplitude)
+    print(f"preparing {len(series)} frame(s) of shape {'x'.join(map(str, series.shape))} for {what}")
+    path, reports = prepare_series(series, args.out, N, settings, overwrite=args.overwrite,
+                                   callback=lambda report: print(report.line()))
+    kept = 100 * np.array([r.counts_kept / r.counts for r in reports])
+    share = f"{kept[0]:.1f}%" if len(kept) == 1 else f"{kept.min():.1f}% to {kept.max():.1f}% per frame"
+    print(f"wrote {len(reports)} frame(s) to {path}: {reports[0].action}; counts kept {share}")
+    print(f"track it with: latenttune replay {path} --out {Path(path).with_suffix('')}.results.h5")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -465,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_simulate(sub)
+    _add_prepare(sub)
     _add_train(sub)
     _add_evaluate(sub)
     _add_track(sub)
@@ -540,6 +641,18 @@ def _one_line(exc: BaseException) -> str:
 _EXPECTED = (ValueError, TypeError, OSError, ImportError)
 
 
+def _set_up(args: argparse.Namespace) -> None:
+    """Before a command does anything: check its ``--device`` and apply its ``--threads``."""
+    if getattr(args, "device", None) is not None or getattr(args, "threads", None) is not None:
+        from latenttune.device import check_device, set_threads
+
+        if getattr(args, "device", None) is not None:
+            check_device(args.device)
+        if getattr(args, "threads", None) is not None:
+            set_threads(args.threads)
+            log.info("torch uses %d CPU thread(s)", args.threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``latenttune`` console script.
 
@@ -558,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handle = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _INTERRUPTS.handler) if handle else None
     try:
+        _set_up(args)
         return int(args.func(args) or 0)
     except _EXPECTED as exc:
         parser.exit(2, f"latenttune {args.command}: error: {_one_line(exc)}\n")

@@ -23,7 +23,7 @@ from sim.training import TrainingPairGenerator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["latent_spread", "latent_walk_scenario", "numpy_decoder"]
+__all__ = ["describe_latent_walk", "latent_spread", "latent_walk_scenario", "numpy_decoder"]
 
 SPREAD_PERCENTILES = (2.0, 98.0)
 
@@ -63,6 +63,33 @@ def latent_spread(
     z = np.stack(latents)
     low, high = np.percentile(z, SPREAD_PERCENTILES, axis=0)
     return low, high
+
+
+def describe_latent_walk(loaded: LoadedModel, bounds: tuple[Any, Any] | None = None, shown: int = 8) -> str:
+    """What the ``latent-walk`` scenario does with ``loaded``, in one line (before and after its box is known).
+
+    Parameters
+    ----------
+    loaded : LoadedModel
+        The model whose decoder makes the densities.
+    bounds : (lower, upper), optional
+        The walk's latent box (:func:`latent_spread`); without it, the line says where the box will
+        come from.
+    shown : int
+        Most latent components whose ranges are listed.
+    """
+    k = loaded.model.latent_dim
+    if bounds is None:
+        where = ("stored in the checkpoint" if "latent_spread" in loaded.extra
+                 else "found by encoding 64 training-like samples")
+        return (f"latent-walk: the truth is decoded by model {loaded.path} (checksum {loaded.checksum}, k = {k}) "
+                f"along a smooth path (a few slow sinusoids per latent component) inside the box the encoder uses "
+                f"({SPREAD_PERCENTILES[0]:g}th-{SPREAD_PERCENTILES[1]:g}th percentile of its latents, {where}): a "
+                "sample the model can represent exactly, to test tracking inside its latent space")
+    low, high = (np.asarray(b, dtype=float) for b in bounds)
+    ranges = ", ".join(f"z{i} [{lo:.2f}, {hi:.2f}]" for i, (lo, hi) in enumerate(zip(low[:shown], high[:shown])))
+    more = f", ... ({k - shown} more; mean width {np.mean(high - low):.2f})" if k > shown else ""
+    return f"latent box: {ranges}{more}"
 
 
 def latent_walk_scenario(

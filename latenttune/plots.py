@@ -1,7 +1,8 @@
 """Figures people look at instead of arrays (matplotlib, headless-safe).
 
 :func:`tracking_summary` draws a tracking run: cost and real-space error against frame, and the
-central slices (amplitude and phase) of truth and reconstruction at a few frames. The
+central slices (amplitude and phase, labelled rows, colour bars) of truth and reconstruction,
+registered to the truth, at a few frames. The
 reconstruction is the one the results report (:func:`latenttune.io.reconstruction`): the hybrid
 tracker's refined density when the file has it, else the decoded one; every panel says which. It uses the
 object-oriented matplotlib API with the Agg canvas, so it works without a display and never
@@ -18,13 +19,14 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from latenttune.io.results import reconstruction
 from latenttune.metrics import real_space_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["tracking_summary", "central_slices"]
+__all__ = ["tracking_summary", "summary_figure", "central_slices"]
 
 
 def central_slices(density: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,16 +36,99 @@ def central_slices(density: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.n
     return np.abs(plane), np.angle(plane)
 
 
-def _show_density(ax_amp: Any, ax_phase: Any, density: np.ndarray, amp_max: float, title: str) -> Any:
+def _show_slice(ax: Any, image: np.ndarray, label: str | None, **style: Any) -> Any:
+    shown = ax.imshow(image, origin="lower", **style)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if label:
+        ax.set_ylabel(label, fontsize=8)
+    return shown
+
+
+def _show_density(ax_amp: Any, ax_phase: Any, density: np.ndarray, amp_max: float, title: str,
+                  row_label: str | None) -> tuple[Any, Any]:
+    """Central amplitude and phase slices (phase where the amplitude exceeds 10 % of ``amp_max``)."""
     amp, phase = central_slices(density)
-    ax_amp.imshow(amp, cmap="gray", vmin=0, vmax=amp_max, origin="lower")
     support = amp > 0.1 * max(amp_max, 1e-12)
-    image = ax_phase.imshow(np.where(support, phase, np.nan), cmap="twilight", vmin=-np.pi, vmax=np.pi, origin="lower")
+    amp_image = _show_slice(ax_amp, amp, row_label and f"{row_label}\namplitude", cmap="gray", vmin=0,
+                            vmax=max(amp_max, 1e-12))
+    phase_image = _show_slice(ax_phase, np.where(support, phase, np.nan), row_label and f"{row_label}\nphase",
+                              cmap="twilight", vmin=-np.pi, vmax=np.pi)
     ax_amp.set_title(title, fontsize=8)
-    for ax in (ax_amp, ax_phase):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return image
+    return amp_image, phase_image
+
+
+def summary_figure(
+    results: dict[str, Any],
+    *,
+    truth: Sequence[np.ndarray] | None = None,
+    frames: Sequence[int] | None = None,
+    title: str = "",
+) -> Figure:
+    """The figure :func:`tracking_summary` saves (headless Agg canvas); see there for the parameters.
+
+    Layout: cost and E_r against the frame number (integer ticks) on the left; per shown frame a
+    column of central slices, rows labelled ``truth amplitude``, ``truth phase``, then the shown
+    reconstruction's amplitude and phase (registered to the truth: twin, shift and global phase
+    removed); one amplitude and one phase colour bar in their own column, so every image column has
+    the same width. Without truth, the reconstruction rows only.
+    """
+    cost = np.asarray(results["cost"], dtype=float)
+    T = len(cost)
+    if T == 0:
+        raise ValueError("`results` holds no frames")
+    # series frame of each row: a frame skipped before the first estimate has no row, so rows and
+    # frames differ by an offset; the axes, titles and truth follow the series frame
+    index = np.asarray(results.get("index", np.arange(T)), dtype=int)
+    frames = list(frames) if frames is not None else sorted(set(np.linspace(0, T - 1, min(4, T)).round().astype(int)))
+    shown = reconstruction(results)
+    what = "hybrid" if shown.label == "hybrid" else "decoded"
+    panels = []  # (truth or None, reconstruction registered to it)
+    for t in frames:
+        recon = shown.density[t]
+        reference = None if truth is None else np.asarray(truth[index[t]])
+        panels.append((reference, recon if reference is None else real_space_error(reference, recon).aligned))
+    amp_max = max(float(np.abs(d).max()) for pair in panels for d in pair if d is not None)
+    rows = 2 if truth is None else 4
+    fig = Figure(figsize=(2.1 * len(frames) + 5.2, 1.8 * rows + 0.7), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(rows, len(frames) + 3, width_ratios=[1.2, 1.2] + [1] * len(frames) + [0.08])
+    ax_cost = fig.add_subplot(grid[: rows // 2, :2])
+    ax_cost.semilogy(index, cost, "o-", ms=3, label="cost (amplitude misfit)")
+    ax_cost.set_ylabel("cost")
+    axes = [ax_cost]
+    decoded_error = np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float)
+    if np.isfinite(decoded_error).any() or np.isfinite(shown.E_r).any():
+        ax_err = fig.add_subplot(grid[rows // 2:, :2])
+        ax_err.plot(index, decoded_error, "o-", ms=3, color="C1", label="decoded latent (ES)")
+        if shown.label == "hybrid":
+            ax_err.plot(index, shown.E_r, "s-", ms=3, color="C2", label="hybrid (shown)")
+            ax_err.legend(fontsize=7)
+        ax_err.set_ylabel("real-space error E_r")
+        ax_err.set_ylim(bottom=0)
+        axes.append(ax_err)
+    for ax in axes:
+        ax.set_xlabel("frame")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    images: tuple[Any, Any] | None = None
+    for column, (t, (reference, recon)) in enumerate(zip(frames, panels), start=2):
+        first = column == 2
+        row = 0
+        if reference is not None:
+            _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), reference, amp_max,
+                          f"frame {index[t]}", "truth" if first else None)
+            row = 2
+        label = f"{what}, aligned to truth" if reference is not None else what
+        images = _show_density(fig.add_subplot(grid[row, column]), fig.add_subplot(grid[row + 1, column]), recon,
+                               amp_max, f"frame {index[t]}: {shown.row_label(t)}", label if first else None)
+    for row in range(0, rows, 2):
+        fig.colorbar(images[0], cax=fig.add_subplot(grid[row, -1]), label="amplitude")
+        fig.colorbar(images[1], cax=fig.add_subplot(grid[row + 1, -1]), label="phase (rad)")
+    shows = ("hybrid reconstruction (refined where the physics stage was kept)" if shown.label == "hybrid"
+             else "decoded densities of the tracked latents")
+    fig.suptitle(title or f"tracking summary: {shows} (central slices)", fontsize=10)
+    return fig
 
 
 def tracking_summary(
@@ -55,7 +140,7 @@ def tracking_summary(
     title: str = "",
     dpi: int = 100,
 ) -> Path:
-    """Save a PNG summary of a tracking run.
+    """Save a PNG summary of a tracking run (:func:`summary_figure`).
 
     Parameters
     ----------
@@ -65,8 +150,8 @@ def tracking_summary(
         PNG path.
     truth : sequence of ndarray, optional
         Ground-truth densities per series frame (indexed by the results' ``index``, the series frame
-        of each row). Shown aligned (twin, shift and global phase removed) next to the
-        reconstruction.
+        of each row). Shown next to the reconstruction, which is registered to it (twin, shift and
+        global phase removed).
     frames : sequence of int, optional
         Rows to show (default four spread over the run).
     title : str
@@ -74,58 +159,7 @@ def tracking_summary(
     dpi : int
         Resolution.
     """
-    cost = np.asarray(results["cost"], dtype=float)
-    T = len(cost)
-    if T == 0:
-        raise ValueError("`results` holds no frames")
-    # series frame of each row: a frame skipped before the first estimate has no row, so rows and
-    # frames differ by an offset; the axes, titles and truth follow the series frame
-    index = np.asarray(results.get("index", np.arange(T)), dtype=int)
-    frames = list(frames) if frames is not None else sorted(set(np.linspace(0, T - 1, min(4, T)).round().astype(int)))
-    rows = 2 if truth is None else 4
-    fig = Figure(figsize=(2.2 * len(frames) + 4.5, 1.9 * rows + 0.6))
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(rows, len(frames) + 2, width_ratios=[1.2, 1.2] + [1] * len(frames))
-    ax_cost = fig.add_subplot(grid[: rows // 2, :2])
-    ax_cost.semilogy(index, cost, "o-", ms=3, label="cost (amplitude misfit)")
-    ax_cost.set_xlabel("frame")
-    ax_cost.set_ylabel("cost")
-    ax_cost.grid(alpha=0.3)
-    shown = reconstruction(results)
-    decoded_error = np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float)
-    if np.isfinite(decoded_error).any() or np.isfinite(shown.E_r).any():
-        ax_err = fig.add_subplot(grid[rows // 2 :, :2])
-        ax_err.plot(index, decoded_error, "o-", ms=3, color="C1", label="decoded latent (ES)")
-        if shown.label == "hybrid":
-            ax_err.plot(index, shown.E_r, "s-", ms=3, color="C2", label="hybrid (shown)")
-            ax_err.legend(fontsize=7)
-        ax_err.set_xlabel("frame")
-        ax_err.set_ylabel("real-space error E_r")
-        ax_err.set_ylim(bottom=0)
-        ax_err.grid(alpha=0.3)
-    density = shown.density
-    image = None
-    for column, t in enumerate(frames, start=2):
-        recon = density[t]
-        what = "refined" if shown.refined[t] else "decoded"
-        amp_max = float(np.abs(recon).max())
-        if truth is not None:
-            reference = np.asarray(truth[index[t]])
-            aligned = real_space_error(reference, recon).aligned
-            amp_max = float(np.abs(reference).max())
-            _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), reference, amp_max,
-                          f"truth t={index[t]}")
-            image = _show_density(fig.add_subplot(grid[2, column]), fig.add_subplot(grid[3, column]), aligned,
-                                  amp_max, f"{what} t={index[t]}")
-        else:
-            image = _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), recon, amp_max,
-                                  f"{what} t={index[t]}")
-    if image is not None:
-        fig.colorbar(image, ax=fig.axes[-1], fraction=0.046, pad=0.04, label="phase (rad)")
-    shows = ("hybrid reconstruction (refined where the physics stage was kept)" if shown.label == "hybrid"
-             else "decoded densities of the tracked latents")
-    fig.suptitle(title or f"tracking summary: {shows} (rows: amplitude, phase of the central slice)", fontsize=10)
-    fig.tight_layout()
+    fig = summary_figure(results, truth=truth, frames=frames, title=title)
     out = Path(out)
     fig.savefig(out, dpi=dpi)
     log.info("wrote %s", out)

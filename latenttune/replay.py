@@ -18,6 +18,7 @@ import dataclasses
 import importlib.metadata
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,12 @@ from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameReport", "replay_series", "versions"]
+__all__ = ["FrameReport", "frame_line", "replay_series", "versions"]
+
+
+def frame_line(index: int, cost: float, steps: int, seconds: float, status: str, extra: str = "") -> str:
+    """The one line a tracked frame prints, wherever it was tracked (replay, track, a Bluesky run)."""
+    return f"frame {index:4d}  cost {cost:.5f}  steps {steps:4d}  {seconds * 1e3:7.1f} ms{extra}  {status}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +69,7 @@ class FrameReport:
         if r.physics is not None:
             kept = "refined" if r.physics.accepted else "decoded kept"
             truth += f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept})"
-        return f"frame {r.index:4d}  cost {r.cost:.5f}  steps {r.steps:4d}  {r.seconds * 1e3:7.1f} ms{truth}  {r.status}"
+        return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 
 def versions() -> dict[str, str]:
@@ -124,6 +130,38 @@ def _settings(loaded: LoadedModel, strategy: Strategy) -> dict[str, Any]:
     }
 
 
+def _frame_range(frames: tuple[int, int | None] | None, length: int) -> tuple[int, int]:
+    """``frames`` checked against a series of ``length`` frames: ``(first, stop)``."""
+    if frames is None:
+        return 0, length
+    try:
+        first, stop = frames
+    except (TypeError, ValueError):
+        raise TypeError(f"`frames` must be None or a pair (start, stop), got {frames!r}") from None
+    stop = length if stop is None else stop
+    for name, value in (("start", first), ("stop", stop)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"`frames` {name} must be an integer >= 0, got {value!r}")
+    if not first < stop:
+        raise ValueError(f"`frames` must have start < stop, got {first}:{stop}")
+    if stop > length:
+        raise ValueError(f"`frames` {first}:{stop} reaches beyond the series: it has {length} frame(s), 0 to "
+                         f"{length - 1}")
+    return int(first), int(stop)
+
+
+def _recorded_path(series_path: Path, out: str | Path) -> str:
+    """How a results file at ``out`` records its series: relative to its own folder (a URL as it is)."""
+    text = str(series_path)
+    if "://" in text:
+        return text
+    source, folder = Path(text).resolve(), Path(out).resolve().parent
+    try:
+        return os.path.relpath(source, folder)
+    except ValueError:  # pragma: no cover - another drive on Windows
+        return str(source)
+
+
 def _load_state(strategy: Strategy, text: Any, partial: Path) -> None:
     """Restore the strategy's state stored in a row; a damaged state is a one-line error."""
     try:
@@ -142,6 +180,7 @@ def replay_series(
     overwrite: bool = False,
     callback: Callable[[FrameReport], bool | None] | None = None,
     attrs: dict[str, Any] | None = None,
+    frames: tuple[int, int | None] | None = None,
 ) -> tuple[Path, TrackResult]:
     """Track every frame of ``series`` with ``strategy`` and write the results file ``out``.
 
@@ -167,6 +206,13 @@ def replay_series(
         ``callback(report)`` after each frame; returning True stops (the partial file stays resumable).
     attrs : dict, optional
         Extra attributes for the results file.
+    frames : (start, stop), optional
+        Track only the series frames ``start`` to ``stop - 1`` (``stop`` None: to the end), as
+        ``latenttune replay --frames START:STOP``; rows keep their series frame numbers. The range is
+        one of the settings a resume must repeat.
+
+    The results file records the series as ``series`` (its path relative to the results file's
+    folder, so the pair can move together; ``series_identity`` holds the absolute path).
 
     A hybrid strategy (:class:`latenttune.tracking.HybridStrategy`) also stores, per frame, the
     physics stage's output ``refined_density`` (the frame's reconstruction), ``refined_accepted``
@@ -199,8 +245,12 @@ def replay_series(
         raise ValueError(
             f"`series` has diffraction grid N = {series.N} but the model expects N = {model.config.N} (n = {model.config.n})"
         )
+    first, stop = _frame_range(frames, len(series))
     steps = int(getattr(strategy, "steps_per_frame", 1))
     physics = getattr(strategy, "physics", None)
+    settings = _settings(loaded, strategy)
+    if frames is not None:
+        settings["frames"] = [first, stop]
     file_attrs = {
         "model_checksum": loaded.checksum,
         "model_path": str(loaded.path),
@@ -208,16 +258,17 @@ def replay_series(
         "uses_network_gradient": bool(strategy.uses_network_gradient),
         "steps_per_frame": steps,
         "controller": json.dumps(strategy.state_dict()),
-        "series": str(series.path),
+        "series": _recorded_path(series.path, out),
         "versions": json.dumps(versions()),
         "physics": json.dumps(None if physics is None else dataclasses.asdict(physics)),
         IDENTITY_ATTR: series_identity(series),
-        SETTINGS_ATTR: _settings(loaded, strategy),
+        SETTINGS_ATTR: settings,
         **(attrs or {}),
     }
-    start, held, held_output = 0, None, None
+    start, held, held_output = first, None, None
     try:  # on resume: same series, same content so far, same settings, or a one-line refusal
-        digest = check_resume(out, file_attrs, series, ("strategy_state", "latent")) if resume else ReadDigest()
+        digest = (check_resume(out, file_attrs, series, ("strategy_state", "latent"), first=first) if resume
+                  else ReadDigest(next_index=first))
         writer = ResultWriter(out, n=model.config.n, k=model.latent_dim, attrs=file_attrs, resume=resume,
                               overwrite=overwrite)
     except BaseException:
@@ -238,7 +289,7 @@ def replay_series(
         if digest.next_index != start:  # pragma: no cover - both come from the same rows
             raise ResultsFileError(writer.partial_path, f"cannot resume: rows end at frame {start - 1}, the "
                                    f"series digest at frame {digest.next_index - 1}")
-        frames = digest.frames(series)  # from `start` on, each folded into the series digest
+        todo = digest.frames(series, stop)  # from `start` on, each folded into the series digest
         stopped = {"flag": False}
 
         def on_frame(record: FrameRecord) -> bool:
@@ -271,8 +322,9 @@ def replay_series(
                 return True
             return False
 
-        result = track(frames, model, strategy, callback=on_frame, start_index=start, held_latent=held,
-                       held_output=held_output)
+        # a fresh run (no row yet) starts the strategy from the encoder, whatever its first frame
+        result = track(todo, model, strategy, callback=on_frame, start_index=start if writer.num_frames_written else 0,
+                       held_latent=held, held_output=held_output)
         if not stopped["flag"] and writer.num_frames_written == 0:
             writer.discard()  # nothing to keep: no file marked complete with no frame in it
             raise no_usable_frame_error(series)

@@ -56,6 +56,18 @@ def tiny_tables(**train: Any) -> dict[str, dict[str, Any]]:
     return {"model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train}}
 
 
+def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
+    """Run the ``latenttune`` CLI in-process: (exit status, stdout, stderr)."""
+    from latenttune.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 @pytest.fixture
 def tiny_config():
     """:class:`~latenttune.model.ModelConfig` of the tiny model."""

@@ -24,8 +24,8 @@ import msgpack_numpy
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
-from latenttune.cli import main
 from latenttune.io import ResultsFileError, SeriesFormatError, open_series, read_results, write_amplitude_frames
 from latenttune.model import load_model
 from latenttune.plots import tracking_summary
@@ -61,14 +61,7 @@ def _es(**options):
     return make_strategy("es", K, steps_per_frame=STEPS, **options)
 
 
-def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process: (exit status, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+_cli = run_cli  # the CLI in-process: (exit status, stdout, stderr)
 
 
 def _error_line(err: str, command: str) -> str:

@@ -1,11 +1,20 @@
 """Live feedback during a tracking run: cost, latent components and central slices.
 
-* The cost against frame is bluesky's :class:`~bluesky.callbacks.mpl_plotting.LivePlot`;
-  :class:`LatentComponentPlot` is a ``LivePlot`` of one component of the latent vector.
-* :class:`SliceView` is a callback that shows the central slices (amplitude and phase) of the
-  current reconstruction, published by the :class:`~latenttune.bluesky.devices.LatentTracker`.
+* The cost against frame is a :class:`FramePlot` (bluesky's
+  :class:`~bluesky.callbacks.mpl_plotting.LivePlot` against the frame number);
+  :class:`LatentComponentPlot` is one of one component of the latent vector.
+* :class:`SliceView` is a callback that shows the central slices (amplitude and phase, with
+  colour bars) of the current reconstruction, published by the
+  :class:`~latenttune.bluesky.devices.LatentTracker`.
 * :class:`LiveFeedback` puts them together in one figure and saves it as a PNG at the end of
-  each run (and, optionally, every few frames).
+  each run (and, optionally, every few frames); with many latent components it plots the first
+  few (:data:`MAX_COMPONENTS`) and says so.
+* :class:`FrameLines` writes one line per frame (``FrameLines(tracker, print)`` in a script), the
+  line ``latenttune replay`` prints.
+
+Frames are numbered from 0, as everywhere else in the project: frame ``t`` is the run's
+``t + 1``-th event (bluesky's ``seq_num`` counts from 1) and frame ``t`` of the stored run when it
+is replayed.
 
 By default the figures are drawn on matplotlib's Agg canvas (no display, no pyplot state), so
 they work headless; pass a pyplot figure to see them in an interactive session (with a Qt
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +35,23 @@ from bluesky.callbacks.core import CallbackBase
 from bluesky.callbacks.mpl_plotting import LivePlot
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from latenttune.bluesky.devices import LatentTracker
+from latenttune.replay import frame_line
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LatentComponentPlot", "LiveFeedback", "SliceView"]
+__all__ = ["FrameLines", "FramePlot", "LatentComponentPlot", "LiveFeedback", "SliceView", "MAX_COMPONENTS",
+           "frame_number"]
+
+#: Most latent components :class:`LiveFeedback` plots by default (a physics-structured model has dozens).
+MAX_COMPONENTS = 8
+
+
+def frame_number(doc: dict[str, Any]) -> int:
+    """The frame an event belongs to, counted from 0 (bluesky's ``seq_num`` counts from 1)."""
+    return int(doc["seq_num"]) - 1
 
 
 def _agg_figure(figsize: tuple[float, float]) -> Figure:
@@ -39,8 +60,35 @@ def _agg_figure(figsize: tuple[float, float]) -> Figure:
     return figure
 
 
-class LatentComponentPlot(LivePlot):
-    """A :class:`~bluesky.callbacks.mpl_plotting.LivePlot` of one component of an array field.
+class FramePlot(LivePlot):
+    """A :class:`~bluesky.callbacks.mpl_plotting.LivePlot` against the frame number from 0 (integer ticks).
+
+    Parameters
+    ----------
+    y : str
+        Data key to plot.
+    x : str, optional
+        Data key for the abscissa (e.g. the detector's sample time); default the frame number.
+    **kwargs
+        Passed to ``LivePlot``.
+    """
+
+    def __init__(self, y: str, x: str | None = None, **kwargs: Any) -> None:
+        super().__init__(y, x, **kwargs)
+        self.by_frame = x is None
+
+    def start(self, doc: dict[str, Any]) -> None:
+        super().start(doc)
+        if self.by_frame:
+            self.ax.set_xlabel("frame")
+            self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    def update_caches(self, x: Any, y: Any) -> None:
+        super().update_caches(x - 1 if self.by_frame else x, y)  # seq_num 1 is frame 0
+
+
+class LatentComponentPlot(FramePlot):
+    """A :class:`FramePlot` of one component of an array field.
 
     Parameters
     ----------
@@ -81,7 +129,7 @@ class SliceView(CallbackBase):
         Data key saying which density the slices show (``tracker.shows.name``: refined or decoded),
         shown in the title.
     save_dir : str or Path, optional
-        Save the figure as ``slices_<seq_num>.png`` here every ``every`` frames.
+        Save the figure as ``slices_<frame>.png`` here every ``every`` frames.
     every : int
         Save period in frames (with ``save_dir``); 0 saves only at the end of the run
         (``slices_final.png``).
@@ -102,6 +150,7 @@ class SliceView(CallbackBase):
             self.figure = ax_amplitude.figure
         self.ax_amplitude, self.ax_phase = ax_amplitude, ax_phase
         self.amplitude_key, self.phase_key, self.cost_key = amplitude_key, phase_key, cost_key
+        self.colorbars: tuple[Any, Any] | None = None
         self.shows_key = shows_key
         self.save_dir = None if save_dir is None else Path(save_dir)
         self.every = every
@@ -130,6 +179,8 @@ class SliceView(CallbackBase):
             for ax in (self.ax_amplitude, self.ax_phase):
                 ax.set_xticks([])
                 ax.set_yticks([])
+            self.colorbars = (self.figure.colorbar(amp_image, ax=self.ax_amplitude, label="amplitude"),
+                              self.figure.colorbar(phase_image, ax=self.ax_phase, label="phase (rad)"))
             self._images = (amp_image, phase_image)
         else:
             self._images[0].set_data(amplitude)
@@ -137,14 +188,14 @@ class SliceView(CallbackBase):
             self._images[1].set_data(shown_phase)
         cost = data.get(self.cost_key) if self.cost_key else None
         shows = data.get(self.shows_key) if self.shows_key else None
-        title = f"amplitude, frame {doc['seq_num']}" + ("" if cost is None else f", cost {float(cost):.4g}")
+        title = f"amplitude, frame {frame_number(doc)}" + ("" if cost is None else f", cost {float(cost):.4g}")
         if shows:
             title = f"{shows}: {title}"
         self.ax_amplitude.set_title(title, fontsize=8)
         self.figure.canvas.draw_idle()
         self.frames += 1
         if self.save_dir is not None and self.every and self.frames % self.every == 0:
-            self._save(self.save_dir / f"slices_{int(doc['seq_num']):05d}.png")
+            self._save(self.save_dir / f"slices_{frame_number(doc):05d}.png")
 
     def stop(self, doc: dict[str, Any]) -> None:
         if self.save_dir is not None and self.frames:
@@ -174,33 +225,40 @@ class LiveFeedback:
         Also save the slice panel every ``every`` frames (0: not).
     figure : matplotlib Figure, optional
         Draw here (e.g. a pyplot figure for an interactive session); default a headless Agg figure.
+    components : sequence of int, optional
+        Latent components to plot; default the first :data:`MAX_COMPONENTS` (all when there are
+        fewer). For a physics-structured model, ``range(model.config.physical_dim, model.latent_dim)``
+        shows its learned part.
 
     Attributes
     ----------
     figure : matplotlib Figure
+    components : tuple of int
+        The latent components plotted.
     callbacks : list
-        The ``LivePlot`` of the cost, one :class:`LatentComponentPlot` per component, the
-        :class:`SliceView`.
+        The :class:`FramePlot` of the cost, one :class:`LatentComponentPlot` per plotted component,
+        the :class:`SliceView`.
     saved : list of Path
         PNGs written so far.
     """
 
     def __init__(self, tracker: LatentTracker, *, x: str | None = None, out_dir: str | os.PathLike[str] | None = None,
-                 every: int = 0, figure: Any = None) -> None:
+                 every: int = 0, figure: Any = None, components: Sequence[int] | None = None) -> None:
         if not isinstance(tracker, LatentTracker):
             raise TypeError(f"`tracker` must be a LatentTracker, got {type(tracker).__name__}")
+        self.components = _components(components, tracker.k)
         self.figure = _agg_figure((10.0, 6.0)) if figure is None else figure
         grid = self.figure.add_gridspec(2, 2)
         ax_cost = self.figure.add_subplot(grid[0, 0])
         ax_latent = self.figure.add_subplot(grid[0, 1])
         ax_amplitude = self.figure.add_subplot(grid[1, 0])
         ax_phase = self.figure.add_subplot(grid[1, 1])
-        ax_latent.set_title("latent components", fontsize=9)
+        ax_latent.set_title(_components_title(self.components, tracker.k), fontsize=9)
         ax_cost.set_title("cost", fontsize=9)
         self.out_dir = None if out_dir is None else Path(out_dir)
         latent_key = tracker.latent.name
-        self.callbacks: list[Any] = [LivePlot(tracker.cost.name, x, ax=ax_cost, marker=".")]
-        self.callbacks += [LatentComponentPlot(latent_key, i, x, ax=ax_latent) for i in range(tracker.k)]
+        self.callbacks: list[Any] = [FramePlot(tracker.cost.name, x, ax=ax_cost, marker=".")]
+        self.callbacks += [LatentComponentPlot(latent_key, i, x, ax=ax_latent) for i in self.components]
         self.slices = SliceView(tracker.amplitude_slice.name, tracker.phase_slice.name, ax_amplitude=ax_amplitude,
                                 ax_phase=ax_phase, cost_key=tracker.cost.name, shows_key=tracker.shows.name,
                                 save_dir=None if self.out_dir is None or not every else self.out_dir / "slices",
@@ -225,3 +283,58 @@ class LiveFeedback:
         self.saved.append(path)
         log.info("saved live figure %s", path)
         return path
+
+
+def _components(components: Sequence[int] | None, k: int) -> tuple[int, ...]:
+    if components is None:
+        return tuple(range(min(k, MAX_COMPONENTS)))
+    try:
+        chosen = tuple(components)
+    except TypeError:
+        raise TypeError(f"`components` must be a sequence of integers, got {type(components).__name__}") from None
+    if not chosen or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < k for i in chosen):
+        raise ValueError(f"`components` must be latent components in 0..{k - 1} (at least one), got {components!r}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"`components` must not repeat a component, got {components!r}")
+    return tuple(int(i) for i in chosen)
+
+
+def _components_title(components: tuple[int, ...], k: int) -> str:
+    if len(components) == k:
+        return "latent components"
+    contiguous = components == tuple(range(components[0], components[0] + len(components)))
+    which = f"z{components[0]}-z{components[-1]}" if contiguous else ", ".join(f"z{i}" for i in components)
+    return f"latent components {which} ({len(components)} of {k} shown)"
+
+
+class FrameLines(CallbackBase):
+    """Write one line per tracked frame: frame number (from 0), cost, ES steps, time, what is shown, status.
+
+    The line is the one ``latenttune replay`` prints (:func:`latenttune.replay.frame_line`), so a
+    live run and its replay read alike. Library code never prints: pass ``print`` (a script), a
+    logger's method, or a list's ``append``.
+
+    Parameters
+    ----------
+    tracker : LatentTracker
+        The tracker whose output is reported.
+    write : callable
+        ``write(line)`` for every frame.
+    """
+
+    def __init__(self, tracker: LatentTracker, write: Callable[[str], object]) -> None:
+        super().__init__()
+        if not isinstance(tracker, LatentTracker):
+            raise TypeError(f"`tracker` must be a LatentTracker, got {type(tracker).__name__}")
+        if not callable(write):
+            raise TypeError(f"`write` must be callable (e.g. print), got {type(write).__name__}")
+        self.tracker, self.write = tracker, write
+
+    def event(self, doc: dict[str, Any]) -> None:
+        data, t = doc["data"], self.tracker
+        if t.cost.name not in data:
+            return
+        shows = str(data.get(t.shows.name) or "")
+        self.write(frame_line(frame_number(doc), float(data[t.cost.name]), int(data.get(t.es_steps.name, 0)),
+                              float(data.get(t.seconds.name, float("nan"))), str(data.get(t.status.name, "")),
+                              f"  shows {shows}" if shows else ""))

@@ -7,8 +7,8 @@ A results file (:mod:`latenttune.io.results`) of a replay stores, next to its ro
 * ``settings`` (root attribute): every setting that changes the numbers: the model checksum, the
   strategy and its parameters (steps per frame, mode, ES gain and dither, reseeding, learning
   rate, ...), the refinement and the device;
-* ``series_sha256`` (one per row): a running SHA-256 over every frame read up to and including
-  that row's frame (intensity, mask and time of each, in order), so it also covers frames that
+* ``series_sha256`` (one per row): a running SHA-256 over every frame read (from the run's first
+  frame, see ``replay --frames``) up to and including that row's frame (intensity, mask and time of each, in order), so it also covers frames that
   were skipped before the first estimate and got no row.
 
 :func:`check_resume` compares all three with the run about to continue and raises
@@ -153,7 +153,7 @@ def _differs(partial: Path, what: str, there: Any, here: Any) -> ResultsFileErro
 
 
 def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: Series,
-                 fields: Sequence[str] = ()) -> ReadDigest:
+                 fields: Sequence[str] = (), first: int = 0) -> ReadDigest:
     """Refuse to resume ``out`` unless it comes from the same series, content and settings.
 
     Parameters
@@ -166,6 +166,8 @@ def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: 
         The series the resumed run reads.
     fields : sequence of str
         Per-row fields the caller needs to continue (e.g. the strategy's state).
+    first : int
+        The run's first frame (a run over part of the series starts there).
 
     Returns
     -------
@@ -181,7 +183,7 @@ def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: 
     """
     partial = Path(str(out) + ".partial")
     if not partial.exists():
-        return ReadDigest()
+        return ReadDigest(next_index=first)
     previous = read_results(partial)
     file_attrs = previous["attrs"]
     for key in (IDENTITY_ATTR, SETTINGS_ATTR):
@@ -200,7 +202,7 @@ def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: 
             raise _differs(partial, f"`{key}`", file_settings.get(key, "<not set>"), settings.get(key, "<not set>"))
     rows = int(previous["num_frames"])
     if rows == 0:
-        return ReadDigest()
+        return ReadDigest(next_index=first)
     if DIGEST_FIELD not in previous or "index" not in previous:
         raise ResultsFileError(partial, f"cannot resume: the rows carry no {DIGEST_FIELD!r}, so the frames "
                                "already processed cannot be checked; start a new --out")
@@ -212,10 +214,10 @@ def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: 
     if last >= len(series):
         raise ResultsFileError(partial, f"cannot resume: the file holds frame {last} but the series has only "
                                f"{len(series)} frames")
-    digest = ReadDigest()
+    digest = ReadDigest(next_index=first)
     for frame in digest.frames(series, stop=last + 1):
         if frame.index in expected and digest.value != expected[frame.index]:
             raise ResultsFileError(
                 partial, f"cannot resume: the series content differs from what this run read before "
-                f"(frames 0 to {frame.index}; first row that disagrees: frame {frame.index}); start a new --out")
+                f"(frames {first} to {frame.index}; first row that disagrees: frame {frame.index}); start a new --out")
     return digest

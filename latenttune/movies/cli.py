@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from latenttune.argtypes import positive_int, positive_float, fraction
+from latenttune.argtypes import add_threads_option, fraction, positive_float, positive_int
 
 __all__ = ["add_movie_parser", "add_export_parser", "parse_size", "parse_endpoint"]
 
@@ -80,6 +80,7 @@ def add_movie_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cycles", type=positive_int, default=2,
                    help="lissajous: most cycles of one latent component over the movie")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    add_threads_option(p)
     _add_output_options(p, fps=12.0)
     p.set_defaults(func=_cmd_traverse)
 

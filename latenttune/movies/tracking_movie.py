@@ -58,7 +58,9 @@ _DECADES_MAX = 9.0  # lowest colour of the log intensity scale: at most 1e-9 of 
 def resolve_series(results: dict[str, Any], series: str | os.PathLike[str] | None = None) -> Path:
     """The series a results file was made on: ``series`` if given, else the recorded path.
 
-    A recorded relative path is tried from the working directory, then from the results file's folder.
+    A recorded relative path is read from the results file's folder (where ``replay`` and ``track``
+    record it from), then, for files written before that, from the working directory; last, the
+    absolute path of the results' ``series_identity``.
 
     Raises
     ------
@@ -76,7 +78,10 @@ def resolve_series(results: dict[str, Any], series: str | os.PathLike[str] | Non
     if not recorded:
         raise ValueError("the results file records no series; pass `series` (--series) with the measured patterns")
     path = Path(str(recorded))
-    candidates = [path] if path.is_absolute() else [path, Path(results.get("path", ".")).parent / path]
+    candidates = [path] if path.is_absolute() else [Path(results.get("path", ".")).parent / path, path]
+    identity = (results.get("attrs") or {}).get("series_identity")
+    if isinstance(identity, dict) and identity.get("path") and "://" not in str(identity["path"]):
+        candidates.append(Path(str(identity["path"])))
     for candidate in candidates:
         if candidate.exists():
             return candidate

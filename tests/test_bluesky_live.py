@@ -1,0 +1,100 @@
+"""Issue 15, item 4: live feedback of a Bluesky run.
+
+Frames are numbered from 0 in the live figure and its file names, as in replay; the slices carry
+colour bars; a model with many latent components plots the first few and says so; a run can write
+one line per frame. A real RunEngine run of the tiny model (n = 8, k = 4) and, for the 56-component
+case, a tracker fed the documents of such a run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bluesky import RunEngine
+
+from latenttune.bluesky import LatentTracker, SimulatedCDIDetector, track_sample
+from latenttune.bluesky.live import MAX_COMPONENTS, FrameLines, LiveFeedback
+from latenttune.replay import replay_series
+from latenttune.tracking import make_strategy
+from sim import Detector, make_scenario
+
+K, FRAMES, STEPS = 4, 5, 3
+
+
+def _run(model, *callbacks, tracker: LatentTracker | None = None) -> list[tuple[str, dict]]:
+    scenario = make_scenario("growth", np.random.default_rng(0), n=8, num_frames=FRAMES)
+    detector = SimulatedCDIDetector(scenario, Detector(photons=1e6, beamstop_radius=1.5), np.random.default_rng(1))
+    RE = RunEngine({}, call_returns_result=True)
+    docs: list[tuple[str, dict]] = []
+    RE.subscribe(lambda name, doc: docs.append((name, doc)))
+    for callback in callbacks:
+        RE.subscribe(callback)
+    tracker = LatentTracker(K, 8) if tracker is None else tracker
+    result = RE(track_sample(detector, tracker, model, make_strategy("hybrid", K, steps_per_frame=STEPS), num=FRAMES))
+    assert result.exit_status == "success"
+    return docs
+
+
+def test_a_run_prints_one_line_per_frame_from_frame_0(lively_model):
+    tracker = LatentTracker(K, 8)
+    lines: list[str] = []
+    docs = _run(lively_model, FrameLines(tracker, lines.append), tracker=tracker)
+    events = [d for n, d in docs if n == "event"]
+    assert len(lines) == FRAMES == len(events)
+    for t, (line, event) in enumerate(zip(lines, events)):
+        assert line.startswith(f"frame {t:4d}  cost {event['data']['tracker_cost']:.5f}  steps {STEPS:4d}")
+        assert line.endswith("  ok") and "shows " in line
+    with pytest.raises(TypeError, match="`write` must be callable"):
+        FrameLines(tracker, "print")
+
+
+def test_live_figure_counts_frames_from_0_with_colour_bars(lively_model, tmp_path):
+    tracker = LatentTracker(K, 8)
+    live = LiveFeedback(tracker, out_dir=tmp_path, every=2)
+    _run(lively_model, live, tracker=tracker)
+    cost_plot, *component_plots, slices = live.callbacks
+    assert cost_plot.x_data == list(range(FRAMES)) and cost_plot.ax.get_xlabel() == "frame"
+    assert all(p.x_data == list(range(FRAMES)) for p in component_plots) and len(component_plots) == K
+    ticks = cost_plot.ax.get_xticks()
+    assert np.allclose(ticks, np.round(ticks))  # integer frame ticks
+    assert slices.colorbars is not None
+    labels = [c.ax.get_ylabel() for c in slices.colorbars]
+    assert labels == ["amplitude", "phase (rad)"]
+    assert f"amplitude, frame {FRAMES - 1}, cost" in slices.ax_amplitude.get_title()  # the last frame: 4, not 5
+    assert [p.name for p in slices.saved] == ["slices_00001.png", "slices_00003.png", "slices_final.png"]
+    assert live.saved and live.saved[0].stat().st_size > 0
+
+
+def test_a_56_component_model_plots_the_first_components_and_says_so(lively_model):
+    docs = _run(lively_model)
+    tracker = LatentTracker(56, 8)
+    live = LiveFeedback(tracker)
+    assert live.components == tuple(range(MAX_COMPONENTS))
+    title = live.figure.axes[1].get_title()
+    assert title == f"latent components z0-z{MAX_COMPONENTS - 1} ({MAX_COMPONENTS} of 56 shown)"
+    learned = LiveFeedback(tracker, components=range(48, 56))
+    assert learned.figure.axes[1].get_title() == "latent components z48-z55 (8 of 56 shown)"
+    for name, doc in docs:  # the k = 4 run's documents, with the latent padded to 56 components
+        if name == "event":
+            doc = {**doc, "data": {**doc["data"], "tracker_latent": np.arange(56.0)}}
+        learned(name, doc)
+    plots = learned.callbacks[1:-1]
+    assert len(plots) == 8 and plots[0].y_data == [48.0] * FRAMES and plots[-1].y_data == [55.0] * FRAMES
+    for bad in ([], [56], [1, 1]):
+        with pytest.raises(ValueError, match="`components`"):
+            LiveFeedback(tracker, components=bad)
+
+
+def test_a_stored_run_replays_with_the_frame_numbers_the_live_lines_printed(lively_model, tmp_path):
+    from latenttune.bluesky import MsgpackStorage, open_run
+    from latenttune.model import load_model, save_checkpoint
+
+    save_checkpoint(tmp_path / "m.pt", lively_model)
+    loaded = load_model(tmp_path / "m.pt")
+    tracker = LatentTracker(K, 8)
+    lines: list[str] = []
+    storage = MsgpackStorage(tmp_path / "runs")
+    _run(loaded, FrameLines(tracker, lines.append), storage, tracker=tracker)
+    with open_run(storage.paths[0]) as series:
+        _, result = replay_series(series, loaded, make_strategy("hybrid", K, steps_per_frame=STEPS), tmp_path / "r.h5")
+    assert [r.index for r in result.records] == [int(line.split()[1]) for line in lines] == list(range(FRAMES))
