@@ -125,6 +125,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="training config (TOML)")
     p.add_argument("--out", required=True, help="best checkpoint path (.pt)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.last.pt with the same config")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help="total optimisation steps, replacing the config's [train] steps (with --resume: "
+                        "lengthen or shorten the schedule of an interrupted run)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT and OUT.last.pt if they exist")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
     add_threads_option(p)
@@ -132,6 +135,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
     import os
 
     from tqdm import tqdm
@@ -142,6 +146,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
                   {"the training config": args.config}, overwrite=args.overwrite or args.resume)
     config = load_run_config(args.config)
+    if args.steps is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=args.steps))
     rank = int(os.environ.get("RANK", 0))
     done = 0
     with tqdm(total=config.train.steps, unit="step", desc="train", file=sys.stderr, disable=rank != 0) as bar:

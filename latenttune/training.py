@@ -323,7 +323,8 @@ def train(
     out : str or Path
         Best checkpoint; ``last_path(out)`` holds the resumable state.
     resume : bool
-        Continue from ``last_path(out)`` (same config required).
+        Continue from ``last_path(out)``. The config must be the same except ``train.steps``,
+        which may change to lengthen or shorten the schedule (the cosine decay is recomputed).
     device : {"cpu", "cuda"}
         Where to train. Under torchrun each rank uses ``cuda:LOCAL_RANK``.
     callback : callable, optional
@@ -493,12 +494,27 @@ def _extra(step: int, best: float, history: list[dict[str, Any]], elapsed: float
     }
 
 
+def _without_steps(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without ``train.steps``: a resumed run may lengthen or shorten its schedule."""
+    train_table = {k: v for k, v in recipe.get("train", {}).items() if k != "steps"}
+    return {**recipe, "train": train_table}
+
+
 def _load_last(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume: {str(path)!r} does not exist (train without --resume first)")
     state = load_checkpoint(path)
-    if state["recipe"] != recipe:
+    if _without_steps(state["recipe"]) != _without_steps(recipe):
         raise ValueError(f"cannot resume from {str(path)!r}: it was trained with a different config")
+    stored_steps = state["recipe"].get("train", {}).get("steps")
+    done = state["extra"]["step"]
+    if stored_steps != recipe["train"]["steps"]:
+        if recipe["train"]["steps"] <= done:
+            raise ValueError(
+                f"`steps` must exceed the {done} steps {str(path)!r} has already done, got {recipe['train']['steps']}"
+            )
+        log.warning("schedule changed on resume: %s -> %d steps in all (the cosine decay is recomputed "
+                    "from step %d on)", stored_steps, recipe["train"]["steps"], done)
     if "optimiser" not in state.get("extra_state", {}):
         raise ValueError(f"cannot resume from {str(path)!r}: it holds no optimiser state")
     return state

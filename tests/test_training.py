@@ -143,6 +143,25 @@ def test_resume_refuses_a_different_config_or_a_missing_state(tmp_path):
         train(_run_config(steps=2), out, device="tpu")
 
 
+def test_resume_may_change_the_number_of_steps(tmp_path):
+    out = tmp_path / "m.pt"
+    train(_run_config(steps=4, eval_every=2), out, callback=lambda p: p.step >= 2)
+    steps_seen = []
+    result = train(_run_config(steps=3, eval_every=2), out, resume=True, callback=lambda p: steps_seen.append(p.step))
+    assert steps_seen == [3] and result.nit == 3
+    assert load_checkpoint(last_path(out))["recipe"]["train"]["steps"] == 3  # the schedule it really followed
+    with pytest.raises(ValueError, match="`steps` must exceed the 3 steps"):
+        train(_run_config(steps=2, eval_every=2), out, resume=True)
+
+
+def test_cli_steps_overrides_the_config(tiny_toml, tmp_path):
+    out = tmp_path / "cli.pt"
+    assert main(["train", "--config", str(tiny_toml), "--out", str(out), "--steps", "2"]) == 0
+    assert load_checkpoint(last_path(out))["extra"]["step"] == 2
+    assert main(["train", "--config", str(tiny_toml), "--out", str(out), "--steps", "3", "--resume"]) == 0
+    assert load_checkpoint(last_path(out))["extra"]["step"] == 3
+
+
 # ---- the command line ---------------------------------------------------------------------------
 
 
