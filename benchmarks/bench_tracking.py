@@ -57,7 +57,17 @@ def simulate(scenario: str, directory: Path, loaded: Any, frames: int, photons: 
     return path
 
 
-def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: int,
+def steps_text(steps: int | None) -> str:
+    """How many cost evaluations per frame the latent methods spent, for report headers."""
+    from latenttune.tracking import ES_STEPS_PER_FRAME, HYBRID_STEPS_PER_FRAME
+
+    if steps is None:
+        return (f"{HYBRID_STEPS_PER_FRAME} ES cost evaluations per frame (hybrid), {ES_STEPS_PER_FRAME} (es, "
+                "gradient)")
+    return f"{steps} cost evaluations per frame (hybrid, es, gradient)"
+
+
+def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: int | None,
                es_options: dict[str, Any]) -> dict[str, np.ndarray]:
     """Track ``series_path`` with one method; return its per-frame figures."""
     from latenttune.io import open_series, read_results
@@ -145,7 +155,9 @@ def add_series_options(
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--methods", default=methods[0], help=methods[1])
     parser.add_argument("--frames", type=int, default=frames[0], help=frames[1])
-    parser.add_argument("--steps", type=int, default=100, help="cost evaluations per frame (hybrid, es, gradient)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="cost evaluations per frame (hybrid, es, gradient; default: each strategy's own, "
+                             "30 for hybrid and 100 for es and gradient)")
     parser.add_argument("--skip", type=int, default=0, help="frames left out of the statistics (lock-in)")
     parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
     parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}), {args.frames} frames per scenario, "
-              f"{args.steps} cost evaluations per frame (es, gradient), {args.photons:g} photons, beamstop "
+              f"{steps_text(args.steps)}, {args.photons:g} photons, beamstop "
               f"{args.beamstop} voxels, seed {args.seed}, ES options {es_options or 'default'}, statistics over "
               f"frames {args.skip}..{args.frames - 1}. Machine: {machine()}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads. Total {time.perf_counter() - started:.0f} s.\n"

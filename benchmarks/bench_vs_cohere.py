@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     v = versions()
     header = (
         f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}, n = {loaded.model.config.n}, "
-        f"N = {loaded.model.config.N}), {args.frames} frames per scenario, {args.steps} cost evaluations per "
-        f"frame (es, gradient), {args.photons:g} photons, beamstop {args.beamstop} voxels, seed {args.seed}, "
+        f"N = {loaded.model.config.N}), {args.frames} frames per scenario, {bt.steps_text(args.steps)}, "
+        f"{args.photons:g} photons, beamstop {args.beamstop} voxels, seed {args.seed}, "
         f"statistics over frames {args.skip}..{args.frames - 1}.\n"
         f"cohere-core {v['cohere-core']}: {recipe.algorithm_sequence} ({recipe.iterations} iterations), "
         f"shrink-wrap {list(recipe.shrink_wrap_trigger or [])} threshold {recipe.shrink_wrap_threshold} sigma "

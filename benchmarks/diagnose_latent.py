@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['hybrid']:.3f} | {r['reading']} |")
     header = (f"Mean E_r per scenario. Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}, latent "
               f"dimension {loaded.model.latent_dim}), {args.frames} frames per scenario, {args.photons:g} photons, "
-              f"beamstop {args.beamstop} voxels, seed {args.seed}, {args.steps} cost evaluations per frame (es, hybrid); "
+              f"beamstop {args.beamstop} voxels, seed {args.seed}, {bt.steps_text(args.steps)}; "
               f"floor fitted on every {args.floor_every}. frame ({args.floor_starts} starts x {args.floor_steps} Adam "
               f"steps; the other columns are averaged over the same frames). Machine: {bt.machine()}, torch "
               f"{torch.__version__} ({torch.get_num_threads()} threads). Total {time.perf_counter() - started:.0f} s.\n"

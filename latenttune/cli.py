@@ -229,8 +229,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                         "alone; gradient: Adam on z through the network gradient (comparator)")
     p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
                    help="tune z itself, or a correction added to the encoder's prediction of each frame")
-    p.add_argument("--steps-per-frame", type=positive_int, default=100, action=_Given,
-                   help="cost evaluations per frame")
+    p.add_argument("--steps-per-frame", type=positive_int, default=None, action=_Given,
+                   help="cost evaluations per frame (default: 30 for hybrid, 100 for es and gradient)")
     p.add_argument("--gain", type=positive_float, default=None, action=_Given,
                    help="ES gain k (default: the controller's)")
     p.add_argument("--dither", type=positive_float, default=None, action=_Given,
