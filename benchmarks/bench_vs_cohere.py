@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import sys
 import tempfile
 import time
@@ -235,8 +234,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cohere-mask", choices=("free", "zero"), default="free",
                         help="cohere's masked voxels: unconstrained, or zero counts (plain cohere)")
     parser.add_argument("--cohere-workers", type=int, default=1, help="scipy.fft threads inside cohere")
-    parser.add_argument("--torch-threads", type=int, default=min(2, os.cpu_count() or 1),
-                        help="torch threads for the latent methods")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch threads for the latent methods (default 1, as many as cohere's FFT "
+                             "workers, so that the time per frame compares like with like)")
     parser.add_argument("--out", default="benchmarks/results/vs_cohere", help="output stem (.md/.json/.png)")
     args = parser.parse_args(argv)
     args.scenario_list = [s for s in args.scenarios.split(",") if s]

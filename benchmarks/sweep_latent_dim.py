@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import platform
-import time
 from pathlib import Path
 from typing import Any
 

@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import scipy.fft as sfft
-from scipy.special import xlogy
 
 from latenttune.physics import amplitude_misfit
 from latenttune.physics import poisson_llk as _poisson_llk

@@ -29,7 +29,9 @@ def test_default_model_is_small_and_carries_its_recipe(default_model):
     assert DEFAULT_MODEL_PATH.stat().st_size < 20 * 2**20
     config = default_model.model.config
     assert (config.n, config.N) == (32, 64)
-    assert 8 <= default_model.model.latent_dim <= 16
+    assert 8 <= config.latent_dim <= 16  # the learned latent
+    # ES tunes the explicit physical parameters (if any) and the learned latent together
+    assert default_model.model.latent_dim == config.physical_dim + config.latent_dim
     assert default_model.recipe  # the training recipe travels with the weights
     assert len(default_model.checksum) == 16 and int(default_model.checksum, 16) >= 0  # hex digest of the weights
 
