@@ -189,11 +189,17 @@ class _Grid:
     def get(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         key = (device, dtype)
         if key not in self._cache:
-            coords = torch.tensor(centred_coords(self.n).reshape(3, -1), dtype=dtype, device=device)
-            x = coords / (self.n / 4.0)
-            basis = torch.stack([x[0], x[1], x[2], x[0] ** 2, x[1] ** 2, x[2] ** 2, x[0] * x[1], x[0] * x[2], x[1] * x[2]])
-            self._cache[key] = (coords, basis)
+            # normal tensors even when first asked for under torch.inference_mode(): the cache also
+            # serves autograd (training, the representation-floor fit), which refuses inference tensors
+            with torch.inference_mode(False):
+                self._cache[key] = self._build(device, dtype)
         return self._cache[key]
+
+    def _build(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        coords = torch.tensor(centred_coords(self.n).reshape(3, -1), dtype=dtype, device=device)
+        x = coords / (self.n / 4.0)
+        basis = torch.stack([x[0], x[1], x[2], x[0] ** 2, x[1] ** 2, x[2] ** 2, x[0] * x[1], x[0] * x[2], x[1] * x[2]])
+        return coords, basis
 
 
 _GRIDS: dict[int, _Grid] = {}

@@ -182,3 +182,18 @@ def test_physical_checkpoint_round_trip_and_old_configs(tmp_path):
 def test_physical_config_errors(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         _physical_config(**kwargs)
+
+
+def test_rendering_under_inference_mode_first_does_not_break_autograd_later():
+    # the coordinate grid is cached: a first render under inference_mode (tracking) must not leave
+    # inference tensors behind for a later differentiable render (training, the representation floor)
+    from latenttune.crystal import _GRIDS
+
+    layout = PhysicalLayout(11)  # a grid size no other test uses, so the cache starts empty
+    _GRIDS.pop(11, None)
+    with torch.inference_mode():
+        render_physical(torch.zeros(1, layout.size), layout)
+    u = torch.zeros(1, layout.size, requires_grad=True)
+    amplitude, phase = render_physical(u, layout)
+    (amplitude.sum() + phase.sum()).backward()
+    assert u.grad is not None and torch.isfinite(u.grad).all()
