@@ -242,7 +242,7 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="gradient strategy: Adam learning rate")
     p.add_argument("--physics-iterations", type=positive_int, default=None, action=_Given,
                    help="hybrid: RAAR/ER iterations on the voxels per warm-started frame (default: PhysicsSettings' "
-                        "60; a cold start, e.g. the first frame, runs at least 200)")
+                        "60; a cold start, e.g. the first frame, runs at least 120)")
     p.add_argument("--guide-weight", type=non_negative_float, default=None, action=_Given,
                    help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
                         "(default: PhysicsSettings' 0)")

@@ -101,7 +101,8 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
     """The per-frame fields of hybrid tracking's physics stage (held output and NaN on a skipped frame).
 
     ``refined_density`` is the frame's reconstruction (the refined density when it was accepted,
-    else the decoded one; :attr:`FrameRecord.output_density`), ``refined_accepted`` says which.
+    else the decoded one; :attr:`FrameRecord.output_density`), ``refined_accepted`` says which;
+    ``refined_warm`` is 1 when the stage started from the previous frame's output.
     """
     outcome = record.physics
     nan = float("nan")
@@ -109,6 +110,7 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
     return {
         "refined_density": record.output_density,
         "refined_accepted": np.int8(outcome is not None and outcome.accepted),
+        "refined_warm": np.int8(outcome is not None and outcome.warm),
         "refined_seconds": nan if outcome is None else outcome.seconds,
         "misfit_refined": nan if outcome is None else outcome.misfit_refined,
         "free_misfit_decoded": nan if outcome is None else outcome.free_misfit_decoded,

@@ -177,6 +177,7 @@ def test_hybrid_replay_stores_the_refined_density_and_never_fits_worse_than_es(t
     assert r["refined_density"].shape == (4, small, small, small) and r["refined_density"].dtype == np.complex64
     assert np.all(np.isfinite(r["E_r_refined"])) and np.all(np.isfinite(r["E_q_refined"]))
     assert set(np.unique(r["refined_accepted"])) <= {0, 1} and np.all(r["refined_seconds"] > 0)
+    assert r["refined_warm"][0] == 0 and set(np.unique(r["refined_warm"])) <= {0, 1}  # the first frame starts cold
     # the latent part is ES unchanged: same costs and latents as plain ES
     plain, _ = replay_series(series, loaded, make_strategy("es", loaded.model.latent_dim, steps_per_frame=6), tmp_path / "e.h5")
     es = read_results(plain)
