@@ -65,6 +65,8 @@ __all__ = [
     "parameters_from_descriptor",
     "parameter_loss",
     "describe_parameters",
+    "orientation_matrix",
+    "misorientation_degrees",
 ]
 
 #: The 26 plane normals, {100} then {110} then {111} (float64, unit).
@@ -441,3 +443,24 @@ def describe_parameters(u: Any, layout: PhysicalLayout) -> dict[str, Any]:
             "point": layout.line_point(dis[3:6]),
         },
     }
+
+
+def orientation_matrix(u: Any) -> np.ndarray:
+    """Rotation matrix ``(3, 3)`` of the crystal's cubic axes encoded in parameters ``u`` (box units)."""
+    u = np.asarray(u, dtype=np.float64).reshape(-1)
+    if u.size < 3 or not np.isfinite(u[:3]).all():
+        raise ValueError(f"`u` must hold at least 3 finite numbers (the orientation first), got {u.size}")
+    return rotation_matrices(torch.as_tensor(u[None, :3] * _ORIENTATION_MAX))[0].numpy()
+
+
+def misorientation_degrees(R_a: Any, R_b: Any) -> float:
+    """Smallest rotation angle (degrees) between two cubic crystal orientations.
+
+    The cubic point group's 24 rotations map a crystal onto itself, so the angle is the minimum over
+    them of the angle of ``R_a^T R_b g``; it lies in [0, 62.8] degrees.
+    """
+    R_a, R_b = np.asarray(R_a, dtype=np.float64), np.asarray(R_b, dtype=np.float64)
+    if R_a.shape != (3, 3) or R_b.shape != (3, 3):
+        raise ValueError(f"`R_a` and `R_b` must be 3x3 rotation matrices, got {R_a.shape} and {R_b.shape}")
+    cosines = (np.einsum("ij,gjk->gik", R_a.T @ R_b, _GROUP).trace(axis1=1, axis2=2) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(cosines.max(), -1.0, 1.0))))

@@ -197,3 +197,17 @@ def test_rendering_under_inference_mode_first_does_not_break_autograd_later():
     amplitude, phase = render_physical(u, layout)
     (amplitude.sum() + phase.sum()).backward()
     assert u.grad is not None and torch.isfinite(u.grad).all()
+
+
+def test_misorientation_ignores_the_cubic_symmetry_and_measures_angles():
+    from latenttune.crystal import misorientation_degrees, orientation_matrix
+
+    R = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    for g in _GROUP:
+        assert misorientation_degrees(R, R @ g) == pytest.approx(0.0, abs=1e-6)
+    tilt = Rotation.from_rotvec(np.radians(10.0) * np.array([0.0, 0.0, 1.0])).as_matrix()
+    assert misorientation_degrees(R, R @ tilt) == pytest.approx(10.0, abs=1e-6)
+    u = np.array([0.2, -0.1, 0.4])
+    np.testing.assert_allclose(orientation_matrix(u), Rotation.from_rotvec(u * np.pi / 4).as_matrix(), atol=1e-6)
+    with pytest.raises(ValueError, match="`R_a`"):
+        misorientation_degrees(np.eye(2), R)
