@@ -32,12 +32,12 @@ scenario, the default tracker (``hybrid``) has a mean E_r at most 0.6 x ``cohere
 >= 10x less wall time per frame.
 Asserts nothing: it reports.
 
-The default ``--frames 5`` keeps the run under 30 minutes on the project's 2-core CPU. Measured at
-n = 32 (N = 64) while another job kept both cores busy: a 1,020-iteration cohere reconstruction
-24 s (16 s unloaded, DESIGN.md section 7), and each scenario costs 2 x frames - 1 of them; ES with
-100 steps 5 s per frame and gradient tracking 28 s per frame (untrained default-size model, one
-torch thread). That predicts about 26 minutes for the four scenarios under that load and about 16
-unloaded.
+The default ``--frames 5`` keeps the run under 30 minutes on the project's 2-core CPU: with the
+physics-structured default model and one thread per side, the five scenarios took 970 s (a
+1,020-iteration cohere reconstruction 16-20 s, and each scenario costs 2 x frames - 1 of them; the
+hybrid tracker 1.2-2.3 s per frame, ES alone 1.3-2.1 s, the one-shot 0.05-0.15 s), while another
+benchmark used the other core. ``--methods`` adds ``gradient`` (the network-gradient comparator,
+11-13 s per frame with the previous model).
 """
 
 from __future__ import annotations
