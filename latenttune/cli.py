@@ -21,6 +21,7 @@ from latenttune.argtypes import (
     binning,
     frame_range,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
 )
@@ -246,6 +247,12 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guide-weight", type=non_negative_float, default=None, action=_Given,
                    help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
                         "(default: PhysicsSettings' 0)")
+    p.add_argument("--restarts", type=non_negative_int, default=None, action=_Given,
+                   help="hybrid: further starts tried on a frame whose refinement stagnated (Poisson LLK above "
+                        "--restart-llk): its phase negated, flattened or random (default: PhysicsSettings' 1; 0: never)")
+    p.add_argument("--restart-llk", type=positive_float, default=None, action=_Given,
+                   help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
+                        "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
@@ -278,6 +285,8 @@ _STRATEGY_OPTIONS = {
     "--lr": ("gradient",),
     "--physics-iterations": ("hybrid",),
     "--guide-weight": ("hybrid",),
+    "--restarts": ("hybrid",),
+    "--restart-llk": ("hybrid",),
 }
 
 
@@ -305,7 +314,8 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
         from latenttune.refine import PhysicsSettings
 
         physics = {key: value for key, value in (("iterations", args.physics_iterations),
-                                                  ("guide_weight", args.guide_weight)) if value is not None}
+                                                  ("guide_weight", args.guide_weight), ("restarts", args.restarts),
+                                                  ("restart_llk", args.restart_llk)) if value is not None}
         if "iterations" in physics:
             physics["er_iterations"] = min(PhysicsSettings.er_iterations, physics["iterations"])
             physics["cold_iterations"] = max(PhysicsSettings.cold_iterations, physics["iterations"])
@@ -367,6 +377,10 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         if "E_r_refined" in results and np.isfinite(results["E_r_refined"]).any():
             refined = np.asarray(results["E_r_refined"], dtype=float)
             line += f"hybrid E_r: mean {np.nanmean(refined):.4f}, max {np.nanmax(refined):.4f}; "
+        if "llk" in results and np.isfinite(results["llk"]).any():
+            llk = np.asarray(results["llk"], dtype=float)
+            line += (f"Poisson LLK (about 1 = fits the counts to the noise): median {np.nanmedian(llk):.2f}, "
+                     f"max {np.nanmax(llk):.2f}; ")
         print(line + f"time per frame: mean {seconds.mean() * 1e3:.1f} ms")
         if not args.no_figure:
             figure = Path(args.out).with_suffix(".png")

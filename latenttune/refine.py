@@ -18,6 +18,15 @@ the voxels with the measured pattern and FFTs alone (no network, no gradient):
   shrink-wrap support of the warm start) and, with weight ``guide_weight``, a pull of the iterate
   towards it inside the support (a prior that fills what the data cannot fix, e.g. behind the
   beamstop);
+* **restart on stagnation**: phase retrieval started from a wrong phase can stall far from the
+  crystal (a misplaced dislocation, a strain of the wrong sign) while fitting the counts well
+  above their noise. When the frame's result has a Poisson log-likelihood above
+  ``restart_llk`` (PyNX's LLK, about 1 at the noise level), up to ``restarts`` further starts
+  made from the decoded density (phase negated, flat or random) run, and the best fit of all
+  goes on. Measured (five frames per series, 1e8 photons, one thread): seed 7 ``strain`` mean
+  E_r 0.225 -> 0.085 and ``dislocation`` 0.251 -> 0.082, seed 0 ``strain`` 0.084 -> 0.043,
+  ``fcc-glide`` 0.069 -> 0.059, ``growth`` unchanged at 0.032 (no frame stagnated there);
+  ``latent-walk`` 0.257 -> 0.246. A second restart changed none of these;
 * **acceptance**: a fixed random ``free_fraction`` of the measured voxels (seeded, the same
   for the whole run) is held out of the modulus constraint, as PyNX does for its free
   log-likelihood. The refined density replaces the decoded one only when it fits the held-out
@@ -41,9 +50,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.physics import amplitude_misfit, crop, fft_centred, forward, ifft_centred, pad
+from latenttune.physics import amplitude_misfit, crop, fft_centred, forward, pad, poisson_llk
 
-__all__ = ["PhysicsSettings", "PhysicsOutcome", "PhysicsStage", "refine_density"]
+__all__ = ["PhysicsSettings", "PhysicsOutcome", "PhysicsStage", "RESTART_STARTS", "refine_density", "restart_start"]
 
 _EPS = 1e-12
 
@@ -105,6 +114,19 @@ class PhysicsSettings:
         Seed of the held-out voxels (>= 0). Default 0.
     warm_start : bool
         Start each frame from the previous frame's output (True) or from the decoded density.
+    restarts : int
+        Further starts (>= 0) tried on a frame whose refinement stagnated (see ``restart_llk``), each
+        ``cold_iterations`` long, from the decoded density changed where phase retrieval gets stuck:
+        its phase negated, its phase flattened, or a random phase (:data:`RESTART_STARTS`, cycled
+        with the frame index so consecutive stagnated frames try different ones). The best fit of
+        all the frame's starts goes on to the acceptance test. Default 1.
+    restart_llk : float
+        Poisson log-likelihood (:func:`latenttune.physics.poisson_llk`, PyNX's form: about 1 when a
+        density explains the counts to the Poisson noise) above which a refinement counts as
+        stagnated, > 1. Default 1.5: on simulated series at 1e8 photons the true density gives
+        1.01-1.03, refinements that found the crystal (E_r < 0.06) 1.1-1.3, and stagnated ones
+        (E_r 0.17-0.57) 1.5-12. Data whose noise is not Poisson (background, detector effects)
+        sit higher: raise it, or set ``restarts=0``.
     """
 
     iterations: int = 60
@@ -119,6 +141,8 @@ class PhysicsSettings:
     free_fraction: float = 0.05
     seed: int = 0
     warm_start: bool = True
+    restarts: int = 1
+    restart_llk: float = 1.5
 
     def __post_init__(self) -> None:
         _int_at_least("iterations", self.iterations, 1)
@@ -138,6 +162,8 @@ class PhysicsSettings:
         _int_at_least("seed", self.seed, 0)
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise TypeError(f"`warm_start` must be a bool, got {type(self.warm_start).__name__}")
+        _int_at_least("restarts", self.restarts, 0)
+        _float_in("restart_llk", self.restart_llk, 1.0, math.inf, open_low=True, open_high=True)
 
 
 @dataclass(frozen=True)
@@ -161,6 +187,14 @@ class PhysicsOutcome:
         starts are on, and it fits the frame no worse than the decoded density).
     seconds : float
         Wall time of the stage.
+    llk : float
+        Poisson log-likelihood of ``density`` (PyNX form, about 1 when it explains the counts to
+        the noise; :func:`latenttune.physics.poisson_llk`).
+    start : str
+        Where ``refined`` started: ``"warm"`` (the previous output), ``"decoded"``, or one of
+        :data:`RESTART_STARTS` when a restart fitted better.
+    restarts : int
+        Restarts run on this frame (0 unless the first refinement stagnated).
     """
 
     density: np.ndarray
@@ -172,6 +206,27 @@ class PhysicsOutcome:
     free_misfit_refined: float
     warm: bool
     seconds: float
+    llk: float = math.nan
+    start: str = "decoded"
+    restarts: int = 0
+
+
+#: Starts of a restart, cycled: the decoded density with its phase negated (a dislocation's
+#: winding or a strain's sign the encoder got backwards), with a flat phase, with a random phase.
+RESTART_STARTS = ("phase-negated", "flat-phase", "random-phase")
+
+
+def restart_start(decoded: np.ndarray, kind: str, seed: tuple[int, ...] = (0,)) -> np.ndarray:
+    """The start of one restart (:data:`RESTART_STARTS`) made from the decoded density."""
+    decoded = np.asarray(decoded, dtype=np.complex64)
+    if kind == "phase-negated":
+        return np.conj(decoded)
+    if kind == "flat-phase":
+        return np.abs(decoded).astype(np.complex64)
+    if kind == "random-phase":
+        phase = np.random.default_rng(seed).random(decoded.shape)
+        return (np.abs(decoded) * np.exp(2j * np.pi * phase)).astype(np.complex64)
+    raise ValueError(f"`kind` must be one of {list(RESTART_STARTS)}, got {kind!r}")
 
 
 class _Blur:
@@ -213,6 +268,7 @@ def refine_density(
     *,
     start: Any = None,
     held_out: Any = None,
+    iterations: int | None = None,
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """RAAR + ER with shrink-wrap on one frame, guided by ``guide``, from ``start`` (default: the guide).
@@ -231,6 +287,9 @@ def refine_density(
         iterations; without it, ``settings.cold_iterations`` from the guide.
     held_out : bool array_like, shape (2n, 2n, 2n), optional
         Measured voxels to leave out of the modulus constraint (see :meth:`PhysicsStage.held_out`).
+    iterations : int, optional
+        Overrides the count the settings give (``iterations`` with a start, ``cold_iterations``
+        without); the last ``settings.er_iterations`` are ER either way.
     device : str or torch.device
         Where to iterate.
 
@@ -282,23 +341,52 @@ def refine_density(
     if start is not None:
         support |= _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold)
     support &= box
-    zero = torch.zeros((), dtype=x.dtype, device=device)
-    iterations = settings.iterations if start is not None else settings.cold_iterations
+    if iterations is None:
+        iterations = settings.iterations if start is not None else settings.cold_iterations
+    else:
+        iterations = _int_at_least("iterations", iterations, max(1, settings.er_iterations))
+    x = _iterate(x, guide_t, A, constrained, support, box, settings, iterations)
+    return (crop(x.cpu().numpy()) / scale).astype(np.complex64)
+
+
+def _shift(x: torch.Tensor) -> torch.Tensor:
+    return torch.fft.ifftshift(x, dim=(-3, -2, -1))
+
+
+def _unshift(x: torch.Tensor) -> torch.Tensor:
+    return torch.fft.fftshift(x, dim=(-3, -2, -1))
+
+
+def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained: torch.Tensor, support: torch.Tensor,
+             box: torch.Tensor, settings: PhysicsSettings, iterations: int) -> torch.Tensor:
+    """``iterations`` of RAAR then ER with shrink-wrap; returns the iterate on the support (centred grid).
+
+    Everything lives in the FFT's own (uncentred) layout during the loop: the data, the masks and the
+    iterate are shifted once before and once after, not twice per FFT as :func:`fft_centred` does
+    (its shifts cost more than the FFTs on 64^3). The Gaussian blur of shrink-wrap is periodic and
+    the threshold is relative to the maximum, so both commute with the shift. The modulus step
+    multiplies by a real ratio instead of a complex ``where``. Together: about 2x fewer milliseconds
+    per iteration on one CPU thread, with the same iterates to float rounding
+    (tests/test_refine.py compares the two).
+    """
+    x, guide, A, constrained, support, box = (_shift(t) for t in (x, guide, A, constrained, support, box))
+    one = torch.ones((), dtype=A.dtype, device=A.device)
+    beta, w = settings.beta, settings.guide_weight
     raar = iterations - settings.er_iterations
-    w = settings.guide_weight
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
     for i in range(iterations):
-        F = fft_centred(x)
-        projected = ifft_centred(torch.where(constrained, A * F / (F.abs() + _EPS), F))
+        F = torch.fft.fftn(x, norm="ortho")
+        ratio = torch.where(constrained, A / (F.abs() + _EPS), one)
+        projected = torch.fft.ifftn(F * ratio, norm="ortho")
         if i < raar:
-            x = torch.where(support, projected, settings.beta * x + (1 - 2 * settings.beta) * projected)
+            x = torch.where(support, projected, beta * x + (1 - 2 * beta) * projected)
         else:
             x = torch.where(support, projected, zero)
         if w > 0:
-            x = torch.where(support, (1 - w) * x + w * guide_t, x)
+            x = torch.where(support, (1 - w) * x + w * guide, x)
         if settings.shrinkwrap_every and (i + 1) % settings.shrinkwrap_every == 0 and i + 1 < iterations:
             support = _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold) & box
-    x = torch.where(support, x, zero)
-    return (crop(x.cpu().numpy()) / scale).astype(np.complex64)
+    return _unshift(torch.where(support, x, zero))
 
 
 def _flux_scale(x: torch.Tensor, A: torch.Tensor, constrained: torch.Tensor) -> float:
@@ -335,7 +423,7 @@ class PhysicsStage:
             self._free[shape] = rng.random(shape) < self.settings.free_fraction
         return self._free[shape]
 
-    def run(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray | None) -> PhysicsOutcome:
+    def run(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray | None, index: int = 0) -> PhysicsOutcome:
         """Refine one frame's decoded density and decide whether to keep the result.
 
         Parameters
@@ -345,27 +433,47 @@ class PhysicsStage:
         intensity : ndarray, shape (2n, 2n, 2n)
         mask : bool ndarray or None
             True = not measured.
+        index : int
+            The frame's index: picks the restart starts (and seeds a random one), so a resumed run
+            repeats them exactly.
         """
         start_time = time.perf_counter()
+        settings = self.settings
         decoded = np.asarray(decoded, dtype=np.complex64)
         intensity = np.asarray(intensity, dtype=np.float32)
         unmeasured = np.zeros(intensity.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
         held = self.held_out(intensity.shape) & ~unmeasured
         judged_on = ~held  # True = not counted: only the held-out voxels count
-        warm = self.settings.warm_start and self.previous is not None and self.previous.shape == decoded.shape
+        warm = settings.warm_start and self.previous is not None and self.previous.shape == decoded.shape
         if warm:  # start from the previous output unless the decoded density already fits this frame better
             fits = amplitude_misfit(forward(np.stack([decoded, self.previous])), intensity, unmeasured)
             warm = bool(fits[1] <= fits[0])
-        refined = refine_density(decoded, intensity, unmeasured, self.settings, start=self.previous if warm else None,
-                                 held_out=held, device=self.device)
-        predicted = forward(np.stack([decoded, refined]))
-        misfit = amplitude_misfit(predicted, intensity, unmeasured)
-        free = amplitude_misfit(predicted, intensity, judged_on)
-        accepted = bool(free[1] < free[0] and misfit[1] <= misfit[0] and np.isfinite(refined).all())
+
+        def attempt(start: np.ndarray | None, iterations: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+            x = refine_density(decoded, intensity, unmeasured, settings, start=start, held_out=held,
+                               iterations=iterations, device=self.device)
+            return x, forward(x)
+
+        refined, predicted = attempt(self.previous if warm else None)
+        start, restarts = ("warm" if warm else "decoded"), 0
+        misfit = float(amplitude_misfit(predicted, intensity, unmeasured))
+        while restarts < settings.restarts and float(poisson_llk(predicted, intensity, unmeasured)) > settings.restart_llk:
+            kind = RESTART_STARTS[(int(index) + restarts) % len(RESTART_STARTS)]
+            candidate = attempt(restart_start(decoded, kind, (settings.seed, int(index), restarts)),
+                                settings.cold_iterations)
+            restarts += 1
+            candidate_misfit = float(amplitude_misfit(candidate[1], intensity, unmeasured))
+            if candidate_misfit < misfit:
+                (refined, predicted), start, misfit = candidate, kind, candidate_misfit
+        pair = np.stack([forward(decoded), predicted])
+        misfits = amplitude_misfit(pair, intensity, unmeasured)
+        free = amplitude_misfit(pair, intensity, judged_on)
+        accepted = bool(free[1] < free[0] and misfits[1] <= misfits[0] and np.isfinite(refined).all())
         output = refined if accepted else decoded
         self.previous = output
         return PhysicsOutcome(
-            density=output, refined=refined, accepted=accepted, misfit_decoded=float(misfit[0]),
-            misfit_refined=float(misfit[1]), free_misfit_decoded=float(free[0]), free_misfit_refined=float(free[1]),
+            density=output, refined=refined, accepted=accepted, misfit_decoded=float(misfits[0]),
+            misfit_refined=float(misfits[1]), free_misfit_decoded=float(free[0]), free_misfit_refined=float(free[1]),
             warm=bool(warm), seconds=time.perf_counter() - start_time,
+            llk=float(poisson_llk(pair[1 if accepted else 0], intensity, unmeasured)), start=start, restarts=restarts,
         )

@@ -67,8 +67,11 @@ class FrameReport:
         r = self.record
         truth = "" if np.isnan(self.E_r) else f"  E_r {self.E_r:.4f}  phase RMS {self.phase_rms:.3f}"
         if r.physics is not None:
-            kept = "refined" if r.physics.accepted else "decoded kept"
-            truth += f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept})"
+            p = r.physics
+            kept = "refined" if p.accepted else "decoded kept"
+            restarted = f", restarted {p.restarts}x, kept {p.start}" if p.restarts else ""
+            truth += (f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept}, "
+                      f"LLK {p.llk:.2f}{restarted})")
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 
@@ -102,7 +105,10 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
 
     ``refined_density`` is the frame's reconstruction (the refined density when it was accepted,
     else the decoded one; :attr:`FrameRecord.output_density`), ``refined_accepted`` says which;
-    ``refined_warm`` is 1 when the stage started from the previous frame's output.
+    ``refined_warm`` is 1 when the stage started from the previous frame's output, ``refined_start``
+    names the start of the kept refinement (``warm``, ``decoded`` or a restart's,
+    :data:`latenttune.refine.RESTART_STARTS`), ``refined_restarts`` counts the restarts run, and
+    ``llk`` is the Poisson log-likelihood of ``refined_density`` (about 1 at the noise level).
     """
     outcome = record.physics
     nan = float("nan")
@@ -111,7 +117,10 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
         "refined_density": record.output_density,
         "refined_accepted": np.int8(outcome is not None and outcome.accepted),
         "refined_warm": np.int8(outcome is not None and outcome.warm),
+        "refined_start": "" if outcome is None else outcome.start,
+        "refined_restarts": np.int8(0 if outcome is None else outcome.restarts),
         "refined_seconds": nan if outcome is None else outcome.seconds,
+        "llk": nan if outcome is None else outcome.llk,
         "misfit_refined": nan if outcome is None else outcome.misfit_refined,
         "free_misfit_decoded": nan if outcome is None else outcome.free_misfit_decoded,
         "free_misfit_refined": nan if outcome is None else outcome.free_misfit_refined,

@@ -546,7 +546,7 @@ class FrameTracker:
             with torch.inference_mode():
                 density = model.decode(latent)[0].cpu().numpy()
             self.evaluations += len(costs)
-            outcome = None if self.physics is None else self.physics.run(density, intensity, mask)
+            outcome = None if self.physics is None else self.physics.run(density, intensity, mask, index)
             record = FrameRecord(
                 index=index, time=time_s, latent=latent, cost=float(costs[best]), step_costs=costs,
                 encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),

@@ -44,6 +44,7 @@ def test_a_run_prints_one_line_per_frame_from_frame_0(lively_model):
     for t, (line, event) in enumerate(zip(lines, events)):
         assert line.startswith(f"frame {t:4d}  cost {event['data']['tracker_cost']:.5f}  steps {STEPS:4d}")
         assert line.endswith("  ok") and "shows " in line
+        assert f"LLK {event['data']['tracker_llk']:.2f}" in line
     with pytest.raises(TypeError, match="`write` must be callable"):
         FrameLines(tracker, "print")
 

@@ -332,6 +332,8 @@ def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
     shows = [e["data"]["tracker_shows"] for e in events]
     assert len(shows) == 4 and set(shows) <= {"refined", "decoded (refinement not kept)"}
     assert "refined" in shows
+    llk = np.array([e["data"]["tracker_llk"] for e in events])
+    assert np.all(np.isfinite(llk) & (llk > 0))  # the Poisson LLK of each shown density
     start = docs[0][1]
     assert "physics" in start["latenttune"]["strategy"]
     # the same frames through a fresh tracker give the same refined slices (what the stored run replays to)

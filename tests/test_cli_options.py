@@ -210,3 +210,23 @@ def test_simulate_latent_walk_says_what_it_does(tmp_path, tiny_checkpoint, capsy
     assert len(says) == 1 and len(box) == 1 and says[0] < box[0] < first_frame
     assert str(tiny_checkpoint) in lines[says[0]] and "k = 4" in lines[says[0]]
     assert "encoding 64 training-like samples" in out  # the tiny checkpoint stores no box: it says why it waits
+
+
+# -- hybrid restarts ------------------------------------------------------------------------------
+
+
+def test_restart_options_reach_the_physics_stage_and_are_checked(series, tiny_checkpoint, tmp_path, capsys):
+    code, out, _ = _cli(capsys, "replay", series, "--model", tiny_checkpoint, "--out", tmp_path / "r.h5",
+                        "--steps-per-frame", "3", "--physics-iterations", "2", "--restarts", "2",
+                        "--restart-llk", "1.2", "--no-figure")
+    assert code == 0
+    results = read_results(tmp_path / "r.h5")
+    physics = results["attrs"]["settings"]["physics"]
+    assert physics["restarts"] == 2 and physics["restart_llk"] == 1.2
+    assert np.all(results["refined_restarts"] <= 2) and np.all(np.isfinite(results["llk"]))
+    assert "Poisson LLK (about 1 = fits the counts to the noise): median" in out
+    for args, message in ((("--restart-llk", "1"), "`restart_llk` must be in (1.0, inf)"),
+                          (("--restarts", "-1"), "--restarts: must be an integer >= 0"),
+                          (("--strategy", "es", "--restarts", "1"), "`--restarts` does not apply to the 'es' strategy")):
+        code, _, err = _cli(capsys, "replay", series, "--model", tiny_checkpoint, "--out", tmp_path / "x.h5", *args)
+        assert code == 2 and message in err and "Traceback" not in err

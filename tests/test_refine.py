@@ -7,11 +7,11 @@ import pytest
 from scipy import ndimage
 
 import sim
-from latenttune.io import read_results
+from latenttune.io import open_series, read_results
 from latenttune.metrics import real_space_error
 from latenttune.model import load_model, save_checkpoint
-from latenttune.physics import amplitude_misfit, forward
-from latenttune.refine import PhysicsSettings, PhysicsStage, refine_density
+from latenttune.physics import amplitude_misfit, forward, poisson_llk
+from latenttune.refine import RESTART_STARTS, PhysicsSettings, PhysicsStage, refine_density, restart_start
 from latenttune.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import HybridStrategy, make_strategy
@@ -49,6 +49,51 @@ def test_a_cold_start_runs_longer_than_a_warm_one(frame):
     warm = refine_density(start, counts, mask, settings, start=start)
     np.testing.assert_array_equal(warm, refine_density(start, counts, mask, PhysicsSettings(iterations=5, er_iterations=2),
                                                        start=start))
+
+
+def _textbook_refinement(guide, counts, mask, settings, start=None):
+    """RAAR + ER with shrink-wrap written plainly on the centred grid (``fft_centred`` every step)."""
+    import torch
+
+    from latenttune.physics import crop, fft_centred, ifft_centred, pad
+    from latenttune.refine import _blur, _dilate, _flux_scale, _threshold_support
+
+    free = np.asarray(mask, dtype=bool)
+    A = torch.from_numpy(np.sqrt(np.where(free, 0.0, counts.clip(min=0))).astype(np.float32))
+    constrained = torch.from_numpy(~free)
+    g = torch.from_numpy(pad(np.asarray(guide, dtype=np.complex64)))
+    x = g if start is None else torch.from_numpy(pad(np.asarray(start, dtype=np.complex64)))
+    scale = _flux_scale(x, A, constrained)
+    x, g = x * scale, g * scale
+    box = torch.from_numpy(pad(np.ones(guide.shape, dtype=bool)))
+    support = _dilate(_threshold_support(g.abs(), settings.support_threshold), settings.guide_dilation)
+    if start is not None:
+        support |= _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold)
+    support &= box
+    iterations = settings.iterations if start is not None else settings.cold_iterations
+    for i in range(iterations):
+        F = fft_centred(x)
+        projected = ifft_centred(torch.where(constrained, A * F / (F.abs() + 1e-12), F))
+        if i < iterations - settings.er_iterations:
+            x = torch.where(support, projected, settings.beta * x + (1 - 2 * settings.beta) * projected)
+        else:
+            x = torch.where(support, projected, torch.zeros((), dtype=x.dtype))
+        if settings.shrinkwrap_every and (i + 1) % settings.shrinkwrap_every == 0 and i + 1 < iterations:
+            support = _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold) & box
+    x = torch.where(support, x, torch.zeros((), dtype=x.dtype))
+    return crop(x.numpy()) / scale
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_the_fast_loop_matches_the_textbook_iteration(frame, warm):
+    """The loop runs in the FFT's uncentred layout for speed; it must compute the same iterates."""
+    truth, counts, mask, start = frame
+    settings = PhysicsSettings(iterations=12, cold_iterations=25, er_iterations=3, shrinkwrap_every=5)
+    kwargs = {"start": truth} if warm else {}
+    fast = refine_density(start, counts, mask, settings, **kwargs)
+    reference = _textbook_refinement(start, counts, mask, settings, **kwargs)
+    assert np.abs(fast - reference).max() <= 1e-4 * np.abs(reference).max()
+    assert real_space_error(truth, fast).error == pytest.approx(real_space_error(truth, reference).error, abs=1e-4)
 
 
 def test_refinement_recovers_detail_the_guide_lacks(frame):
@@ -125,6 +170,38 @@ def test_warm_start_carries_across_frames(frames):
     np.testing.assert_array_equal(resumed.run(guide, counts, mask).density, outcomes[3].density)
 
 
+def test_a_stagnated_frame_is_restarted_and_the_best_fit_is_kept(frames):
+    """Above ``restart_llk`` the stage tries the restart starts in turn and keeps the best fit of all."""
+    truth, counts, mask, guide = frames[0]
+    base = dict(iterations=10, cold_iterations=20, er_iterations=4)
+    plain = PhysicsStage(PhysicsSettings(**base, restarts=0)).run(guide, counts, mask, index=0)
+    assert plain.restarts == 0 and plain.start == "decoded"
+    # a threshold just above 1: every refinement of a noisy frame counts as stagnated, so all restarts run
+    restarted = PhysicsStage(PhysicsSettings(**base, restarts=3, restart_llk=1.0 + 1e-9)).run(guide, counts, mask, index=0)
+    assert restarted.restarts == 3
+    assert restarted.start in ("decoded", *RESTART_STARTS)
+    assert restarted.misfit_refined <= plain.misfit_refined + 1e-7  # a restart is kept only when it fits better
+    shown = forward(restarted.density)
+    assert restarted.llk == pytest.approx(float(poisson_llk(shown, counts, mask)), rel=1e-5)
+    # a threshold no refinement reaches: no restart, the same result as without restarts
+    calm = PhysicsStage(PhysicsSettings(**base, restarts=3, restart_llk=1e6)).run(guide, counts, mask, index=0)
+    assert calm.restarts == 0
+    np.testing.assert_array_equal(calm.density, plain.density)
+
+
+def test_restart_starts_come_from_the_decoded_density(frame):
+    truth = frame[0]
+    np.testing.assert_allclose(restart_start(truth, "phase-negated"), np.conj(truth))
+    flat = restart_start(truth, "flat-phase")
+    np.testing.assert_allclose(flat, np.abs(truth), atol=1e-6)
+    random_a, random_b = restart_start(truth, "random-phase", (0, 5, 0)), restart_start(truth, "random-phase", (0, 6, 0))
+    np.testing.assert_allclose(np.abs(random_a), np.abs(truth), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(random_a, restart_start(truth, "random-phase", (0, 5, 0)))  # seeded
+    assert not np.allclose(random_a, random_b)
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        restart_start(truth, "zero")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -138,6 +215,9 @@ def test_warm_start_carries_across_frames(frames):
         ({"guide_weight": 1.0}, "`guide_weight`"),
         ({"free_fraction": 0.0}, "`free_fraction`"),
         ({"warm_start": "yes"}, "`warm_start`"),
+        ({"restarts": -1}, "`restarts`"),
+        ({"restart_llk": 1.0}, "`restart_llk`"),
+        ({"restart_llk": float("inf")}, "`restart_llk`"),
     ],
 )
 def test_bad_settings(kwargs, message):
@@ -178,13 +258,16 @@ def test_hybrid_replay_stores_the_refined_density_and_never_fits_worse_than_es(t
     assert np.all(np.isfinite(r["E_r_refined"])) and np.all(np.isfinite(r["E_q_refined"]))
     assert set(np.unique(r["refined_accepted"])) <= {0, 1} and np.all(r["refined_seconds"] > 0)
     assert r["refined_warm"][0] == 0 and set(np.unique(r["refined_warm"])) <= {0, 1}  # the first frame starts cold
+    assert set(r["refined_start"]) <= {"warm", "decoded", *RESTART_STARTS}
+    assert np.all((r["refined_restarts"] >= 0) & (r["refined_restarts"] <= 1))
+    with open_series(series) as s:  # the stored LLK is the shown density's
+        llk = [float(poisson_llk(forward(r["refined_density"][t]), s[t].intensity, s[t].mask)) for t in range(4)]
+    np.testing.assert_allclose(r["llk"], llk, rtol=1e-5)
     # the latent part is ES unchanged: same costs and latents as plain ES
     plain, _ = replay_series(series, loaded, make_strategy("es", loaded.model.latent_dim, steps_per_frame=6), tmp_path / "e.h5")
     es = read_results(plain)
     np.testing.assert_array_equal(es["cost"], r["cost"])
     # and the frame's reconstruction never fits the measured pattern worse than ES alone
-    from latenttune.io import open_series
-
     with open_series(series) as s:
         for t in range(4):
             output = amplitude_misfit(forward(r["refined_density"][t]), s[t].intensity, s[t].mask)

@@ -389,6 +389,10 @@ class LatentTracker(Device):
     shows : Signal
         Which density the slices show: ``"refined"``, ``"decoded"`` or ``"decoded (refinement not
         kept)"`` (``"held"`` over a skipped frame).
+    llk : Signal
+        Poisson log-likelihood of the shown density against the frame (PyNX form: about 1 when it
+        explains the counts to the noise, far above when phase retrieval stagnated); NaN without a
+        physics stage or over a skipped frame.
     """
 
     latent = Cpt(ArraySignal, value=None, kind=Kind.normal)
@@ -399,6 +403,7 @@ class LatentTracker(Device):
     amplitude_slice = Cpt(ArraySignal, value=None, kind=Kind.normal)
     phase_slice = Cpt(ArraySignal, value=None, kind=Kind.normal)
     shows = Cpt(Signal, value="", kind=Kind.normal)
+    llk = Cpt(Signal, value=math.nan, kind=Kind.hinted)
 
     def __init__(self, k: int, n: int, *, name: str = "tracker", **kwargs: Any) -> None:
         for arg, value, low in (("k", k, 1), ("n", n, 4)):
@@ -431,7 +436,7 @@ class LatentTracker(Device):
             amplitude = np.full((self.n, self.n), np.nan, dtype=np.float32)
             phase = amplitude.copy()
             cost, steps, status, seconds = math.nan, 0, "skipped: no estimate to hold", 0.0
-            shows = ""
+            shows, llk = "", math.nan
         else:
             for attr in ("latent", "cost", "step_costs", "density", "status", "seconds"):
                 if not hasattr(value, attr):
@@ -443,6 +448,8 @@ class LatentTracker(Device):
             if density.shape != (self.n,) * 3:
                 raise ValueError(f"`value.density` must have shape {(self.n,) * 3}, got {density.shape}")
             shows = _shows(value)
+            physics = getattr(value, "physics", None)
+            llk = math.nan if physics is None or str(value.status) != "ok" else float(physics.llk)
             plane = density[self.n // 2]
             amplitude = np.abs(plane).astype(np.float32)
             phase = np.angle(plane).astype(np.float32)
@@ -456,6 +463,7 @@ class LatentTracker(Device):
         self.amplitude_slice.put(amplitude, timestamp=stamp)
         self.phase_slice.put(phase, timestamp=stamp)
         self.shows.put(shows, timestamp=stamp)
+        self.llk.put(llk, timestamp=stamp)
         return _finished_status(self)
 
     def __repr__(self) -> str:

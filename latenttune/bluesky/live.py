@@ -25,6 +25,7 @@ main thread).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -335,6 +336,7 @@ class FrameLines(CallbackBase):
         if t.cost.name not in data:
             return
         shows = str(data.get(t.shows.name) or "")
+        llk = float(data.get(t.llk.name, float("nan")))
+        extra = (f"  shows {shows}" if shows else "") + ("" if math.isnan(llk) else f"  LLK {llk:.2f}")
         self.write(frame_line(frame_number(doc), float(data[t.cost.name]), int(data.get(t.es_steps.name, 0)),
-                              float(data.get(t.seconds.name, float("nan"))), str(data.get(t.status.name, "")),
-                              f"  shows {shows}" if shows else ""))
+                              float(data.get(t.seconds.name, float("nan"))), str(data.get(t.status.name, "")), extra))
