@@ -36,7 +36,8 @@ The default ``--frames 5`` keeps the run under 30 minutes on the project's 2-cor
 physics-structured default model and one thread per side, the five scenarios took 970 s (a
 1,020-iteration cohere reconstruction 16-20 s, and each scenario costs 2 x frames - 1 of them; the
 hybrid tracker 1.2-2.3 s per frame, ES alone 1.3-2.1 s, the one-shot 0.05-0.15 s), while another
-benchmark used the other core. ``--methods`` adds ``gradient`` (the network-gradient comparator,
+benchmark used the other core; 1,321 s with a training run on the other core (cohere 24-28 s,
+the hybrid with its restarts 1.4-2.7 s per frame). ``--methods`` adds ``gradient`` (the network-gradient comparator,
 11-13 s per frame with the previous model).
 """
 
@@ -175,7 +176,7 @@ def goal_line(rows: list[dict[str, Any]]) -> str:
         met = speedup >= GOAL_SPEEDUP and ratio <= GOAL_ERROR_RATIO
         all_met &= met
         lines.append(f"  {scenario}: {'met' if met else 'NOT met'}: mean E_r {mine['E_r_mean']:.3f} vs {ref['E_r_mean']:.3f} "
-                     f"({ratio:.2f}x), {speedup:.1f}x less time ({mine['ms_per_frame']:.0f} vs {ref['ms_per_frame']:.0f} ms/frame)")
+                     f"({ratio:.3f}x), {speedup:.1f}x less time ({mine['ms_per_frame']:.0f} vs {ref['ms_per_frame']:.0f} ms/frame)")
     head = (f"Goal ({GOAL_METHOD} vs {REFERENCE} on every scenario: mean E_r <= {GOAL_ERROR_RATIO:g}x at >= "
             f"{GOAL_SPEEDUP:g}x less time per frame): {'MET' if all_met else 'NOT MET'}")
     return "\n".join([head, *lines])

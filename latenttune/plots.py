@@ -107,6 +107,14 @@ def summary_figure(
         ax_err.set_ylabel("real-space error E_r")
         ax_err.set_ylim(bottom=0)
         axes.append(ax_err)
+    elif np.isfinite(np.asarray(results.get("llk", np.nan), dtype=float)).any():
+        # no truth (real data): the Poisson LLK says whether each frame explains the counts to the noise
+        ax_llk = fig.add_subplot(grid[rows // 2:, :2])
+        ax_llk.plot(index, np.asarray(results["llk"], dtype=float), "s-", ms=3, color="C2", label="shown density")
+        ax_llk.axhline(1.0, color="0.5", lw=0.8, ls="--", label="Poisson noise level")
+        ax_llk.set_ylabel("Poisson LLK")
+        ax_llk.legend(fontsize=7)
+        axes.append(ax_llk)
     for ax in axes:
         ax.set_xlabel("frame")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -445,8 +445,9 @@ class PhysicsStage:
         held = self.held_out(intensity.shape) & ~unmeasured
         judged_on = ~held  # True = not counted: only the held-out voxels count
         warm = settings.warm_start and self.previous is not None and self.previous.shape == decoded.shape
+        decoded_intensity = forward(decoded)
         if warm:  # start from the previous output unless the decoded density already fits this frame better
-            fits = amplitude_misfit(forward(np.stack([decoded, self.previous])), intensity, unmeasured)
+            fits = amplitude_misfit(np.stack([decoded_intensity, forward(self.previous)]), intensity, unmeasured)
             warm = bool(fits[1] <= fits[0])
 
         def attempt(start: np.ndarray | None, iterations: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -465,7 +466,7 @@ class PhysicsStage:
             candidate_misfit = float(amplitude_misfit(candidate[1], intensity, unmeasured))
             if candidate_misfit < misfit:
                 (refined, predicted), start, misfit = candidate, kind, candidate_misfit
-        pair = np.stack([forward(decoded), predicted])
+        pair = np.stack([decoded_intensity, predicted])
         misfits = amplitude_misfit(pair, intensity, unmeasured)
         free = amplitude_misfit(pair, intensity, judged_on)
         accepted = bool(free[1] < free[0] and misfits[1] <= misfits[0] and np.isfinite(refined).all())

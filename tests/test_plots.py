@@ -88,3 +88,10 @@ def test_without_truth_the_reconstruction_rows_say_what_they_show():
     titles = [ax.get_title() for ax in images if ax.get_title()]
     assert titles == ["frame 0: refined", "frame 1: decoded (refinement not kept)"]
     assert "hybrid reconstruction" in fig._suptitle.get_text()
+    # real data has no truth: the Poisson LLK panel says whether each frame fits the counts to the noise
+    assert "Poisson LLK" not in [ax.get_ylabel() for ax in fig.axes]
+    results["llk"] = np.array([1.1, 1.2, 3.5, 1.05, 1.3])
+    results["E_r"] = np.full(T, np.nan)  # as a replay of measured data stores it
+    fig = summary_figure(results, frames=[0, 1])
+    (panel,) = [ax for ax in fig.axes if ax.get_ylabel() == "Poisson LLK"]
+    np.testing.assert_allclose(panel.lines[0].get_ydata(), results["llk"])
