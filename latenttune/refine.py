@@ -365,28 +365,64 @@ def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained:
     iterate are shifted once before and once after, not twice per FFT as :func:`fft_centred` does
     (its shifts cost more than the FFTs on 64^3). The Gaussian blur of shrink-wrap is periodic and
     the threshold is relative to the maximum, so both commute with the shift. The modulus step
-    multiplies by a real ratio instead of a complex ``where``. Together: about 2x fewer milliseconds
-    per iteration on one CPU thread, with the same iterates to float rounding
-    (tests/test_refine.py compares the two).
+    multiplies by a real ratio instead of a complex ``where``, and every update works in place on
+    buffers allocated once (fresh 2-4 MB tensors cost page faults on every operation; torch's complex
+    ``abs`` is replaced by numpy's on the CPU). Together: 120 iterations on 64^3 in 0.47-0.57 s on
+    one idle CPU thread, against 0.72-0.83 s before the in-place updates and 1.2 s for the plain
+    centred loop (same script, alternating), with the same iterates to float
+    rounding (tests/test_refine.py compares the two); the two FFTs are now most of the time.
     """
     x, guide, A, constrained, support, box = (_shift(t) for t in (x, guide, A, constrained, support, box))
-    one = torch.ones((), dtype=A.dtype, device=A.device)
     beta, w = settings.beta, settings.guide_weight
     raar = iterations - settings.er_iterations
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    # modulus step as ratio = A_c / (|F| + eps) + free: A / (|F| + eps) where constrained, 1 where free
+    A_constrained = torch.where(constrained, A, torch.zeros((), dtype=A.dtype, device=A.device))
+    free = (~constrained).to(A.dtype)
+    x = x.clone()  # updated in place below
+    F, projected, magnitude = torch.empty_like(x), torch.empty_like(x), torch.empty_like(A)
+    a, b, pull = _update_maps(support, guide, beta, w, er=raar <= 0)
     for i in range(iterations):
-        F = torch.fft.fftn(x, norm="ortho")
-        ratio = torch.where(constrained, A / (F.abs() + _EPS), one)
-        projected = torch.fft.ifftn(F * ratio, norm="ortho")
-        if i < raar:
-            x = torch.where(support, projected, beta * x + (1 - 2 * beta) * projected)
-        else:
-            x = torch.where(support, projected, zero)
-        if w > 0:
-            x = torch.where(support, (1 - w) * x + w * guide, x)
+        if i == raar and i > 0:  # RAAR -> ER
+            a, b, pull = _update_maps(support, guide, beta, w, er=True)
+        torch.fft.fftn(x, norm="ortho", out=F)
+        _abs_into(F, magnitude)
+        magnitude.add_(_EPS)
+        torch.div(A_constrained, magnitude, out=magnitude).add_(free)
+        F.mul_(magnitude)
+        torch.fft.ifftn(F, norm="ortho", out=projected)
+        x.mul_(b).add_(projected.mul_(a))  # x <- a P + b x (+ pull): see _update_maps
+        if pull is not None:
+            x.add_(pull)
         if settings.shrinkwrap_every and (i + 1) % settings.shrinkwrap_every == 0 and i + 1 < iterations:
             support = _threshold_support(_blur(x.abs(), settings.shrinkwrap_sigma), settings.support_threshold) & box
+            a, b, pull = _update_maps(support, guide, beta, w, er=i + 1 >= raar)
     return _unshift(torch.where(support, x, zero))
+
+
+def _update_maps(support: torch.Tensor, guide: torch.Tensor, beta: float, guide_weight: float,
+                 er: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One RAAR or ER update with the guide pull, as ``x <- a P + b x + pull`` (``P``: modulus projection).
+
+    RAAR keeps ``P`` on the support and takes ``beta x + (1 - 2 beta) P`` outside; ER keeps ``P`` on
+    the support and 0 outside; the pull then mixes ``(1 - w) y + w g`` on the support. Written as
+    real maps ``a`` and ``b`` so that each iteration is a few in-place operations.
+    """
+    real = torch.float64 if guide.dtype == torch.complex128 else torch.float32
+    inside = support.to(real)
+    outside_a = 0.0 if er else 1 - 2 * beta
+    a = inside * ((1 - guide_weight) - outside_a) + outside_a
+    b = (1 - inside) * (0.0 if er else beta)
+    pull = guide * (guide_weight * inside) if guide_weight > 0 else None
+    return a, b, pull
+
+
+def _abs_into(z: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[...] = |z|``; numpy's complex abs on the CPU (about 10x faster than torch's there)."""
+    if z.device.type == "cpu":
+        np.abs(z.numpy(), out=out.numpy())
+    else:
+        torch.abs(z, out=out)
 
 
 def _flux_scale(x: torch.Tensor, A: torch.Tensor, constrained: torch.Tensor) -> float:
