@@ -36,8 +36,8 @@ The default ``--frames 5`` keeps the run under 30 minutes on the project's 2-cor
 physics-structured default model and one thread per side, the five scenarios took 970 s (a
 1,020-iteration cohere reconstruction 16-20 s, and each scenario costs 2 x frames - 1 of them; the
 hybrid tracker 1.2-2.3 s per frame, ES alone 1.3-2.1 s, the one-shot 0.05-0.15 s), while another
-benchmark used the other core; 1,321 s with a training run on the other core (cohere 24-28 s,
-the hybrid with its restarts 1.4-2.7 s per frame). ``--methods`` adds ``gradient`` (the network-gradient comparator,
+benchmark used the other core; 1,283 s with a training run on the other core (cohere 24-28 s,
+the hybrid with its restarts 1.3-2.4 s per frame). ``--methods`` adds ``gradient`` (the network-gradient comparator,
 11-13 s per frame with the previous model).
 """
 
