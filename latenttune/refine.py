@@ -372,6 +372,7 @@ def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained:
     centred loop (same script, alternating), with the same iterates to float
     rounding (tests/test_refine.py compares the two); the two FFTs are now most of the time.
     """
+    # _shift returns new tensors, so x can be updated in place below without touching the caller's
     x, guide, A, constrained, support, box = (_shift(t) for t in (x, guide, A, constrained, support, box))
     beta, w = settings.beta, settings.guide_weight
     raar = iterations - settings.er_iterations
@@ -379,7 +380,6 @@ def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained:
     # modulus step as ratio = A_c / (|F| + eps) + free: A / (|F| + eps) where constrained, 1 where free
     A_constrained = torch.where(constrained, A, torch.zeros((), dtype=A.dtype, device=A.device))
     free = (~constrained).to(A.dtype)
-    x = x.clone()  # updated in place below
     F, projected, magnitude = torch.empty_like(x), torch.empty_like(x), torch.empty_like(A)
     a, b, pull = _update_maps(support, guide, beta, w, er=raar <= 0)
     for i in range(iterations):
