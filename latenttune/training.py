@@ -13,6 +13,13 @@ function of ``(seed, index)``: optimisation step ``s`` on rank ``r`` of ``W`` ta
 run would, and DistributedDataParallel ranks never share a pair. Validation uses a fixed set
 drawn with a different seed.
 
+A run may start from a trained model instead of fresh weights (``[train] init_from``, optionally
+pinned by ``init_checksum``) and may train its encoder alone (``trainable = "encoder"``): the
+decoder then stays bit for bit that of the starting model, so the latent space, what it can draw
+and every tracker built on it stay as they were, while the encoder learns to land closer in it.
+The checkpoints record where the weights came from (``extra["init"]``), with every seed the
+starting model was trained on, so that held-out evaluation avoids them too.
+
 Two files come out: ``out`` holds the best weights so far (by validation loss) and is what
 ``--model PATH`` loads; ``out.last.pt`` (next to it) also holds the optimiser and step for
 ``--resume``. Both are written atomically.
@@ -45,13 +52,23 @@ from torch import nn
 
 from latenttune.crystal import PhysicalLayout, parameter_loss, physical_targets
 from latenttune.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
-from latenttune.model import LatentAutoencoder, ModelConfig, _state_checksum, load_checkpoint, save_checkpoint
+from latenttune.model import (
+    DEFAULT_MODEL_PATH,
+    LatentAutoencoder,
+    ModelConfig,
+    _state_checksum,
+    load_checkpoint,
+    save_checkpoint,
+)
 from sim.detector import Detector
 from sim.training import TrainingPairGenerator
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "RunConfig", "TrainProgress", "TrainResult", "load_run_config", "train", "last_path"]
+__all__ = ["TrainConfig", "RunConfig", "TrainProgress", "TrainResult", "load_run_config", "train", "last_path", "training_seeds"]
+
+
+_TRAINABLE = ("all", "encoder")
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,17 @@ class TrainConfig:
         DataLoader worker processes that simulate pairs (0: in the training process).
     loss : LossWeights
         Loss term weights.
+    init_from : str
+        Checkpoint (a path, or ``"default"`` for the shipped model) whose weights start the run
+        instead of a fresh initialisation; its model config must equal ``[model]``. Empty: none.
+    init_checksum : str
+        When set, the weights checksum ``init_from`` must have (what :func:`load_model` reports):
+        a recipe that fine-tunes a particular model refuses any other.
+    trainable : {"all", "encoder"}
+        What the optimiser updates. ``"encoder"`` (needs ``init_from``) freezes the decoder: its
+        weights stay exactly those of ``init_from``, so the latent space, what it can draw and
+        every tracker working in it stay as they were, while the encoder learns to land closer in
+        it (a better one-shot prediction and ES starting point).
     """
 
     steps: int = 2000
@@ -95,6 +123,9 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     loss: LossWeights = field(default_factory=LossWeights)
+    init_from: str = ""
+    init_checksum: str = ""
+    trainable: str = "all"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "val_samples"):
@@ -109,6 +140,16 @@ class TrainConfig:
             raise ValueError(f"`train.min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio!r}")
         if isinstance(self.loss, dict):
             object.__setattr__(self, "loss", LossWeights(**self.loss))
+        for name in ("init_from", "init_checksum"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"`train.{name}` must be a string, got {type(getattr(self, name)).__name__}")
+        if self.trainable not in _TRAINABLE:
+            raise ValueError(f"`train.trainable` must be one of {list(_TRAINABLE)}, got {self.trainable!r}")
+        if self.trainable != "all" and not self.init_from:
+            raise ValueError(f"`train.trainable = {self.trainable!r}` needs `train.init_from`: a frozen decoder "
+                             "must come from a trained model")
+        if self.init_checksum and not self.init_from:
+            raise ValueError("`train.init_checksum` is set but `train.init_from` is empty")
 
     def learning_rate(self, step: int) -> float:
         """Learning rate at ``step`` (linear warm-up, then cosine decay)."""
@@ -352,8 +393,12 @@ def train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
         model = LatentAutoencoder(config.model)
+    origin = _initialise(model, config) if tc.init_from and not resume else None
+    if tc.trainable == "encoder":
+        model.decoder.requires_grad_(False)
     model.to(torch_device).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=tc.lr, weight_decay=tc.weight_decay)
     noise = torch.Generator().manual_seed(tc.seed * 1_000_003 + rank)
     start_step, best, history, elapsed_before = 0, math.inf, [], 0.0
     recipe = config.to_dict()
@@ -365,6 +410,7 @@ def train(
         # each rank continues its own perturbation stream (rank 0's alone in a single-process run)
         noise.set_state(noise_by_rank[rank] if noise_by_rank and len(noise_by_rank) == world else state["extra_state"]["noise"])
         start_step = state["extra"]["step"]
+        origin = state["extra"].get("init")
         best = state["extra"].get("best_val_loss", math.inf)
         history = state["extra"].get("history", [])
         elapsed_before = state["extra"].get("elapsed_s", 0.0)
@@ -400,7 +446,7 @@ def train(
         optimiser.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if tc.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            nn.utils.clip_grad_norm_(parameters, tc.grad_clip)
         optimiser.step()
         step += 1
         last_loss = float(terms["loss"].detach())
@@ -414,7 +460,7 @@ def train(
             elapsed = elapsed_before + time.perf_counter() - t0
             history.append({"step": step, "train_loss": last_loss, "validation": validation, "elapsed_s": elapsed})
             log.info("step %d: train loss %.4f, validation %s", step, last_loss, validation)
-            extra = _extra(step, best, history, elapsed, torch_device)
+            extra = _extra(step, best, history, elapsed, torch_device, origin)
             ranks = _gather_ranks(model, noise, world)
             if rank == 0 and validation["loss"] < best:
                 best = validation["loss"]
@@ -430,7 +476,8 @@ def train(
             if report is None:  # the last checkpoint is not at this step yet: write it before stopping
                 elapsed = elapsed_before + time.perf_counter() - t0
                 ranks = _gather_ranks(model, noise, world)
-                _save_last(rank, out, model, optimiser, noise, recipe, _extra(step, best, history, elapsed, torch_device), ranks)
+                _save_last(rank, out, model, optimiser, noise, recipe,
+                           _extra(step, best, history, elapsed, torch_device, origin), ranks)
             break
     elapsed = elapsed_before + time.perf_counter() - t0
     if world > 1:
@@ -480,11 +527,13 @@ def _save_last(
     )
 
 
-def _extra(step: int, best: float, history: list[dict[str, Any]], elapsed: float, device: torch.device) -> dict[str, Any]:
+def _extra(
+    step: int, best: float, history: list[dict[str, Any]], elapsed: float, device: torch.device, origin: dict[str, Any] | None
+) -> dict[str, Any]:
     hardware = platform.processor() or platform.machine()
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
-    return {
+    extra = {
         "step": step,
         "best_val_loss": best,
         "history": history,
@@ -492,6 +541,49 @@ def _extra(step: int, best: float, history: list[dict[str, Any]], elapsed: float
         "hardware": f"{hardware}, {os.cpu_count()} CPU cores",
         "torch": torch.__version__,
     }
+    if origin is not None:
+        extra["init"] = origin
+    return extra
+
+
+def _initialise(model: LatentAutoencoder, config: RunConfig) -> dict[str, Any]:
+    """Load ``train.init_from``'s weights into ``model``.
+
+    Returns
+    -------
+    dict
+        Where the weights came from, stored as the checkpoints' ``extra["init"]``: ``path``,
+        ``checksum`` and the ``seeds`` (data and validation) the starting model was trained on,
+        its own starting model's included, so that held-out evaluation can avoid all of them.
+    """
+    tc = config.train
+    path = DEFAULT_MODEL_PATH if tc.init_from == "default" else Path(tc.init_from)
+    state = load_checkpoint(path)
+    if state["config"].to_dict() != config.model.to_dict():
+        raise ValueError(f"`train.init_from` {str(path)!r} has model config {state['config'].to_dict()}, "
+                         f"which differs from [model] {config.model.to_dict()}")
+    if tc.init_checksum and state["checksum"] != tc.init_checksum:
+        raise ValueError(f"`train.init_from` {str(path)!r} has weights checksum {state['checksum']!r}, "
+                         f"but `train.init_checksum` requires {tc.init_checksum!r}")
+    model.load_state_dict(state["state_dict"])
+    log.info("initialised from %s (checksum %s); training %s", path, state["checksum"], tc.trainable)
+    return {"path": str(path), "checksum": str(state["checksum"]), "seeds": sorted(training_seeds(state["recipe"], state["extra"]))}
+
+
+def training_seeds(recipe: dict[str, Any], extra: dict[str, Any]) -> set[int]:
+    """Every data and validation seed a checkpoint's weights were trained on (its starting model's too).
+
+    Parameters
+    ----------
+    recipe, extra : dict
+        A checkpoint's ``recipe`` and ``extra`` (:func:`latenttune.model.load_checkpoint`).
+    """
+    seeds: set[int] = set()
+    if recipe:
+        run = RunConfig.from_dict(recipe)
+        seeds |= {run.data.seed, run.train.val_seed}
+    seeds |= {int(s) for s in extra.get("init", {}).get("seeds", [])}
+    return seeds
 
 
 def _without_steps(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ import torch
 from conftest import TINY_MODEL, tiny_tables
 
 from latenttune.cli import build_parser, main
+from latenttune.evaluation import held_out_generator
 from latenttune.model import ModelConfig, load_checkpoint, load_model
-from latenttune.training import RunConfig, TrainConfig, last_path, load_run_config, train
+from latenttune.training import RunConfig, TrainConfig, last_path, load_run_config, train, training_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -233,3 +234,78 @@ def test_physical_model_trains_with_the_supervised_term(tmp_path):
     assert validations[-1]["loss"] < validations[0]["loss"] * 1.5  # finite and not diverging
     loaded = load_model(tmp_path / "m.pt")
     assert loaded.model.latent_dim == 48 + 2 and loaded.model.physical_layout is not None
+
+
+# ---- fine-tuning from a trained model ---------------------------------------------------------
+
+
+def test_encoder_fine_tune_keeps_the_decoder_bit_for_bit_and_lowers_the_loss(tmp_path):
+    base_out = tmp_path / "base.pt"
+    train(_run_config(steps=3, eval_every=3, lr=1e-2, warmup=0), base_out)
+    base = load_checkpoint(base_out)
+    tables = tiny_tables(steps=12, eval_every=1, val_samples=4, lr=1e-2, warmup=0)
+    tables["data"] = {"seed": 5}
+    tables["train"].update(init_from=str(base_out), init_checksum=base["checksum"], trainable="encoder")
+    config = RunConfig.from_dict(tables)
+    out = tmp_path / "tuned.pt"
+    train(config, out)
+    tuned = load_checkpoint(last_path(out))
+    decoder = [k for k in base["state_dict"] if k.startswith("decoder.")]
+    encoder = [k for k in base["state_dict"] if k.startswith("encoder.") and base["state_dict"][k].is_floating_point()]
+    assert decoder and encoder
+    assert all(torch.equal(base["state_dict"][k], tuned["state_dict"][k]) for k in decoder)
+    assert any(not torch.equal(base["state_dict"][k], tuned["state_dict"][k]) for k in encoder)
+    losses = [h["validation"]["loss"] for h in tuned["extra"]["history"]]
+    assert min(losses[-3:]) < losses[0]
+    # where it started, and every seed its weights saw, travel with it
+    origin = tuned["extra"]["init"]
+    assert origin["checksum"] == base["checksum"] and origin["path"] == str(base_out)
+    base_seed = RunConfig.from_dict(base["recipe"]).data.seed
+    assert base_seed != 5 and origin["seeds"] == sorted({base_seed, config.train.val_seed})
+    assert training_seeds(tuned["recipe"], tuned["extra"]) == {base_seed, 5, config.train.val_seed}
+    with pytest.raises(ValueError, match="was used in training"):
+        held_out_generator(load_model(out), base_seed)  # the starting model's data
+
+
+def test_fine_tune_resumes_bit_for_bit(tmp_path):
+    base_out = tmp_path / "base.pt"
+    train(_run_config(steps=2, eval_every=2), base_out)
+    tables = tiny_tables(steps=4, eval_every=2, lr=1e-2, warmup=0)
+    tables["train"].update(init_from=str(base_out), trainable="encoder")
+    config = RunConfig.from_dict(tables)
+    full = train(config, tmp_path / "full.pt")
+    part = tmp_path / "part.pt"
+    train(config, part, callback=lambda p: p.step >= 2)
+    resumed = train(config, part, resume=True)
+    assert resumed.fun == full.fun
+    a, b = load_checkpoint(last_path(tmp_path / "full.pt")), load_checkpoint(last_path(part))
+    assert a["checksum"] == b["checksum"] and a["extra"]["init"] == b["extra"]["init"]
+
+
+def test_fine_tune_refuses_a_wrong_start(tmp_path):
+    base_out = tmp_path / "base.pt"
+    train(_run_config(steps=1, eval_every=1), base_out)
+    with pytest.raises(ValueError, match="needs `train.init_from`"):
+        _run_config(trainable="encoder")
+    with pytest.raises(ValueError, match="`train.trainable` must be one of"):
+        _run_config(init_from=str(base_out), trainable="decoder")
+    with pytest.raises(ValueError, match="`train.init_checksum` is set"):
+        _run_config(init_checksum="abc")
+    with pytest.raises(TypeError, match="`train.init_from` must be a string"):
+        _run_config(init_from=3)
+    with pytest.raises(ValueError, match="requires 'not-this-one'"):
+        train(_run_config(steps=1, init_from=str(base_out), init_checksum="not-this-one"), tmp_path / "x.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(_run_config(steps=1, init_from=str(tmp_path / "missing.pt")), tmp_path / "x.pt")
+    tables = tiny_tables(steps=1)
+    tables["model"] = {**tables["model"], "hidden": tables["model"]["hidden"] * 2}
+    tables["train"]["init_from"] = str(base_out)
+    with pytest.raises(ValueError, match="differs from \\[model\\]"):
+        train(RunConfig.from_dict(tables), tmp_path / "x.pt")
+
+
+def test_the_shipped_fine_tune_recipe_is_valid():
+    config = load_run_config(REPO / "configs" / "encoder_finetune.toml")
+    reference = load_run_config(REPO / "configs" / "default_model.toml")
+    assert config.model == reference.model and config.train.trainable == "encoder"
+    assert config.data.seed != reference.data.seed  # new pairs
