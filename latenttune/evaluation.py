@@ -83,7 +83,7 @@ class EvaluationReport:
 def held_out_generator(loaded: LoadedModel, seed: int) -> TrainingPairGenerator:
     """The model's training-data generator with another seed (checked against the training seeds)."""
     recipe = RunConfig.from_dict(loaded.recipe) if loaded.recipe else RunConfig(model=loaded.model.config)
-    used = {recipe.data.seed, recipe.train.val_seed} | training_seeds(loaded.recipe, loaded.extra)
+    used = training_seeds(loaded.recipe, loaded.extra)
     if seed in used:
         raise ValueError(f"`seed` {seed} was used in training (training/validation seeds {sorted(used)}); pick another")
     return dataclasses.replace(recipe.data, seed=seed)

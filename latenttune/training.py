@@ -578,12 +578,8 @@ def training_seeds(recipe: dict[str, Any], extra: dict[str, Any]) -> set[int]:
     recipe, extra : dict
         A checkpoint's ``recipe`` and ``extra`` (:func:`latenttune.model.load_checkpoint`).
     """
-    seeds: set[int] = set()
-    if recipe:
-        run = RunConfig.from_dict(recipe)
-        seeds |= {run.data.seed, run.train.val_seed}
-    seeds |= {int(s) for s in extra.get("init", {}).get("seeds", [])}
-    return seeds
+    run = RunConfig.from_dict(recipe) if recipe else RunConfig()  # no recipe: the defaults it was built with
+    return {run.data.seed, run.train.val_seed} | {int(s) for s in extra.get("init", {}).get("seeds", [])}
 
 
 def _without_steps(recipe: dict[str, Any]) -> dict[str, Any]:
