@@ -79,6 +79,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "DEFAULT_MODEL_PATH",
+    "model_path",
     "SCHEMA_VERSION",
 ]
 
@@ -610,6 +611,11 @@ class LoadedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def model_path(name_or_path: str | Path) -> Path:
+    """The checkpoint file ``"default"`` (the model shipped in the package) or a path names."""
+    return DEFAULT_MODEL_PATH if str(name_or_path) == "default" else Path(name_or_path)
+
+
 def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
     """Load ``"default"`` (the model shipped in the package) or a checkpoint path, in eval mode.
 
@@ -620,7 +626,7 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     device : str or torch.device
         Where the model runs (``"cpu"`` or ``"cuda"``).
     """
-    path = DEFAULT_MODEL_PATH if str(name_or_path) == "default" else Path(name_or_path)
+    path = model_path(name_or_path)
     device = check_device(device)
     ckpt = load_checkpoint(path, map_location="cpu")
     model = LatentAutoencoder(ckpt["config"])

@@ -52,14 +52,7 @@ from torch import nn
 
 from latenttune.crystal import PhysicalLayout, parameter_loss, physical_targets
 from latenttune.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
-from latenttune.model import (
-    DEFAULT_MODEL_PATH,
-    LatentAutoencoder,
-    ModelConfig,
-    _state_checksum,
-    load_checkpoint,
-    save_checkpoint,
-)
+from latenttune.model import LatentAutoencoder, ModelConfig, _state_checksum, load_checkpoint, model_path, save_checkpoint
 from sim.detector import Detector
 from sim.training import TrainingPairGenerator
 
@@ -557,7 +550,7 @@ def _initialise(model: LatentAutoencoder, config: RunConfig) -> dict[str, Any]:
         its own starting model's included, so that held-out evaluation can avoid all of them.
     """
     tc = config.train
-    path = DEFAULT_MODEL_PATH if tc.init_from == "default" else Path(tc.init_from)
+    path = model_path(tc.init_from)
     state = load_checkpoint(path)
     if state["config"].to_dict() != config.model.to_dict():
         raise ValueError(f"`train.init_from` {str(path)!r} has model config {state['config'].to_dict()}, "
