@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from latenttune.argtypes import add_views_option
+
 DEFAULT_SCENARIOS = ("latent-walk", "growth", "strain", "dislocation", "fcc-glide")
 METHODS = ("hybrid", "es", "one-shot", "gradient")
 
@@ -68,8 +70,8 @@ def steps_text(steps: int | None) -> str:
 
 
 def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: int | None,
-               es_options: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Track ``series_path`` with one method; return its per-frame figures."""
+               es_options: dict[str, Any], views: int = 1) -> dict[str, np.ndarray]:
+    """Track ``series_path`` with one method (the model's view chosen among ``views``); return its per-frame figures."""
     from latenttune.io import open_series, read_results
     from latenttune.replay import replay_series
     from latenttune.tracking import make_strategy
@@ -82,7 +84,7 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
     else:
         strategy = make_strategy("gradient", k, steps_per_frame=steps)
     with open_series(series_path) as series:
-        path, _ = replay_series(series, loaded, strategy, out, overwrite=True)
+        path, _ = replay_series(series, loaded, strategy, out, overwrite=True, views=views)
     results = read_results(path)
     # `seconds` is the whole frame's tracking work (for hybrid: ES and the physics stage)
     figures = {key: np.asarray(results[key], dtype=float) for key in ("E_r", "E_q", "cost", "seconds")}
@@ -162,6 +164,8 @@ def add_series_options(
     parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
     parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    add_views_option(parser, "symmetric views of the first frame the latent methods choose the model's view from "
+                             "(1 = identity only)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             series = simulate(scenario, tmpdir, loaded, args.frames, args.photons, args.beamstop, args.seed)
             figures[scenario] = {}
             for method in methods:
-                f = run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, es_options)
+                f = run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, es_options,
+                               args.views)
                 figures[scenario][method] = f
                 print(f"{scenario:12s} {method:9s} mean E_r {np.nanmean(f['E_r']):.3f}  max E_r "
                       f"{np.nanmax(f['E_r']):.3f}  mean E_q {np.nanmean(f['E_q']):.3f}  "
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}), {args.frames} frames per scenario, "
-              f"{steps_text(args.steps)}, {args.photons:g} photons, beamstop "
+              f"{steps_text(args.steps)}, first-frame view chosen among {args.views}, {args.photons:g} photons, beamstop "
               f"{args.beamstop} voxels, seed {args.seed}, ES options {es_options or 'default'}, statistics over "
               f"frames {args.skip}..{args.frames - 1}. Machine: {machine()}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads. Total {time.perf_counter() - started:.0f} s.\n"

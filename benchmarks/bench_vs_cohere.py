@@ -266,7 +266,7 @@ def run_scenario(scenario: str, series: Path, loaded: Any, args: argparse.Namesp
     for method in args.method_list:
         if method not in LATENT_METHODS:
             continue
-        f = bt.run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, {})
+        f = bt.run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, {}, args.views)
         per_method[method] = f
         for t, (e_r, e_q, s) in enumerate(zip(f["E_r"], f["E_q"], f["seconds"])):
             print(f"{scenario:12s} {method:11s} frame {t:3d}  E_r {e_r:.3f}  E_q {e_q:.4f}  {s:6.3f} s", flush=True)
@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}, n = {loaded.model.config.n}, "
         f"N = {loaded.model.config.N}), {args.frames} frames per scenario, {bt.steps_text(args.steps)}, "
-        f"{args.photons:g} photons, beamstop {args.beamstop} voxels, seed {args.seed}, "
+        f"latent methods start from the best of {args.views} views, {args.photons:g} photons, beamstop {args.beamstop} "
+        f"voxels, seed {args.seed}, "
         f"statistics over frames {args.skip}..{args.frames - 1}.\n"
         f"cohere-core {v['cohere-core']}: {recipe.algorithm_sequence} ({recipe.iterations} iterations), "
         f"shrink-wrap {list(recipe.shrink_wrap_trigger or [])} threshold {recipe.shrink_wrap_threshold} sigma "

@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             series = bt.simulate(scenario, tmpdir, loaded, args.frames, args.photons, args.beamstop, args.seed)
             figures = {"floor": floors(series, loaded, args.floor_every, args.floor_starts, args.floor_steps, args.seed)}
             for method in methods:
-                f = bt.run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, {})
+                f = bt.run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, {},
+                                  args.views)
                 figures[method] = f["E_r"]
                 print(f"  {method:9s} mean E_r {np.nanmean(f['E_r']):.3f}", flush=True)
             fitted = np.isfinite(figures["floor"])
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['hybrid']:.3f} | {r['reading']} |")
     header = (f"Mean E_r per scenario. Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}, latent "
               f"dimension {loaded.model.latent_dim}), {args.frames} frames per scenario, {args.photons:g} photons, "
-              f"beamstop {args.beamstop} voxels, seed {args.seed}, {bt.steps_text(args.steps)}; "
+              f"beamstop {args.beamstop} voxels, seed {args.seed}, {bt.steps_text(args.steps)}, best of {args.views} views; "
               f"floor fitted on every {args.floor_every}. frame ({args.floor_starts} starts x {args.floor_steps} Adam "
               f"steps; the other columns are averaged over the same frames). Machine: {bt.machine()}, torch "
               f"{torch.__version__} ({torch.get_num_threads()} threads). Total {time.perf_counter() - started:.0f} s.\n"

@@ -10,7 +10,7 @@ import argparse
 import math
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
-           "frame_range", "add_threads_option"]
+           "frame_range", "add_threads_option", "add_views_option", "VIEW_COUNTS"]
 
 
 def _int_at_least(text: str, low: int, rule: str) -> int:
@@ -93,3 +93,13 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice, one per core); on a busy machine 1 is "
                              "steadier than 2")
+
+
+VIEW_COUNTS = (1, 24, 48)
+"""How many symmetric views a one-shot prediction may try (:mod:`latenttune.views`): the identity
+alone, the 24 rotations, or all 48 (rotations and rotations times the inversion)."""
+
+
+def add_views_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--views {1,24,48}`` (default 48): symmetric views of a pattern to choose the encoder's prediction from."""
+    parser.add_argument("--views", type=int, choices=VIEW_COUNTS, default=48, help=help_text)

@@ -6,6 +6,10 @@ real-space error ``E_r`` against the truth (global phase, subpixel shift and twi
 amplitude error ``E_q`` of the prediction's diffraction against the measured counts
 (:mod:`latenttune.metrics`). The same figures for a trivial predictor, the mean training density
 (centred, aligned the same way), say what the model adds.
+
+With ``views`` > 1 the report also gives the one-shot prediction asked in that many symmetric
+views of the pattern, the view chosen by the measured misfit alone
+(:func:`latenttune.views.choose_view`): the prediction the trackers start from.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from latenttune.metrics import amplitude_error, real_space_error
 from latenttune.model import LoadedModel
 from latenttune.physics import forward
 from latenttune.training import RunConfig, training_seeds
+from latenttune.views import check_views, choose_view
 from sim.training import TrainingPairGenerator
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,13 @@ class EvaluationReport:
     Attributes
     ----------
     E_r, E_q : ndarray, shape (S,)
-        Real-space and amplitude errors of the model's one-shot prediction.
+        Real-space and amplitude errors of the model's one-shot prediction (the identity view).
+    E_r_views, E_q_views : ndarray, shape (S,)
+        The same for the best of ``views`` views (equal to ``E_r``, ``E_q`` when ``views`` is 1).
+    view_index : ndarray of int, shape (S,)
+        The chosen view of each sample (0 = identity).
+    seconds_per_view_choice : ndarray, shape (S,)
+        Wall time of the choice among ``views`` views (encode, decode and score them all).
     E_r_trivial, E_q_trivial : ndarray, shape (S,)
         The same for the mean training density.
     seconds_per_prediction : ndarray, shape (S,)
@@ -47,24 +58,34 @@ class EvaluationReport:
         Simulator family of each sample.
     seed : int
         Seed of the held-out samples.
+    views : int
+        How many views the choice tried.
     """
 
     E_r: np.ndarray
     E_q: np.ndarray
+    E_r_views: np.ndarray
+    E_q_views: np.ndarray
+    view_index: np.ndarray
+    seconds_per_view_choice: np.ndarray
     E_r_trivial: np.ndarray
     E_q_trivial: np.ndarray
     seconds_per_prediction: np.ndarray
     families: tuple[str, ...]
     seed: int
+    views: int = 1
 
     def summary(self) -> dict[str, float]:
         """Medians and 90th percentiles (and the median time per prediction in ms)."""
         out: dict[str, float] = {"samples": float(len(self.E_r))}
-        for name in ("E_r", "E_q", "E_r_trivial", "E_q_trivial"):
+        for name in ("E_r", "E_q", "E_r_views", "E_q_views", "E_r_trivial", "E_q_trivial"):
             values = getattr(self, name)
             out[f"{name}_median"] = float(np.median(values))
             out[f"{name}_p90"] = float(np.percentile(values, 90))
         out["ms_per_prediction_median"] = float(np.median(self.seconds_per_prediction) * 1e3)
+        out["ms_per_view_choice_median"] = float(np.median(self.seconds_per_view_choice) * 1e3)
+        out["views"] = float(self.views)
+        out["identity_view_fraction"] = float(np.mean(self.view_index == 0))
         return out
 
     def table(self) -> str:
@@ -74,6 +95,11 @@ class EvaluationReport:
             "| predictor | median E_r | p90 E_r | median E_q | p90 E_q |",
             "| --- | --- | --- | --- | --- |",
             f"| encoder one-shot | {s['E_r_median']:.3f} | {s['E_r_p90']:.3f} | {s['E_q_median']:.3f} | {s['E_q_p90']:.3f} |",
+        ]
+        if self.views > 1:
+            rows.append(f"| encoder one-shot, best of {self.views} views by measured misfit | {s['E_r_views_median']:.3f} | "
+                        f"{s['E_r_views_p90']:.3f} | {s['E_q_views_median']:.3f} | {s['E_q_views_p90']:.3f} |")
+        rows += [
             f"| mean training density | {s['E_r_trivial_median']:.3f} | {s['E_r_trivial_p90']:.3f} | "
             f"{s['E_q_trivial_median']:.3f} | {s['E_q_trivial_p90']:.3f} |",
         ]
@@ -101,6 +127,7 @@ def evaluate_model(
     *,
     samples: int = 64,
     seed: int = 12345,
+    views: int = 48,
     callback: Callable[[int, float, float], object] | None = None,
 ) -> EvaluationReport:
     """Evaluate the encoder's one-shot prediction on ``samples`` held-out pairs.
@@ -113,16 +140,20 @@ def evaluate_model(
         Number of held-out pairs.
     seed : int
         Seed of the held-out pairs; must differ from the training and validation seeds.
+    views : {1, 24, 48}
+        Also report the best of this many symmetric views (:mod:`latenttune.views`); 1 = identity only.
     callback : callable, optional
-        ``callback(index, E_r, E_q)`` after each sample (progress reporting).
+        ``callback(index, E_r, E_q)`` after each sample (progress reporting; the best view's figures).
     """
-    if not isinstance(samples, int) or samples < 1:
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"`samples` must be a positive integer, got {samples!r}")
+    views = check_views(views)
     generator = held_out_generator(loaded, seed)
     model = loaded.model
     trivial = mean_training_density(loaded)
     trivial_intensity = forward(trivial)
-    results: dict[str, list[float]] = {k: [] for k in ("E_r", "E_q", "E_r_trivial", "E_q_trivial", "t")}
+    results: dict[str, list[float]] = {k: [] for k in ("E_r", "E_q", "E_r_views", "E_q_views", "view", "t_views",
+                                                         "E_r_trivial", "E_q_trivial", "t")}
     families = []
     with torch.inference_mode():
         for i in range(samples):
@@ -133,18 +164,36 @@ def evaluate_model(
             results["t"].append(time.perf_counter() - start)
             results["E_r"].append(real_space_error(pair.density, prediction).error)
             results["E_q"].append(amplitude_error(forward(prediction), pair.intensity, pair.mask))
+            if views > 1:
+                start = time.perf_counter()
+                choice = choose_view(model, pair.intensity, pair.mask, views=views)
+                results["t_views"].append(time.perf_counter() - start)
+                results["view"].append(choice.index)
+                results["E_r_views"].append(real_space_error(pair.density, choice.density).error)
+                results["E_q_views"].append(amplitude_error(forward(choice.density), pair.intensity, pair.mask))
+            else:
+                results["t_views"].append(results["t"][-1])
+                results["view"].append(0)
+                results["E_r_views"].append(results["E_r"][-1])
+                results["E_q_views"].append(results["E_q"][-1])
             results["E_r_trivial"].append(real_space_error(pair.density, trivial).error)
             results["E_q_trivial"].append(amplitude_error(trivial_intensity, pair.intensity, pair.mask))
             families.append(str(pair.family))
-            log.debug("sample %d (%s): E_r %.4f E_q %.4f", i, pair.family, results["E_r"][-1], results["E_q"][-1])
+            log.debug("sample %d (%s): E_r %.4f E_q %.4f (best view %d: E_r %.4f)", i, pair.family, results["E_r"][-1],
+                      results["E_q"][-1], results["view"][-1], results["E_r_views"][-1])
             if callback is not None:
-                callback(i, results["E_r"][-1], results["E_q"][-1])
+                callback(i, results["E_r_views"][-1], results["E_q_views"][-1])
     return EvaluationReport(
         E_r=np.array(results["E_r"]),
         E_q=np.array(results["E_q"]),
+        E_r_views=np.array(results["E_r_views"]),
+        E_q_views=np.array(results["E_q_views"]),
+        view_index=np.array(results["view"], dtype=int),
+        seconds_per_view_choice=np.array(results["t_views"]),
         E_r_trivial=np.array(results["E_r_trivial"]),
         E_q_trivial=np.array(results["E_q_trivial"]),
         seconds_per_prediction=np.array(results["t"]),
         families=tuple(families),
         seed=seed,
+        views=views,
     )

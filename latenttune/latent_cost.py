@@ -115,13 +115,27 @@ class LatentCost:
         z = self._as_latents(z)
         with torch.inference_mode():
             density = self.model.decode_tensor(z)
-            intensity = self._intensity(density)
-            if self.cost_name == "amplitude":
-                values = self._amplitude_misfit(intensity)
-            else:
-                values = self._cost(intensity, self.intensity, self.mask)
+            values = self._density_costs(density)
         self.evaluations += z.shape[0]
         return values.float().cpu().numpy(), density
+
+    def _density_costs(self, density: torch.Tensor) -> torch.Tensor:
+        intensity = self._intensity(density)
+        if self.cost_name == "amplitude":
+            return self._amplitude_misfit(intensity)
+        return self._cost(intensity, self.intensity, self.mask)
+
+    def density_costs(self, density: torch.Tensor) -> np.ndarray:
+        """Costs of densities ``(B, n, n, n)`` (complex, on the cost's device) that need no decoder.
+
+        Used to score candidates that are not ``decode(z)`` of this model, e.g. a view's prediction
+        brought back to the laboratory frame (:func:`latenttune.views.choose_view`).
+        """
+        n = self.model.config.n
+        if not isinstance(density, torch.Tensor) or density.ndim != 4 or tuple(density.shape[1:]) != (n, n, n):
+            raise ValueError(f"`density` must be a tensor of shape (B, {n}, {n}, {n})")
+        with torch.inference_mode():
+            return self._density_costs(density.to(self.device)).float().cpu().numpy()
 
     def __call__(self, z: Any) -> np.ndarray:
         """Costs of a batch of latents ``(B, k)`` (or one ``(k,)``), shape ``(B,)``, float32."""

@@ -41,6 +41,7 @@ from latenttune.model import LoadedModel
 from latenttune.outputs import check_outputs
 from latenttune.physics import forward
 from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
+from latenttune.views import check_view_index, check_views
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,13 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
     }
 
 
-def _settings(loaded: LoadedModel, strategy: Strategy) -> dict[str, Any]:
+def _settings(loaded: LoadedModel, strategy: Strategy, views: int = 1) -> dict[str, Any]:
     """Every setting that changes the results (checked on resume, :mod:`latenttune.io.identity`)."""
     parameter = next(loaded.model.parameters(), None)
     physics = getattr(strategy, "physics", None)
     return {
         **strategy_settings(strategy),
+        **({"views": views} if views > 1 else {}),  # absent for 1, so older results files still resume
         "model_checksum": loaded.checksum,
         "physics": None if physics is None else dataclasses.asdict(physics),
         "device": "cpu" if parameter is None else parameter.device.type,
@@ -173,12 +175,16 @@ def _recorded_path(series_path: Path, out: str | Path) -> str:
         return str(source)
 
 
-def _load_state(strategy: Strategy, text: Any, partial: Path) -> None:
-    """Restore the strategy's state stored in a row; a damaged state is a one-line error."""
+def _load_state(strategy: Strategy, text: Any, partial: Path) -> int:
+    """Restore the strategy's state stored in a row and return the run's view; a damaged state is a one-line error."""
     try:
-        strategy.load_state_dict(json.loads(str(text)))
-    except (ValueError, KeyError, TypeError) as exc:
+        state = json.loads(str(text))
+        strategy.load_state_dict(state)
+        view = state.get("view", 0)  # rows written before views existed: the identity
+        check_view_index(view)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ResultsFileError(partial, f"cannot resume: the stored strategy state cannot be loaded ({exc!r})") from None
+    return int(view)
 
 
 def replay_series(
@@ -192,6 +198,7 @@ def replay_series(
     callback: Callable[[FrameReport], bool | None] | None = None,
     attrs: dict[str, Any] | None = None,
     frames: tuple[int, int | None] | None = None,
+    views: int = 48,
 ) -> tuple[Path, TrackResult]:
     """Track every frame of ``series`` with ``strategy`` and write the results file ``out``.
 
@@ -221,6 +228,10 @@ def replay_series(
         Track only the series frames ``start`` to ``stop - 1`` (``stop`` None: to the end), as
         ``latenttune replay --frames START:STOP``; rows keep their series frame numbers. The range is
         one of the settings a resume must repeat.
+    views : {1, 24, 48}
+        Symmetric views of the first tracked frame to choose the model's view from
+        (:mod:`latenttune.views`; the run's view is stored in every row's ``strategy_state``, and a
+        resume keeps it). One of the settings a resume must repeat.
 
     The results file records the series as ``series`` (its path relative to the results file's
     folder, so the pair can move together; ``series_identity`` holds the absolute path).
@@ -259,7 +270,8 @@ def replay_series(
     first, stop = _frame_range(frames, len(series))
     steps = int(getattr(strategy, "steps_per_frame", 1))
     physics = getattr(strategy, "physics", None)
-    settings = _settings(loaded, strategy)
+    views = check_views(views)
+    settings = _settings(loaded, strategy, views)
     if frames is not None:
         settings["frames"] = [first, stop]
     file_attrs = {
@@ -276,7 +288,7 @@ def replay_series(
         SETTINGS_ATTR: settings,
         **(attrs or {}),
     }
-    start, held, held_output = first, None, None
+    start, held, held_output, view = first, None, None, 0
     try:  # on resume: same series, same content so far, same settings, or a one-line refusal
         digest = (check_resume(out, file_attrs, series, ("strategy_state", "latent"), first=first) if resume
                   else ReadDigest(next_index=first))
@@ -292,7 +304,7 @@ def replay_series(
             previous = read_results(writer.partial_path)
             # a bad leading frame gets no row, so continue after the last frame written, not after `rows`
             start = int(previous["index"][rows - 1]) + 1 if "index" in previous else rows
-            _load_state(strategy, previous["strategy_state"][rows - 1], writer.partial_path)
+            view = _load_state(strategy, previous["strategy_state"][rows - 1], writer.partial_path)
             held = np.asarray(previous["latent"][rows - 1], dtype=np.float64)
             if physics is not None and "refined_density" in previous:
                 held_output = np.asarray(previous["refined_density"][rows - 1])
@@ -335,7 +347,7 @@ def replay_series(
 
         # a fresh run (no row yet) starts the strategy from the encoder, whatever its first frame
         result = track(todo, model, strategy, callback=on_frame, start_index=start if writer.num_frames_written else 0,
-                       held_latent=held, held_output=held_output)
+                       held_latent=held, held_output=held_output, views=views, view=view)
         if not stopped["flag"] and writer.num_frames_written == 0:
             writer.discard()  # nothing to keep: no file marked complete with no frame in it
             raise no_usable_frame_error(series)

@@ -18,6 +18,11 @@ improve the latent for ``steps_per_frame`` cost evaluations:
 * :class:`GradientStrategy` -- gradient descent on ``z`` through autograd. **Uses the network
   gradient**; a comparator, not the project's method.
 
+On the first good frame the tracker may ask the encoder in ``views`` symmetric views of the pattern
+(:mod:`latenttune.views`) and keep the view whose prediction fits the measurement best; the run then
+works with the model seen through that view (densities stay in the laboratory frame; the view's
+index is stored in every record's ``state`` as ``"view"``, so a resumed run keeps it).
+
 Every strategy reports the best latent it evaluated on the frame. Frames that
 :func:`latenttune.frame_policy.frame_problem` rejects (not finite, negative, no counts) are skipped
 with a warning and the last estimate is held. The latent never leaves
@@ -46,6 +51,7 @@ from latenttune.latent_cost import LatentCost
 from latenttune.model import LatentAutoencoder
 from latenttune.physics import COSTS, forward
 from latenttune.refine import PhysicsOutcome, PhysicsSettings, PhysicsStage
+from latenttune.views import ViewedAutoencoder, check_views, choose_view, viewed
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +98,8 @@ class FrameRecord:
     status : str
         ``"ok"`` or ``"skipped: <reason>"``.
     state : dict
-        The strategy's serialisable state after the frame (for exact resume).
+        The strategy's serialisable state after the frame (for exact resume), with the tracker's
+        ``"view"`` (index in :data:`latenttune.views.VIEWS` of the model's view; 0 = identity).
     physics : PhysicsOutcome or None
         The physics stage's outcome on this frame (hybrid tracking; None otherwise and on a
         skipped frame).
@@ -463,6 +470,13 @@ class FrameTracker:
         Estimate to hold over skipped frames before the first good one (resume).
     held_output : ndarray, optional
         Hybrid tracking, resume: the last frame's output, the physics stage's warm start.
+    views : {1, 24, 48}
+        Symmetric views of the first good frame to choose the model's view from
+        (:func:`latenttune.views.choose_view`); 1 keeps the identity. 48 everywhere by default (the
+        command line, :func:`track`, :func:`latenttune.replay.replay_series`, the Bluesky plan), so
+        every entry point tracks the same frames the same way.
+    view : int
+        Resume: the view the run already uses (``record.state["view"]``); 0 = identity.
 
     Attributes
     ----------
@@ -476,11 +490,19 @@ class FrameTracker:
         The physics stage of a strategy that has one (:class:`HybridStrategy`).
     evaluations : int
         Cost evaluations so far.
+    view : int
+        The model's view (index in :data:`latenttune.views.VIEWS`).
+    model : LatentAutoencoder or ViewedAutoencoder
+        The model seen through :attr:`view`.
     """
 
     def __init__(self, model: LatentAutoencoder, strategy: Strategy, *, first: bool = True,
-                 held_latent: np.ndarray | None = None, held_output: np.ndarray | None = None) -> None:
-        self.model = model
+                 held_latent: np.ndarray | None = None, held_output: np.ndarray | None = None,
+                 views: int = 48, view: int = 0) -> None:
+        self.views = check_views(views)
+        self.base_model = model.base if isinstance(model, ViewedAutoencoder) else model
+        self.model = viewed(self.base_model, view)
+        self.view = int(view)
         self.strategy = strategy
         self.first = bool(first)
         self.last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
@@ -532,13 +554,20 @@ class FrameTracker:
             record = FrameRecord(
                 index=index, time=time_s, latent=self.last_latent, cost=math.nan, step_costs=np.empty(0),
                 encoded=np.full_like(self.last_latent, np.nan), density=held_density,
-                seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=strategy.state_dict(),
+                seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=self._state(),
                 output=held_output,
             )
         else:
-            with torch.inference_mode():
-                need_encoder = strategy.needs_encoder or self.first
-                encoded = model.encode(intensity, mask)[0].cpu().numpy().astype(np.float64) if need_encoder else None
+            encoded = None
+            if self.first and self.views > 1:
+                choice = choose_view(self.base_model, intensity, mask, views=self.views)
+                self.view, encoded = choice.index, choice.latent
+                self.model = model = viewed(self.base_model, choice.index)
+                log.info("frame %d: view %d of %d fits best (cost %.5f, identity %.5f)", index, choice.index,
+                         self.views, choice.costs[choice.index], choice.costs[0])
+            elif strategy.needs_encoder or self.first:
+                with torch.inference_mode():
+                    encoded = model.encode(intensity, mask)[0].cpu().numpy().astype(np.float64)
             cost = LatentCost(model, intensity, mask)
             latents, costs = strategy.run_frame(cost, encoded, self.first)
             best = int(np.argmin(costs))
@@ -550,7 +579,7 @@ class FrameTracker:
             record = FrameRecord(
                 index=index, time=time_s, latent=latent, cost=float(costs[best]), step_costs=costs,
                 encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),
-                density=density, seconds=time.perf_counter() - start, status="ok", state=strategy.state_dict(),
+                density=density, seconds=time.perf_counter() - start, status="ok", state=self._state(),
                 physics=outcome, output=None if outcome is None else outcome.density,
             )
             self.first = False
@@ -558,6 +587,9 @@ class FrameTracker:
         self.last_density = record.density
         log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", index, record.cost, record.steps, record.seconds)
         return record
+
+    def _state(self) -> dict[str, Any]:
+        return {**self.strategy.state_dict(), "view": self.view}
 
 
 def track(
@@ -569,6 +601,8 @@ def track(
     start_index: int = 0,
     held_latent: np.ndarray | None = None,
     held_output: np.ndarray | None = None,
+    views: int = 48,
+    view: int = 0,
 ) -> TrackResult:
     """Track a time series of measured frames.
 
@@ -592,13 +626,18 @@ def track(
         Estimate to hold over skipped frames before the first good one (resume).
     held_output : ndarray, optional
         Hybrid tracking, resume: the last frame's output (the physics stage's warm start).
+    views : {1, 24, 48}
+        Symmetric views of the first good frame to choose the model's view from (:class:`FrameTracker`).
+    view : int
+        Resume: the run's view (``record.state["view"]`` of its last record).
 
     Returns
     -------
     TrackResult
     """
     records: list[FrameRecord] = []
-    tracker = FrameTracker(model, strategy, first=start_index == 0, held_latent=held_latent, held_output=held_output)
+    tracker = FrameTracker(model, strategy, first=start_index == 0, held_latent=held_latent, held_output=held_output,
+                           views=views, view=view)
     status, message = 0, "all frames processed"
     for position, frame in enumerate(frames):
         if hasattr(frame, "intensity"):

@@ -14,6 +14,7 @@ import bluesky.plan_stubs as bps
 import event_model
 import numpy as np
 import pytest
+import torch
 from bluesky import RunEngine
 from bluesky.suspenders import SuspendFloor
 from bluesky.utils import RunEngineInterrupted
@@ -87,7 +88,8 @@ def test_documents_of_a_ten_frame_run(reference):
     start, descriptor, stop = docs[0][1], docs[1][1], docs[-1][1]
     assert start["plan_name"] == "track_sample" and start["num_points"] == 10
     assert set(start["plan_args"]) == {"detector", "tracker", "model", "controller", "num", "steps_per_frame",
-                                       "per_frame", "md"}
+                                       "per_frame", "md", "views"}
+    assert start["plan_args"]["views"] == 48 and start["latenttune"]["views"] == 48  # the default
     assert start["plan_args"]["num"] == 10 and "ESStrategy" in start["plan_args"]["controller"]
     assert start["latenttune"]["keys"]["pattern"] == "cdi_pattern" and start["latenttune"]["k"] == K
     event_model.schema_validators[event_model.DocumentNames.descriptor].validate(descriptor)
@@ -137,6 +139,7 @@ def test_bad_arguments_fail_when_the_plan_is_built(lively_model):
         (dict(steps_per_frame=-1), ValueError, "`steps_per_frame`"),
         (dict(md=[("a", 1)]), TypeError, "`md` must be None or a mapping"),
         (dict(per_frame=3), TypeError, "`per_frame`"),
+        (dict(views=2), ValueError, r"`views` must be one of \(1, 24, 48\)"),
     ]
     for kwargs, error, match in cases:
         with pytest.raises(error, match=match):
@@ -342,3 +345,19 @@ def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
     for t, event in enumerate(events):
         record = frames.step(np.asarray(event["data"]["cdi_pattern"]), np.asarray(event["data"]["cdi_mask"]), t, 0.0)
         np.testing.assert_allclose(event["data"]["tracker_amplitude_slice"], np.abs(record.output_density[4]), atol=1e-6)
+
+
+def test_a_live_run_with_views_tracks_through_the_view_the_first_frame_chose(lively_model):
+    from latenttune.views import choose_view, viewed
+
+    RE, docs = _engine()
+    detector = _detector()
+    RE(track_sample(detector, LatentTracker(K, 8), lively_model, make_strategy("one-shot", K), num=2, views=48))
+    start = docs[0][1]
+    assert start["plan_args"]["views"] == 48 and start["latenttune"]["views"] == 48
+    first = _events(docs)[0]["data"]
+    choice = choose_view(lively_model, first["cdi_pattern"], first.get("cdi_mask"), views=48)
+    assert abs(_costs(docs)[0] - choice.costs[choice.index]) <= 1e-4 * choice.costs[choice.index]
+    with torch.inference_mode():
+        z = viewed(lively_model, choice.index).encode(first["cdi_pattern"], first.get("cdi_mask"))[0].numpy()
+    np.testing.assert_allclose(_events(docs)[0]["data"]["tracker_latent"], z, atol=1e-5)

@@ -38,9 +38,21 @@ def test_default_model_is_small_and_carries_its_recipe(default_model):
 
 def test_default_model_beats_the_trivial_predictor(default_model):
     """One-shot E_r on held-out samples is well below that of the mean training density."""
-    report = evaluate_model(default_model, samples=6, seed=2024)
+    report = evaluate_model(default_model, samples=6, seed=2024, views=1)
     assert np.all(np.isfinite(report.E_r)) and np.all(report.E_r <= 2.0)
     assert np.median(report.E_r) < 0.8 * np.median(report.E_r_trivial)
+    np.testing.assert_array_equal(report.E_r_views, report.E_r)  # one view: the identity's figures
+    assert "best of" not in report.table()
+
+
+def test_evaluate_reports_the_best_of_48_views_next_to_the_identity(default_model):
+    """The view chosen by the measured misfit; on these held-out samples it fits and draws better."""
+    report = evaluate_model(default_model, samples=4, seed=2025, views=48)
+    assert report.views == 48 and report.view_index.shape == (4,)
+    assert np.all((report.view_index >= 0) & (report.view_index < 48))
+    assert "| encoder one-shot, best of 48 views by measured misfit |" in report.table()
+    assert np.median(report.E_q_views) < np.median(report.E_q)
+    assert np.median(report.E_r_views) < np.median(report.E_r)
 
 
 def test_track_demo_runs_with_the_default_model(tmp_path, capsys):

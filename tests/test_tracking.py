@@ -222,7 +222,7 @@ def test_absolute_mode_starts_from_the_encoder_then_continues(lively_model, fram
     monkeypatch.setattr(LatentCost, "__call__", recording)
     strategy = ESStrategy(K, steps_per_frame=steps, mode="absolute", reseed=False)
     assert not strategy.needs_encoder
-    result = track(frames, lively_model, strategy)
+    result = track(frames, lively_model, strategy, views=1)  # the identity view: what this test checks
     assert len(calls) == 1  # only the first frame is encoded
     np.testing.assert_array_equal(result.records[0].encoded, encoded0)
     assert all(np.isnan(r.encoded).all() for r in result.records[1:])
@@ -257,7 +257,7 @@ def test_reseeding_compares_the_current_latent_with_the_encoding_first(lively_mo
     evaluated = _recording_cost(monkeypatch)
     strategy = ESStrategy(K, steps_per_frame=steps)  # reseed is the default
     assert strategy.reseed and strategy.needs_encoder
-    result = track(frames, lively_model, strategy)
+    result = track(frames, lively_model, strategy, views=1)  # the identity view: what this test checks
     assert all(r.steps == steps and r.step_costs.shape == (steps,) for r in result.records)
     calls_per_later_frame = 1 + (steps - 2)  # the pair, then single ES evaluations
     assert len(evaluated) == steps + calls_per_later_frame * (len(frames) - 1)
@@ -281,7 +281,7 @@ def test_reseeding_restarts_at_the_encoding_after_a_jump(lively_model, monkeypat
     jump = [(_pattern(lively_model, before), mask)] * 2 + [(_pattern(lively_model, after), mask)]
     truths = iter([before, before, after])
     monkeypatch.setattr(lively_model, "encode", lambda intensity, mask=None: torch.tensor(next(truths))[None])
-    reseeded = track(jump, lively_model, ESStrategy(K, steps_per_frame=8))
+    reseeded = track(jump, lively_model, ESStrategy(K, steps_per_frame=8), views=1)  # the patched encoder
     costs = reseeded.records[2].step_costs
     assert costs[1] < costs[0]  # the encoding fits the new frame better than the held latent
     assert reseeded.records[2].state["controller"]["state"]["n"] == 8 - 2  # restarted at the encoding
@@ -293,7 +293,7 @@ def test_residual_mode_adds_a_correction_to_every_frames_encoding(lively_model, 
     calls = _count_encodes(lively_model, monkeypatch)
     strategy = ESStrategy(K, steps_per_frame=steps, mode="residual", residual_width=0.3)
     assert strategy.needs_encoder and strategy.name == "es-residual"
-    result = track(frames, lively_model, strategy)
+    result = track(frames, lively_model, strategy, views=1)  # the identity view: what this test checks
     assert len(calls) == len(frames)
     assert all(np.isfinite(r.encoded).all() for r in result.records)
     # the best latent is within residual_width of the frame's encoding (the correction's box)
@@ -333,7 +333,7 @@ def test_strategy_state_round_trip_continues_exactly(lively_model, frames):
 
 
 def test_one_shot_is_the_encoder_per_frame(lively_model, frames):
-    result = track(frames, lively_model, make_strategy("one-shot", K))
+    result = track(frames, lively_model, make_strategy("one-shot", K), views=1)  # the identity view: what this test checks
     assert result.nit == len(frames)
     for record, (intensity, mask) in zip(result.records, frames):
         with torch.inference_mode():

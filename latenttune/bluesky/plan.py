@@ -43,6 +43,7 @@ from latenttune.frame_policy import prepare_frame
 from latenttune.io.runs import MD_KEY, STREAM
 from latenttune.model import LatentAutoencoder, LoadedModel
 from latenttune.tracking import FrameRecord, FrameTracker
+from latenttune.views import check_views
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ def track_sample(
     steps_per_frame: int | None = None,
     per_frame: Callable[[Any, LatentTracker, Callable[[], Plan]], Plan] | None = None,
     md: Mapping[str, Any] | None = None,
+    views: int = 48,
 ) -> Plan:
     """Track a changing sample in situ: one event per measured frame.
 
@@ -260,6 +262,10 @@ def track_sample(
         ``return (yield from frame())``.
     md : mapping, optional
         Extra metadata for the start document.
+    views : {1, 24, 48}
+        Symmetric views of the first frame to choose the model's view from
+        (:mod:`latenttune.views`; ``latenttune replay`` makes the same choice offline with the same
+        ``--views``, 48 by default). 1 keeps the identity.
 
     Returns
     -------
@@ -299,6 +305,7 @@ def track_sample(
         raise TypeError(f"`per_frame` must be None or callable, got {type(per_frame).__name__}")
     if md is not None and not isinstance(md, Mapping):
         raise TypeError(f"`md` must be None or a mapping, got {type(md).__name__}")
+    views = check_views(views)
     _check_pattern_shape(detector, N)
 
     keys = DataKeys(
@@ -319,6 +326,7 @@ def track_sample(
             "steps_per_frame": steps_per_frame,
             "per_frame": None if per_frame is None else repr(per_frame),
             "md": None if md is None else repr(dict(md)),
+            "views": views,
         },
         MD_KEY: {
             "keys": keys.to_dict(),
@@ -328,6 +336,7 @@ def track_sample(
             "model_path": None if loaded is None else str(loaded.path),
             "model_checksum": None if loaded is None else loaded.checksum,
             "strategy": _strategy_description(controller),
+            "views": views,
             "versions": _versions(),
         },
         "hints": {"dimensions": [([keys.sample_time or "time"], STREAM)]},
@@ -340,7 +349,7 @@ def track_sample(
              _md[MD_KEY]["strategy"]["name"])
 
     def plan() -> Plan:
-        frames = FrameTracker(net, controller)
+        frames = FrameTracker(net, controller, views=views)
         counter: dict[str, Any] = {"frames": 0}
 
         def frame() -> Plan:
