@@ -164,8 +164,8 @@ def add_series_options(
     parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
     parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
-    add_views_option(parser, "symmetric views of the first frame the latent methods choose the model's view from "
-                             "(1 = identity only)")
+    add_views_option(parser, 1, "symmetric views of the first frame the latent methods choose the model's view "
+                                "from (1 = the identity, the trackers' default)")
 
 
 def main(argv: list[str] | None = None) -> int:

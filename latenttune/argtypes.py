@@ -100,6 +100,6 @@ VIEW_COUNTS = (1, 24, 48)
 alone, the 24 rotations, or all 48 (rotations and rotations times the inversion)."""
 
 
-def add_views_option(parser: argparse.ArgumentParser, help_text: str) -> None:
-    """``--views {1,24,48}`` (default 48): symmetric views of a pattern to choose the encoder's prediction from."""
-    parser.add_argument("--views", type=int, choices=VIEW_COUNTS, default=48, help=help_text)
+def add_views_option(parser: argparse.ArgumentParser, default: int, help_text: str) -> None:
+    """``--views {1,24,48}``: symmetric views of a pattern to choose the encoder's prediction from."""
+    parser.add_argument("--views", type=int, choices=VIEW_COUNTS, default=default, help=help_text)

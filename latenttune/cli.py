@@ -192,7 +192,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
     p.add_argument("--samples", type=positive_int, default=64, help="number of held-out samples")
     p.add_argument("--seed", type=int, default=12345, help="seed of the held-out samples")
-    add_views_option(p, "symmetric views of each pattern to choose the one-shot from (1 = identity only)")
+    add_views_option(p, 48, "symmetric views of each pattern to choose the one-shot from (1 = identity only)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)
     p.set_defaults(func=_cmd_evaluate)
@@ -219,7 +219,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     families = sorted(set(report.families))
     for family in families:
         pick = np.array([f == family for f in report.families])
-        views = f"  best of {args.views} views: median E_r {np.median(report.E_r_views[pick]):.3f}" if args.views > 1 else ""
+        views = (f"  best of {args.views} views: median E_r {np.median(report.E_r_views[pick]):.3f}"
+                 if args.views > 1 else "")
         print(f"  {family:20s} n={pick.sum():3d}  median E_r {np.median(report.E_r[pick]):.3f}  "
               f"median E_q {np.median(report.E_q[pick]):.3f}{views}")
     print(f"time per prediction (encode + decode, batch 1, {args.device}): {s['ms_per_prediction_median']:.1f} ms median")
@@ -261,8 +262,9 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart-llk", type=positive_float, default=None, action=_Given,
                    help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
                         "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")
-    add_views_option(p, "symmetric views of the first frame to choose the model's view from (1 = identity "
-                        "only; README 'Symmetric views')")
+    add_views_option(p, 1, "symmetric views of the first frame to choose the model's view from (1 = the "
+                           "identity; 48 fits crystals better but costs the first frame about 1-2 s; README "
+                           "'Symmetric views')")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")

@@ -97,8 +97,9 @@ class EvaluationReport:
             f"| encoder one-shot | {s['E_r_median']:.3f} | {s['E_r_p90']:.3f} | {s['E_q_median']:.3f} | {s['E_q_p90']:.3f} |",
         ]
         if self.views > 1:
-            rows.append(f"| encoder one-shot, best of {self.views} views by measured misfit | {s['E_r_views_median']:.3f} | "
-                        f"{s['E_r_views_p90']:.3f} | {s['E_q_views_median']:.3f} | {s['E_q_views_p90']:.3f} |")
+            rows.append(f"| encoder one-shot, best of {self.views} views by measured misfit | "
+                        f"{s['E_r_views_median']:.3f} | {s['E_r_views_p90']:.3f} | {s['E_q_views_median']:.3f} | "
+                        f"{s['E_q_views_p90']:.3f} |")
         rows += [
             f"| mean training density | {s['E_r_trivial_median']:.3f} | {s['E_r_trivial_p90']:.3f} | "
             f"{s['E_q_trivial_median']:.3f} | {s['E_q_trivial_p90']:.3f} |",

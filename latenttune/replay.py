@@ -198,7 +198,7 @@ def replay_series(
     callback: Callable[[FrameReport], bool | None] | None = None,
     attrs: dict[str, Any] | None = None,
     frames: tuple[int, int | None] | None = None,
-    views: int = 48,
+    views: int = 1,
 ) -> tuple[Path, TrackResult]:
     """Track every frame of ``series`` with ``strategy`` and write the results file ``out``.
 

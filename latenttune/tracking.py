@@ -472,9 +472,8 @@ class FrameTracker:
         Hybrid tracking, resume: the last frame's output, the physics stage's warm start.
     views : {1, 24, 48}
         Symmetric views of the first good frame to choose the model's view from
-        (:func:`latenttune.views.choose_view`); 1 keeps the identity. 48 everywhere by default (the
-        command line, :func:`track`, :func:`latenttune.replay.replay_series`, the Bluesky plan), so
-        every entry point tracks the same frames the same way.
+        (:func:`latenttune.views.choose_view`); 1 (the default everywhere: the command line,
+        :func:`track`, :func:`latenttune.replay.replay_series`, the Bluesky plan) keeps the identity.
     view : int
         Resume: the view the run already uses (``record.state["view"]``); 0 = identity.
 
@@ -498,7 +497,7 @@ class FrameTracker:
 
     def __init__(self, model: LatentAutoencoder, strategy: Strategy, *, first: bool = True,
                  held_latent: np.ndarray | None = None, held_output: np.ndarray | None = None,
-                 views: int = 48, view: int = 0) -> None:
+                 views: int = 1, view: int = 0) -> None:
         self.views = check_views(views)
         self.base_model = model.base if isinstance(model, ViewedAutoencoder) else model
         self.model = viewed(self.base_model, view)
@@ -601,7 +600,7 @@ def track(
     start_index: int = 0,
     held_latent: np.ndarray | None = None,
     held_output: np.ndarray | None = None,
-    views: int = 48,
+    views: int = 1,
     view: int = 0,
 ) -> TrackResult:
     """Track a time series of measured frames.

@@ -41,8 +41,8 @@ from latenttune.model import LatentAutoencoder
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GridView", "VIEWS", "VIEW_COUNTS", "ViewChoice", "ViewedAutoencoder", "check_view_index", "check_views", "choose_view",
-           "viewed"]
+__all__ = ["GridView", "VIEWS", "VIEW_COUNTS", "ViewChoice", "ViewedAutoencoder", "check_view_index", "check_views",
+           "choose_view", "viewed"]
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def test_documents_of_a_ten_frame_run(reference):
     assert start["plan_name"] == "track_sample" and start["num_points"] == 10
     assert set(start["plan_args"]) == {"detector", "tracker", "model", "controller", "num", "steps_per_frame",
                                        "per_frame", "md", "views"}
-    assert start["plan_args"]["views"] == 48 and start["latenttune"]["views"] == 48  # the default
+    assert start["plan_args"]["views"] == 1 and start["latenttune"]["views"] == 1  # the default
     assert start["plan_args"]["num"] == 10 and "ESStrategy" in start["plan_args"]["controller"]
     assert start["latenttune"]["keys"]["pattern"] == "cdi_pattern" and start["latenttune"]["k"] == K
     event_model.schema_validators[event_model.DocumentNames.descriptor].validate(descriptor)

@@ -230,7 +230,7 @@ def track_sample(
     steps_per_frame: int | None = None,
     per_frame: Callable[[Any, LatentTracker, Callable[[], Plan]], Plan] | None = None,
     md: Mapping[str, Any] | None = None,
-    views: int = 48,
+    views: int = 1,
 ) -> Plan:
     """Track a changing sample in situ: one event per measured frame.
 
@@ -265,7 +265,7 @@ def track_sample(
     views : {1, 24, 48}
         Symmetric views of the first frame to choose the model's view from
         (:mod:`latenttune.views`; ``latenttune replay`` makes the same choice offline with the same
-        ``--views``, 48 by default). 1 keeps the identity.
+        ``--views``). 1 (the default) keeps the identity.
 
     Returns
     -------
