@@ -185,6 +185,22 @@ def test_cli_train_writes_a_loadable_model(tiny_toml, tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
+def test_cli_evaluate_prints_the_identity_and_the_best_of_the_views(tiny_toml, tmp_path, capsys):
+    out = tmp_path / "cli.pt"
+    assert main(["train", "--config", str(tiny_toml), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--samples", "2", "--seed", "77", "--views", "24"]) == 0
+    printed = capsys.readouterr().out
+    assert "| encoder one-shot |" in printed and "| encoder one-shot, best of 24 views by measured misfit |" in printed
+    assert "time to choose among 24 views" in printed
+    assert main(["evaluate", "--model", str(out), "--samples", "2", "--seed", "77", "--views", "1"]) == 0
+    assert "best of" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--model", str(out), "--views", "2"])
+    assert exit_info.value.code == 2
+    assert "--views: invalid choice: 2" in capsys.readouterr().err
+
+
 # ---- DistributedDataParallel (CPU, gloo, two ranks) ------------------------------------------------
 
 

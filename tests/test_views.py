@@ -158,3 +158,28 @@ def test_a_resume_with_other_views_is_refused(tmp_path, lively_model, series_pat
                   callback=lambda rep: rep.record.index == 0)
     with pytest.raises(ValueError, match="views"):
         replay_series(series_path, loaded, make_strategy("es", K, steps_per_frame=4), out, views=1, resume=True)
+
+
+def test_the_track_and_replay_commands_take_views_and_store_the_runs_view(tmp_path, lively_model, capsys):
+    from latenttune.cli import main
+
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, lively_model)
+    out = tmp_path / "t.h5"
+    assert main(["track", "--scenario", "growth", "--frames", "2", "--model", str(checkpoint), "--strategy",
+                 "one-shot", "--views", "48", "--no-figure", "--out", str(out)]) == 0
+    tracked = read_results(out)
+    series = tmp_path / "t.series.cxi"
+    first = _pairs(series)[0]
+    expected = choose_view(lively_model, *first, views=48).index
+    assert expected != 0  # another view than the identity wins here, so the identity run below differs
+    assert [json.loads(str(s))["view"] for s in tracked["strategy_state"]] == [expected, expected]
+    replayed = tmp_path / "r.h5"
+    assert main(["replay", str(series), "--model", str(checkpoint), "--strategy", "one-shot", "--views", "48",
+                 "--no-figure", "--out", str(replayed)]) == 0
+    np.testing.assert_array_equal(read_results(replayed)["cost"], tracked["cost"])
+    identity = tmp_path / "i.h5"
+    assert main(["replay", str(series), "--model", str(checkpoint), "--strategy", "one-shot", "--no-figure",
+                 "--out", str(identity)]) == 0  # the default: the identity view
+    assert [json.loads(str(s))["view"] for s in read_results(identity)["strategy_state"]] == [0, 0]
+    capsys.readouterr()
