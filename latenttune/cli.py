@@ -185,7 +185,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
             "percentile of the real-space error E_r and the amplitude error E_q, next to a trivial "
             "predictor (the mean training density), and the time per prediction. With --views 24 or 48 "
             "(default) also the one-shot asked in that many rotated/inverted views of the pattern, the "
-            "view chosen by the measured misfit alone (what the trackers start from)."
+            "view chosen by the measured misfit alone (what the trackers start from with --views 48)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

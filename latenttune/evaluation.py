@@ -9,7 +9,7 @@ amplitude error ``E_q`` of the prediction's diffraction against the measured cou
 
 With ``views`` > 1 the report also gives the one-shot prediction asked in that many symmetric
 views of the pattern, the view chosen by the measured misfit alone
-(:func:`latenttune.views.choose_view`): the prediction the trackers start from.
+(:func:`latenttune.views.choose_view`): the prediction the trackers start from with ``views=48``.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
     }
 
 
-def _settings(loaded: LoadedModel, strategy: Strategy, views: int = 1) -> dict[str, Any]:
+def _settings(loaded: LoadedModel, strategy: Strategy, views: int) -> dict[str, Any]:
     """Every setting that changes the results (checked on resume, :mod:`latenttune.io.identity`)."""
     parameter = next(loaded.model.parameters(), None)
     physics = getattr(strategy, "physics", None)
