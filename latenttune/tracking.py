@@ -489,8 +489,6 @@ class FrameTracker:
         The physics stage of a strategy that has one (:class:`HybridStrategy`).
     evaluations : int
         Cost evaluations so far.
-    view : int
-        The model's view (index in :data:`latenttune.views.VIEWS`).
     model : LatentAutoencoder or ViewedAutoencoder
         The model seen through :attr:`view`.
     """
@@ -501,7 +499,6 @@ class FrameTracker:
         self.views = check_views(views)
         self.base_model = model.base if isinstance(model, ViewedAutoencoder) else model
         self.model = viewed(self.base_model, view)
-        self.view = int(view)
         self.strategy = strategy
         self.first = bool(first)
         self.last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
@@ -560,7 +557,7 @@ class FrameTracker:
             encoded = None
             if self.first and self.views > 1:
                 choice = choose_view(self.base_model, intensity, mask, views=self.views)
-                self.view, encoded = choice.index, choice.latent
+                encoded = choice.latent
                 self.model = model = viewed(self.base_model, choice.index)
                 log.info("frame %d: view %d of %d fits best (cost %.5f, identity %.5f)", index, choice.index,
                          self.views, choice.costs[choice.index], choice.costs[0])
@@ -586,6 +583,11 @@ class FrameTracker:
         self.last_density = record.density
         log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", index, record.cost, record.steps, record.seconds)
         return record
+
+    @property
+    def view(self) -> int:
+        """The model's view (index in :data:`latenttune.views.VIEWS`; 0 = identity)."""
+        return self.model.index if isinstance(self.model, ViewedAutoencoder) else 0
 
     def _state(self) -> dict[str, Any]:
         return {**self.strategy.state_dict(), "view": self.view}

@@ -27,6 +27,7 @@ laboratory frame, and only the meaning of the latent depends on the view (the re
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -255,7 +256,8 @@ def choose_view(model: LatentAutoencoder, intensity: Any, mask: Any = None, *, v
     cost = LatentCost(model, intensity, mask)  # checks the pattern; scores candidates in the lab frame
     x = cost.intensity
     m = cost.mask
-    costs, latents, densities = [], [], []
+    costs: list[np.ndarray] = []
+    best, best_cost, latent, density = -1, math.inf, None, None  # only the best candidate so far is kept
     with torch.inference_mode():
         for start in range(0, views, int(batch)):
             chunk = VIEWS[start:min(start + int(batch), views)]
@@ -264,11 +266,12 @@ def choose_view(model: LatentAutoencoder, intensity: Any, mask: Any = None, *, v
             z = model.encode_tensor(xs, ms)
             decoded = model.decode_tensor(z)
             candidates = torch.stack([v.undo(decoded[i]) for i, v in enumerate(chunk)]).contiguous()
-            costs.append(cost.density_costs(candidates))
-            latents.append(z.cpu().numpy())
-            densities.append(candidates.cpu().numpy())
-    all_costs = np.concatenate(costs).astype(np.float64)
-    best = int(np.argmin(all_costs))
+            chunk_costs = cost.density_costs(candidates).astype(np.float64)
+            costs.append(chunk_costs)
+            i = int(np.argmin(chunk_costs))
+            if best < 0 or chunk_costs[i] < best_cost:  # as np.argmin over all views
+                best, best_cost = start + i, float(chunk_costs[i])
+                latent, density = z[i].cpu().numpy(), candidates[i].cpu().numpy()
+    all_costs = np.concatenate(costs)
     log.debug("view %d of %d chosen: cost %.5f (identity %.5f)", best, views, all_costs[best], all_costs[0])
-    return ViewChoice(index=best, latent=np.concatenate(latents)[best].astype(np.float64),
-                      density=np.concatenate(densities)[best], costs=all_costs)
+    return ViewChoice(index=best, latent=np.asarray(latent, dtype=np.float64), density=density, costs=all_costs)
