@@ -92,6 +92,7 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
         figures["E_r"] = np.asarray(results["E_r_refined"], dtype=float)
         figures["E_q"] = np.asarray(results["E_q_refined"], dtype=float)
         figures["accepted"] = np.asarray(results["refined_accepted"], dtype=float)
+        figures["llk"] = np.asarray(results["llk"], dtype=float)
     return figures
 
 

@@ -345,6 +345,7 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
     from latenttune.io import open_series, read_results
     from latenttune.plots import tracking_summary
+    from latenttune.quality import stagnation_summary
     from latenttune.replay import replay_series
 
     strategy = _strategy_from_args(args, loaded.model.latent_dim)
@@ -395,6 +396,9 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
             line += (f"Poisson LLK (about 1 = fits the counts to the noise): median {np.nanmedian(llk):.2f}, "
                      f"max {np.nanmax(llk):.2f}; ")
         print(line + f"time per frame: mean {seconds.mean() * 1e3:.1f} ms")
+        stagnation = stagnation_summary(results)
+        if stagnation:
+            print(stagnation)
         if not args.no_figure:
             figure = Path(args.out).with_suffix(".png")
             truth = [series.truth(t) for t in range(len(series))] if series.has_truth else None

@@ -23,6 +23,7 @@ from matplotlib.ticker import MaxNLocator
 
 from latenttune.io.results import reconstruction
 from latenttune.metrics import real_space_error
+from latenttune.quality import stagnated_frames, stagnation_threshold
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ def summary_figure(
     column of central slices, rows labelled ``truth amplitude``, ``truth phase``, then the shown
     reconstruction's amplitude and phase (registered to the truth: twin, shift and global phase
     removed); one amplitude and one phase colour bar in their own column, so every image column has
-    the same width. Without truth, the reconstruction rows only.
+    the same width. Without truth, the reconstruction rows only, and the left panel shows the Poisson
+    LLK with the noise level and the stagnation threshold instead of E_r. Frames whose output
+    stagnated (:mod:`latenttune.quality`) are ringed in red on the curves and say so in their titles.
     """
     cost = np.asarray(results["cost"], dtype=float)
     T = len(cost)
@@ -83,6 +86,9 @@ def summary_figure(
     frames = list(frames) if frames is not None else sorted(set(np.linspace(0, T - 1, min(4, T)).round().astype(int)))
     shown = reconstruction(results)
     what = "hybrid" if shown.label == "hybrid" else "decoded"
+    stagnated = stagnated_frames(results)
+    stagnated = np.zeros(T, dtype=bool) if stagnated is None else stagnated
+    stagnated_label = f"stagnated (LLK > {stagnation_threshold(results):g}: less certain)"
     panels = []  # (truth or None, reconstruction registered to it)
     for t in frames:
         recon = shown.density[t]
@@ -103,6 +109,9 @@ def summary_figure(
         ax_err.plot(index, decoded_error, "o-", ms=3, color="C1", label="decoded latent (ES)")
         if shown.label == "hybrid":
             ax_err.plot(index, shown.E_r, "s-", ms=3, color="C2", label="hybrid (shown)")
+            if stagnated.any():
+                ax_err.plot(index[stagnated], shown.E_r[stagnated], "o", ms=8, mfc="none", color="C3",
+                            label=stagnated_label)
             ax_err.legend(fontsize=7)
         ax_err.set_ylabel("real-space error E_r")
         ax_err.set_ylim(bottom=0)
@@ -110,8 +119,12 @@ def summary_figure(
     elif np.isfinite(np.asarray(results.get("llk", np.nan), dtype=float)).any():
         # no truth (real data): the Poisson LLK says whether each frame explains the counts to the noise
         ax_llk = fig.add_subplot(grid[rows // 2:, :2])
-        ax_llk.plot(index, np.asarray(results["llk"], dtype=float), "s-", ms=3, color="C2", label="shown density")
+        llk = np.asarray(results["llk"], dtype=float)
+        ax_llk.plot(index, llk, "s-", ms=3, color="C2", label="shown density")
         ax_llk.axhline(1.0, color="0.5", lw=0.8, ls="--", label="Poisson noise level")
+        ax_llk.axhline(stagnation_threshold(results), color="C3", lw=0.8, ls=":", label="stagnation threshold")
+        if stagnated.any():
+            ax_llk.plot(index[stagnated], llk[stagnated], "o", ms=8, mfc="none", color="C3", label=stagnated_label)
         ax_llk.set_ylabel("Poisson LLK")
         ax_llk.legend(fontsize=7)
         axes.append(ax_llk)
@@ -129,7 +142,8 @@ def summary_figure(
             row = 2
         label = f"{what}, aligned to truth" if reference is not None else what
         images = _show_density(fig.add_subplot(grid[row, column]), fig.add_subplot(grid[row + 1, column]), recon,
-                               amp_max, f"frame {index[t]}: {shown.row_label(t)}", label if first else None)
+                               amp_max, f"frame {index[t]}: {shown.row_label(t)}" + ("\n(stagnated)" if stagnated[t] else ""),
+                               label if first else None)
     for row in range(0, rows, 2):
         fig.colorbar(images[0], cax=fig.add_subplot(grid[row, -1]), label="amplitude")
         fig.colorbar(images[1], cax=fig.add_subplot(grid[row + 1, -1]), label="phase (rad)")

@@ -125,8 +125,10 @@ class PhysicsSettings:
         density explains the counts to the Poisson noise) above which a refinement counts as
         stagnated, > 1. Default 1.5: on simulated series at 1e8 photons the true density gives
         1.01-1.03, refinements that found the crystal (E_r < 0.06) 1.1-1.3, and stagnated ones
-        (E_r 0.17-0.57) 1.5-12. Data whose noise is not Poisson (background, detector effects)
-        sit higher: raise it, or set ``restarts=0``.
+        (E_r 0.17-0.57) 1.5-12. A frame whose output stays above it after the restarts is
+        reported as stagnated (:attr:`PhysicsOutcome.stagnated`, :mod:`latenttune.quality`). Data
+        whose noise is not Poisson (background, detector effects) sit higher: raise it (or set
+        ``restarts=0`` to keep the time, and read the stagnation flags with that in mind).
     """
 
     iterations: int = 60
@@ -195,6 +197,12 @@ class PhysicsOutcome:
         :data:`RESTART_STARTS` when a restart fitted better.
     restarts : int
         Restarts run on this frame (0 unless the first refinement stagnated).
+    stagnated : bool
+        Whether ``llk`` is still above ``restart_llk`` after the restarts: phase retrieval did not
+        bring the frame's output to the noise level, so its density is less certain than the
+        others'. On simulated series at 1e8 photons (``benchmarks/bench_llk_calibration.py``) such
+        frames had a real-space error several times that of the frames below the threshold; see
+        :mod:`latenttune.quality`.
     """
 
     density: np.ndarray
@@ -209,6 +217,7 @@ class PhysicsOutcome:
     llk: float = math.nan
     start: str = "decoded"
     restarts: int = 0
+    stagnated: bool = False
 
 
 #: Starts of a restart, cycled: the decoded density with its phase negated (a dislocation's
@@ -508,9 +517,10 @@ class PhysicsStage:
         accepted = bool(free[1] < free[0] and misfits[1] <= misfits[0] and np.isfinite(refined).all())
         output = refined if accepted else decoded
         self.previous = output
+        llk = float(poisson_llk(pair[1 if accepted else 0], intensity, unmeasured))
         return PhysicsOutcome(
             density=output, refined=refined, accepted=accepted, misfit_decoded=float(misfits[0]),
             misfit_refined=float(misfits[1]), free_misfit_decoded=float(free[0]), free_misfit_refined=float(free[1]),
-            warm=bool(warm), seconds=time.perf_counter() - start_time,
-            llk=float(poisson_llk(pair[1 if accepted else 0], intensity, unmeasured)), start=start, restarts=restarts,
+            warm=bool(warm), seconds=time.perf_counter() - start_time, llk=llk, start=start, restarts=restarts,
+            stagnated=not llk <= settings.restart_llk,
         )

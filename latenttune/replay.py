@@ -71,8 +71,9 @@ class FrameReport:
             p = r.physics
             kept = "refined" if p.accepted else "decoded kept"
             restarted = f", restarted {p.restarts}x, kept {p.start}" if p.restarts else ""
+            stagnated = ", stagnated" if p.stagnated else ""
             truth += (f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept}, "
-                      f"LLK {p.llk:.2f}{restarted})")
+                      f"LLK {p.llk:.2f}{restarted}{stagnated})")
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 

@@ -195,6 +195,25 @@ def test_tracker_publishes_a_record():
     assert described["tracker_amplitude_slice"]["dtype_numpy"] == "<f4"
 
 
+def test_tracker_publishes_the_physics_stage_verdict():
+    import dataclasses
+
+    from latenttune.refine import PhysicsOutcome
+
+    record = _record()
+    outcome = PhysicsOutcome(density=record.density, refined=record.density, accepted=True, misfit_decoded=0.2,
+                             misfit_refined=0.1, free_misfit_decoded=0.2, free_misfit_refined=0.1, warm=False,
+                             seconds=0.1, llk=3.2, stagnated=True)
+    tracker = LatentTracker(4, 8)
+    tracker.set(dataclasses.replace(record, physics=outcome, output=record.density))
+    reading = tracker.read()
+    assert reading["tracker_llk"]["value"] == 3.2 and reading["tracker_stagnated"]["value"] == 1
+    tracker.set(dataclasses.replace(record, physics=dataclasses.replace(outcome, llk=1.1, stagnated=False)))
+    assert tracker.read()["tracker_stagnated"]["value"] == 0
+    tracker.set(dataclasses.replace(record, physics=outcome, status="skipped: no counts"))
+    assert tracker.read()["tracker_stagnated"]["value"] == 0  # a held frame has no verdict of its own
+
+
 def test_tracker_without_an_estimate_publishes_nan():
     tracker = LatentTracker(3, 8)
     tracker.set(None)

@@ -47,6 +47,10 @@ def test_a_run_prints_one_line_per_frame_from_frame_0(lively_model):
         assert f"LLK {event['data']['tracker_llk']:.2f}" in line
     with pytest.raises(TypeError, match="`write` must be callable"):
         FrameLines(tracker, "print")
+    # a frame whose output stayed above the stagnation threshold says so after its LLK
+    data = {**events[0]["data"], "tracker_llk": 4.04, "tracker_stagnated": 1}
+    FrameLines(tracker, lines.append).event({**events[0], "data": data})
+    assert "LLK 4.04 (stagnated: less certain)" in lines[-1]
 
 
 def test_live_figure_counts_frames_from_0_with_colour_bars(lively_model, tmp_path):

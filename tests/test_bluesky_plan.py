@@ -337,6 +337,8 @@ def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
     assert "refined" in shows
     llk = np.array([e["data"]["tracker_llk"] for e in events])
     assert np.all(np.isfinite(llk) & (llk > 0))  # the Poisson LLK of each shown density
+    stagnated = np.array([e["data"]["tracker_stagnated"] for e in events])
+    np.testing.assert_array_equal(stagnated, (llk > PhysicsSettings().restart_llk).astype(int))
     start = docs[0][1]
     assert "physics" in start["latenttune"]["strategy"]
     # the same frames through a fresh tracker give the same refined slices (what the stored run replays to)

@@ -225,6 +225,11 @@ def test_restart_options_reach_the_physics_stage_and_are_checked(series, tiny_ch
     assert physics["restarts"] == 2 and physics["restart_llk"] == 1.2
     assert np.all(results["refined_restarts"] <= 2) and np.all(np.isfinite(results["llk"]))
     assert "Poisson LLK (about 1 = fits the counts to the noise): median" in out
+    # the summary says how many frames stayed above the run's own threshold, and which
+    flagged = [str(int(i)) for i in results["index"][results["llk"] > 1.2]]
+    verdict = (f"{len(flagged)} of {len(results['llk'])} frames stagnated (LLK > 1.2" if flagged
+               else "no frame stagnated (every LLK <= 1.2)")
+    assert verdict in out and (not flagged or out.split(verdict)[1].splitlines()[0].endswith(" " + ", ".join(flagged)))
     for args, message in ((("--restart-llk", "1"), "`restart_llk` must be in (1.0, inf)"),
                           (("--restarts", "-1"), "--restarts: must be an integer >= 0"),
                           (("--strategy", "es", "--restarts", "1"), "`--restarts` does not apply to the 'es' strategy")):

@@ -95,3 +95,14 @@ def test_without_truth_the_reconstruction_rows_say_what_they_show():
     fig = summary_figure(results, frames=[0, 1])
     (panel,) = [ax for ax in fig.axes if ax.get_ylabel() == "Poisson LLK"]
     np.testing.assert_allclose(panel.lines[0].get_ydata(), results["llk"])
+    # frame 2 (LLK 3.5) stayed above the default threshold 1.5: ringed on the curve and named in its title
+    (ringed,) = [line for line in panel.lines if line.get_label().startswith("stagnated")]
+    np.testing.assert_allclose(ringed.get_ydata(), [3.5])
+    assert any(line.get_ydata()[0] == 1.5 for line in panel.lines if line.get_label() == "stagnation threshold")
+    titles = [ax.get_title() for ax in _image_axes(summary_figure(results, frames=[1, 2])) if ax.get_title()]
+    assert titles == ["frame 1: decoded (refinement not kept)", "frame 2: refined\n(stagnated)"]
+    # the threshold is the one the run was tracked with (recorded in the results' settings)
+    results["attrs"] = {"settings": {"physics": {"restart_llk": 1.25}}}
+    (panel,) = [ax for ax in summary_figure(results, frames=[0]).axes if ax.get_ylabel() == "Poisson LLK"]
+    (ringed,) = [line for line in panel.lines if line.get_label().startswith("stagnated")]
+    np.testing.assert_allclose(ringed.get_ydata(), [3.5, 1.3])

@@ -179,14 +179,17 @@ def test_a_stagnated_frame_is_restarted_and_the_best_fit_is_kept(frames):
     # a threshold just above 1: every refinement of a noisy frame counts as stagnated, so all restarts run
     restarted = PhysicsStage(PhysicsSettings(**base, restarts=3, restart_llk=1.0 + 1e-9)).run(guide, counts, mask, index=0)
     assert restarted.restarts == 3
+    assert restarted.stagnated  # still above the threshold after every restart: reported as less certain
     assert restarted.start in ("decoded", *RESTART_STARTS)
     assert restarted.misfit_refined <= plain.misfit_refined + 1e-7  # a restart is kept only when it fits better
     shown = forward(restarted.density)
     assert restarted.llk == pytest.approx(float(poisson_llk(shown, counts, mask)), rel=1e-5)
     # a threshold no refinement reaches: no restart, the same result as without restarts
     calm = PhysicsStage(PhysicsSettings(**base, restarts=3, restart_llk=1e6)).run(guide, counts, mask, index=0)
-    assert calm.restarts == 0
+    assert calm.restarts == 0 and not calm.stagnated
     np.testing.assert_array_equal(calm.density, plain.density)
+    # the verdict is the output's LLK against the threshold, with or without restarts
+    assert plain.stagnated == (plain.llk > PhysicsSettings().restart_llk)
 
 
 def test_restart_starts_come_from_the_decoded_density(frame):

@@ -393,6 +393,10 @@ class LatentTracker(Device):
         Poisson log-likelihood of the shown density against the frame (PyNX form: about 1 when it
         explains the counts to the noise, far above when phase retrieval stagnated); NaN without a
         physics stage or over a skipped frame.
+    stagnated : Signal
+        1 when the shown density's LLK stayed above the physics stage's ``restart_llk`` after its
+        restarts (a less certain frame: :mod:`latenttune.quality`), else 0 (also without a physics
+        stage and over a skipped frame).
     """
 
     latent = Cpt(ArraySignal, value=None, kind=Kind.normal)
@@ -404,6 +408,7 @@ class LatentTracker(Device):
     phase_slice = Cpt(ArraySignal, value=None, kind=Kind.normal)
     shows = Cpt(Signal, value="", kind=Kind.normal)
     llk = Cpt(Signal, value=math.nan, kind=Kind.hinted)
+    stagnated = Cpt(Signal, value=0, kind=Kind.normal)
 
     def __init__(self, k: int, n: int, *, name: str = "tracker", **kwargs: Any) -> None:
         for arg, value, low in (("k", k, 1), ("n", n, 4)):
@@ -436,7 +441,7 @@ class LatentTracker(Device):
             amplitude = np.full((self.n, self.n), np.nan, dtype=np.float32)
             phase = amplitude.copy()
             cost, steps, status, seconds = math.nan, 0, "skipped: no estimate to hold", 0.0
-            shows, llk = "", math.nan
+            shows, llk, stagnated = "", math.nan, 0
         else:
             for attr in ("latent", "cost", "step_costs", "density", "status", "seconds"):
                 if not hasattr(value, attr):
@@ -449,7 +454,9 @@ class LatentTracker(Device):
                 raise ValueError(f"`value.density` must have shape {(self.n,) * 3}, got {density.shape}")
             shows = _shows(value)
             physics = getattr(value, "physics", None)
-            llk = math.nan if physics is None or str(value.status) != "ok" else float(physics.llk)
+            tracked = physics is not None and str(value.status) == "ok"
+            llk = float(physics.llk) if tracked else math.nan
+            stagnated = int(bool(getattr(physics, "stagnated", False))) if tracked else 0
             plane = density[self.n // 2]
             amplitude = np.abs(plane).astype(np.float32)
             phase = np.angle(plane).astype(np.float32)
@@ -464,6 +471,7 @@ class LatentTracker(Device):
         self.phase_slice.put(phase, timestamp=stamp)
         self.shows.put(shows, timestamp=stamp)
         self.llk.put(llk, timestamp=stamp)
+        self.stagnated.put(stagnated, timestamp=stamp)
         return _finished_status(self)
 
     def __repr__(self) -> str:

@@ -337,6 +337,7 @@ class FrameLines(CallbackBase):
             return
         shows = str(data.get(t.shows.name) or "")
         llk = float(data.get(t.llk.name, float("nan")))
-        extra = (f"  shows {shows}" if shows else "") + ("" if math.isnan(llk) else f"  LLK {llk:.2f}")
+        stagnated = " (stagnated: less certain)" if int(data.get(t.stagnated.name, 0) or 0) else ""
+        extra = (f"  shows {shows}" if shows else "") + ("" if math.isnan(llk) else f"  LLK {llk:.2f}{stagnated}")
         self.write(frame_line(frame_number(doc), float(data[t.cost.name]), int(data.get(t.es_steps.name, 0)),
                               float(data.get(t.seconds.name, float("nan"))), str(data.get(t.status.name, "")), extra))
