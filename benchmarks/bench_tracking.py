@@ -69,16 +69,43 @@ def steps_text(steps: int | None) -> str:
     return f"{steps} cost evaluations per frame (hybrid, es, gradient)"
 
 
+def parse_physics(text: str) -> dict[str, Any]:
+    """``"beta=0.95,cold_iterations=240"`` as :class:`latenttune.refine.PhysicsSettings` fields (typed like the defaults)."""
+    import dataclasses
+
+    from latenttune.refine import PhysicsSettings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(PhysicsSettings)}
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or name not in defaults:
+            raise ValueError(f"--physics: {item!r} is not NAME=VALUE with NAME one of {', '.join(defaults)}")
+        kind = type(defaults[name])
+        try:
+            out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ValueError(f"--physics: {name} must be a {kind.__name__}, got {value!r}") from None
+    PhysicsSettings(**out)  # the settings' own checks, before any simulation
+    return out
+
+
 def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: int | None,
-               es_options: dict[str, Any], views: int = 1) -> dict[str, np.ndarray]:
-    """Track ``series_path`` with one method (the model's view chosen among ``views``); return its per-frame figures."""
+               es_options: dict[str, Any], views: int = 1, physics: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Track ``series_path`` with one method (the model's view chosen among ``views``); return its per-frame figures.
+
+    ``physics`` overrides :class:`latenttune.refine.PhysicsSettings` fields of the ``hybrid`` method.
+    """
     from latenttune.io import open_series, read_results
+    from latenttune.refine import PhysicsSettings
     from latenttune.replay import replay_series
     from latenttune.tracking import make_strategy
 
     k = loaded.model.latent_dim
     if method == "one-shot":
         strategy = make_strategy("one-shot", k)
+    elif method == "hybrid" and physics:
+        strategy = make_strategy(method, k, steps_per_frame=steps, physics=PhysicsSettings(**physics), **es_options)
     elif method in ("es", "hybrid"):
         strategy = make_strategy(method, k, steps_per_frame=steps, **es_options)
     else:
@@ -182,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dither", type=float, default=None, help="ES dither amplitude (default: the controller's)")
     parser.add_argument("--adapt", action="store_true", help="ES adaptive dither amplitude")
     parser.add_argument("--no-reseed", action="store_true", help="ES never restarts from the encoder's prediction")
+    parser.add_argument("--physics", default="", help="hybrid's physics-stage settings, e.g. 'beta=0.95,restarts=0' "
+                                                      "(PhysicsSettings fields; default: its defaults)")
     parser.add_argument("--torch-threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch intra-op threads (1 is faster while another job loads the CPU)")
     parser.add_argument("--out", default="benchmarks/results/tracking", help="output stem (.md/.json/.png)")
@@ -204,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         es_options["adapt"] = True
     if args.no_reseed:
         es_options["reseed"] = False
+    try:
+        physics = parse_physics(args.physics)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
     scenarios = [s for s in args.scenarios.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
     for m in methods:
@@ -218,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             figures[scenario] = {}
             for method in methods:
                 f = run_method(method, series, loaded, tmpdir / f"{scenario}-{method}.h5", args.steps, es_options,
-                               args.views)
+                               args.views, physics)
                 figures[scenario][method] = f
                 print(f"{scenario:12s} {method:9s} mean E_r {np.nanmean(f['E_r']):.3f}  max E_r "
                       f"{np.nanmax(f['E_r']):.3f}  mean E_q {np.nanmean(f['E_q']):.3f}  "
@@ -228,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (f"Model {loaded.path.name} (weights checksum {loaded.checksum[:12]}), {args.frames} frames per scenario, "
               f"{steps_text(args.steps)}, first-frame view chosen among {args.views}, {args.photons:g} photons, beamstop "
-              f"{args.beamstop} voxels, seed {args.seed}, ES options {es_options or 'default'}, statistics over "
+              f"{args.beamstop} voxels, seed {args.seed}, ES options {es_options or 'default'}, physics stage "
+              f"{physics or 'default'}, statistics over "
               f"frames {args.skip}..{args.frames - 1}. Machine: {machine()}, torch "
               f"{torch.__version__}, {torch.get_num_threads()} threads. Total {time.perf_counter() - started:.0f} s.\n"
               f"Command: python {' '.join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])}\n")
