@@ -16,7 +16,8 @@ is not Poisson every frame sits higher (raise ``restart_llk``).
 
 Where it shows: :attr:`latenttune.refine.PhysicsOutcome.stagnated` per frame;
 ``latenttune replay``/``track`` print how many frames stagnated; the summary figure marks them; the
-Bluesky tracker device publishes ``stagnated`` and the live view says so. Results files need no new
+tracking movie's caption and ``latenttune export`` name them; the Bluesky tracker device publishes
+``stagnated`` and the live view says so. Results files need no new
 field: :func:`stagnated_frames` derives the flags from their ``llk`` and the ``restart_llk`` they
 were tracked with, so files written before the flag existed read the same way.
 """

@@ -71,6 +71,20 @@ def test_summary_figure_draws_the_refined_density(hybrid_run, tmp_path):
     assert (np.abs(pixels_a.astype(int) - pixels_b.astype(int)).sum(axis=-1) > 30).sum() > 200
 
 
+def test_movie_captions_say_what_each_frame_shows_and_which_stagnated(hybrid_run):
+    from latenttune.movies.tracking_movie import frame_captions
+
+    results = read_results(hybrid_run[0])
+    T = results["num_frames"]
+    results["llk"] = np.array([1.1, 2.7] + [1.2] * (T - 2))  # frame 1 stayed above the threshold 1.5
+    captions = frame_captions(results, np.arange(T), np.full(T, 0.05), "E_r")
+    assert len(captions) == T and all("E_r 0.050   showing: " in c for c in captions)
+    assert captions[1].endswith("STAGNATED (LLK 2.70: less certain)")
+    assert not any("STAGNATED" in c for i, c in enumerate(captions) if i != 1)
+    del results["llk"]  # results of a tracker without a physics stage: no verdict
+    assert not any("STAGNATED" in c for c in frame_captions(results, np.arange(T), np.full(T, np.nan), "E_r"))
+
+
 def test_tracking_movie_plays_the_refined_density(hybrid_run, tmp_path):
     from latenttune.io import open_series
     from latenttune.movies.tracking_movie import tracking_frames
@@ -103,6 +117,28 @@ def test_export_writes_the_refined_density_by_default(hybrid_run, tmp_path, caps
     assert main(["export", str(results_path), "--frame", "1", "--out", str(tmp_path / "c.vti")]) == 0
     out = capsys.readouterr().out
     assert "refined density" in out or "decoded (refinement not kept) density" in out
+    # the command says when the exported frame stagnated, against the threshold the run was tracked with
+    # (the tiny model fits no frame to the noise; a copy tracked with a threshold at its median LLK
+    # has frames on both sides)
+    import h5py
+
+    from latenttune.io._attrs import encode_attr
+
+    median = float(np.median(results["llk"]))
+    copy = tmp_path / "threshold.h5"
+    copy.write_bytes(Path(results_path).read_bytes())
+    with h5py.File(copy, "r+") as f:
+        settings = results["attrs"]["settings"]
+        f.attrs["settings"] = encode_attr({**settings, "physics": {**settings["physics"], "restart_llk": median}})
+    for path, threshold in ((results_path, 1.5), (copy, median)):
+        for frame in range(results["num_frames"]):
+            assert main(["export", str(path), "--frame", str(frame), "--out", str(tmp_path / f"e{frame}.vti"),
+                         "--overwrite"]) == 0
+            said = "note: this frame stagnated (LLK" in capsys.readouterr().out
+            assert said == bool(results["llk"][frame] > threshold)
+    assert main(["export", str(results_path), "--frame", "1", "--out", str(tmp_path / "d1.vti"), "--density",
+                 "decoded"]) == 0
+    assert "stagnated" not in capsys.readouterr().out  # the LLK is not the decoded density's
 
 
 def test_bluesky_tracker_publishes_the_refined_density(lively_model):

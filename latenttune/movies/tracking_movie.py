@@ -14,7 +14,8 @@ Each frame shows
 
 The reconstruction is the one the results report (:func:`latenttune.io.reconstruction`): the
 hybrid tracker's refined density when the file has it, else the decoded density; the caption
-says which each frame shows ("refined", "decoded", or "decoded (refinement not kept)").
+says which each frame shows ("refined", "decoded", or "decoded (refinement not kept)"), and marks a
+frame whose output stagnated (:mod:`latenttune.quality`) as less certain.
 
 The measured patterns and the truth come from the series the run was made on: the results file
 records its path (root attribute ``series``, see :mod:`latenttune.replay`); pass ``series`` when the
@@ -46,10 +47,11 @@ from latenttune.movies.render import (
 )
 from latenttune.movies.writer import MovieWriter, check_output
 from latenttune.physics import forward
+from latenttune.quality import stagnated_frames
 
 log = logging.getLogger(__name__)
 
-__all__ = ["resolve_series", "TrackingView", "tracking_frames", "write_tracking_movie"]
+__all__ = ["resolve_series", "TrackingView", "frame_captions", "tracking_frames", "write_tracking_movie"]
 
 _SCALE_SAMPLES = 8  # truth frames read up front to fix the amplitude scale
 _DECADES_MAX = 9.0  # lowest colour of the log intensity scale: at most 1e-9 of the peak
@@ -319,16 +321,34 @@ def tracking_frames(
     extent = view_extent([*samples, *density], settings.iso_fraction * scale) if settings.fit_view else None
     view = TrackingView(density.shape[1:], cost, error, error_label, scale, _log_limits(series, indices),
                         has_truth=has_truth, size=size, dpi=dpi, settings=settings, extent=extent)
-    times = np.asarray(results.get("time", np.zeros(T)), dtype=float)
-    for row in range(T):
+    for row, caption in enumerate(frame_captions(results, indices, error, error_label)):
         i = int(indices[row])
         frame = series[i]
         truth = series.truth(i) if has_truth else None
-        caption = f"frame {i}   t = {times[row]:.3g} s   cost {cost[row]:.4g}"
+        yield view.update(row, frame.intensity, frame.mask, density[row], truth, caption)
+
+
+def frame_captions(results: dict[str, Any], indices: np.ndarray, error: np.ndarray, error_label: str) -> list[str]:
+    """The caption of each movie frame: series frame, time, cost, error, which density it shows, and stagnation.
+
+    A frame whose output stagnated (:mod:`latenttune.quality`) ends in ``STAGNATED (LLK x.xx: less
+    certain)``, so a movie of measured data says which frames to read with care.
+    """
+    shown = reconstruction(results)
+    cost = np.asarray(results["cost"], dtype=float)
+    times = np.asarray(results.get("time", np.zeros(len(cost))), dtype=float)
+    stagnated = stagnated_frames(results)
+    llk = np.asarray(results.get("llk", np.full(len(cost), np.nan)), dtype=float)
+    captions = []
+    for row in range(len(cost)):
+        caption = f"frame {int(indices[row])}   t = {times[row]:.3g} s   cost {cost[row]:.4g}"
         if np.isfinite(error[row]):
             caption += f"   {error_label} {error[row]:.3f}"
         caption += f"   showing: {shown.row_label(row)}"
-        yield view.update(row, frame.intensity, frame.mask, density[row], truth, caption)
+        if stagnated is not None and stagnated[row]:
+            caption += f"   STAGNATED (LLK {llk[row]:.2f}: less certain)"
+        captions.append(caption)
+    return captions
 
 
 def write_tracking_movie(
