@@ -522,5 +522,5 @@ class PhysicsStage:
             density=output, refined=refined, accepted=accepted, misfit_decoded=float(misfits[0]),
             misfit_refined=float(misfits[1]), free_misfit_decoded=float(free[0]), free_misfit_refined=float(free[1]),
             warm=bool(warm), seconds=time.perf_counter() - start_time, llk=llk, start=start, restarts=restarts,
-            stagnated=not llk <= settings.restart_llk,
+            stagnated=bool(llk > settings.restart_llk),
         )
