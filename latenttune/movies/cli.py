@@ -247,12 +247,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from latenttune.movies.vtk_export import export_result_frame, result_row
     from latenttune.quality import stagnated_frames, stagnation_threshold
 
-    path, shown = export_result_frame(args.results, args.frame, args.out, spacing=args.spacing,
+    results = read_results(args.results)
+    path, shown = export_result_frame(results, args.frame, args.out, spacing=args.spacing,
                                       overwrite=args.overwrite, which=args.density)
     which = "the last frame" if args.frame == -1 else f"frame {args.frame}"
     print(f"wrote {which} of {args.results} ({shown} density) to {path} (point data: amplitude, phase)")
     if shown != "decoded":  # the hybrid's output: say when it stagnated (its LLK is that density's)
-        results = read_results(args.results)
         row = result_row(results, args.frame)
         flags = stagnated_frames(results)
         if flags is not None and flags[row]:

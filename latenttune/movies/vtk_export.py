@@ -130,7 +130,7 @@ def result_row(results: Mapping[str, Any], frame: int) -> int:
 
 
 def export_result_frame(
-    results: str | os.PathLike[str],
+    results: str | os.PathLike[str] | Mapping[str, Any],
     frame: int,
     out: str | os.PathLike[str],
     *,
@@ -143,7 +143,8 @@ def export_result_frame(
     ``frame`` is the series frame number (the ``frame N`` that tracking prints, the results'
     ``index`` column); negative values count from the last row. ``which`` picks the density
     (:func:`latenttune.io.reconstruction`): ``"auto"`` exports the hybrid tracker's output when the
-    file has it, else the decoded density. See :func:`export_vti` for the other parameters.
+    file has it, else the decoded density. ``results`` is the file or what
+    :func:`latenttune.io.read_results` returned for it. See :func:`export_vti` for the other parameters.
 
     Returns
     -------
@@ -151,7 +152,7 @@ def export_result_frame(
         The file written and what it holds (``"refined"``, ``"decoded"`` or ``"decoded
         (refinement not kept)"``).
     """
-    data = read_results(results)
+    data = results if isinstance(results, Mapping) else read_results(results)
     row = result_row(data, frame)
     shown = reconstruction(data, which)
     return export_vti(shown.density[row], out, spacing=spacing, overwrite=overwrite), shown.row_label(row)
