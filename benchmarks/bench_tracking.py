@@ -82,9 +82,10 @@ def parse_physics(text: str) -> dict[str, Any]:
         if not sep or name not in defaults:
             raise ValueError(f"--physics: {item!r} is not NAME=VALUE with NAME one of {', '.join(defaults)}")
         kind = type(defaults[name])
+        booleans = {"1": True, "true": True, "0": False, "false": False}
         try:
-            out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
+            out[name] = booleans[value.lower()] if kind is bool else kind(value)
+        except (KeyError, ValueError):
             raise ValueError(f"--physics: {name} must be a {kind.__name__}, got {value!r}") from None
     PhysicsSettings(**out)  # the settings' own checks, before any simulation
     return out
@@ -104,10 +105,9 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
     k = loaded.model.latent_dim
     if method == "one-shot":
         strategy = make_strategy("one-shot", k)
-    elif method == "hybrid" and physics:
-        strategy = make_strategy(method, k, steps_per_frame=steps, physics=PhysicsSettings(**physics), **es_options)
     elif method in ("es", "hybrid"):
-        strategy = make_strategy(method, k, steps_per_frame=steps, **es_options)
+        options = {**es_options, **({"physics": PhysicsSettings(**physics)} if method == "hybrid" and physics else {})}
+        strategy = make_strategy(method, k, steps_per_frame=steps, **options)
     else:
         strategy = make_strategy("gradient", k, steps_per_frame=steps)
     with open_series(series_path) as series:
