@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from latenttune.encoders import choose_encoder
+from latenttune.latent_cost import LatentCost
 from latenttune.losses import centre_density
 from latenttune.metrics import amplitude_error, real_space_error
 from latenttune.model import LoadedModel
@@ -60,6 +62,11 @@ class EvaluationReport:
         Seed of the held-out samples.
     views : int
         How many views the choice tried.
+    E_r_encoders, E_q_encoders : ndarray, shape (S,), or None
+        A model with a cycle encoder: the same for the better-fitting of its two encoders' predictions
+        (identity view; :func:`latenttune.encoders.choose_encoder`, what the trackers start from).
+    encoder_index : ndarray of int, shape (S,), or None
+        The chosen encoder of each sample (0 = the model's encoder, 1 = the cycle encoder).
     """
 
     E_r: np.ndarray
@@ -74,6 +81,9 @@ class EvaluationReport:
     families: tuple[str, ...]
     seed: int
     views: int = 1
+    E_r_encoders: np.ndarray | None = None
+    E_q_encoders: np.ndarray | None = None
+    encoder_index: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
         """Medians and 90th percentiles (and the median time per prediction in ms)."""
@@ -86,6 +96,11 @@ class EvaluationReport:
         out["ms_per_view_choice_median"] = float(np.median(self.seconds_per_view_choice) * 1e3)
         out["views"] = float(self.views)
         out["identity_view_fraction"] = float(np.mean(self.view_index == 0))
+        if self.E_r_encoders is not None:
+            for name in ("E_r_encoders", "E_q_encoders"):
+                out[f"{name}_median"] = float(np.median(getattr(self, name)))
+                out[f"{name}_p90"] = float(np.percentile(getattr(self, name), 90))
+            out["cycle_encoder_fraction"] = float(np.mean(self.encoder_index == 1))
         return out
 
     def table(self) -> str:
@@ -100,6 +115,10 @@ class EvaluationReport:
             rows.append(f"| encoder one-shot, best of {self.views} views by measured misfit | "
                         f"{s['E_r_views_median']:.3f} | {s['E_r_views_p90']:.3f} | {s['E_q_views_median']:.3f} | "
                         f"{s['E_q_views_p90']:.3f} |")
+        if self.E_r_encoders is not None:
+            rows.append(f"| better of the two encoders by measured misfit (cycle encoder chosen for "
+                        f"{s['cycle_encoder_fraction']:.0%}) | {s['E_r_encoders_median']:.3f} | {s['E_r_encoders_p90']:.3f} | "
+                        f"{s['E_q_encoders_median']:.3f} | {s['E_q_encoders_p90']:.3f} |")
         rows += [
             f"| mean training density | {s['E_r_trivial_median']:.3f} | {s['E_r_trivial_p90']:.3f} | "
             f"{s['E_q_trivial_median']:.3f} | {s['E_q_trivial_p90']:.3f} |",
@@ -154,7 +173,8 @@ def evaluate_model(
     trivial = mean_training_density(loaded)
     trivial_intensity = forward(trivial)
     results: dict[str, list[float]] = {k: [] for k in ("E_r", "E_q", "E_r_views", "E_q_views", "view", "t_views",
-                                                         "E_r_trivial", "E_q_trivial", "t")}
+                                                         "E_r_trivial", "E_q_trivial", "t", "E_r_encoders",
+                                                         "E_q_encoders", "encoder")}
     families = []
     with torch.inference_mode():
         for i in range(samples):
@@ -177,6 +197,12 @@ def evaluate_model(
                 results["view"].append(0)
                 results["E_r_views"].append(results["E_r"][-1])
                 results["E_q_views"].append(results["E_q"][-1])
+            if model.encoder_count > 1:
+                pick = choose_encoder(model, LatentCost(model, pair.intensity, pair.mask))
+                picked = prediction if pick.index == 0 else model.decode(pick.latent)[0].cpu().numpy()
+                results["encoder"].append(pick.index)
+                results["E_r_encoders"].append(real_space_error(pair.density, picked).error)
+                results["E_q_encoders"].append(amplitude_error(forward(picked), pair.intensity, pair.mask))
             results["E_r_trivial"].append(real_space_error(pair.density, trivial).error)
             results["E_q_trivial"].append(amplitude_error(trivial_intensity, pair.intensity, pair.mask))
             families.append(str(pair.family))
@@ -197,4 +223,7 @@ def evaluate_model(
         families=tuple(families),
         seed=seed,
         views=views,
+        **({} if model.encoder_count == 1 else {
+            "E_r_encoders": np.array(results["E_r_encoders"]), "E_q_encoders": np.array(results["E_q_encoders"]),
+            "encoder_index": np.array(results["encoder"], dtype=int)}),
     )

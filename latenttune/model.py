@@ -111,6 +111,10 @@ class ModelConfig:
     encoder_stem : {"full", "two-scale"}
         The encoder's input: the whole ``N^3`` pattern, or its central ``(N/2)^3`` cube plus the whole
         pattern averaged over 2x2x2 voxels.
+    cycle_encoder : bool
+        Carry a second encoder of the same architecture, trained to invert the decoder (on patterns
+        of decoded latents: :mod:`latenttune.cycle_training`). The tracker asks both encoders and
+        keeps the prediction that fits the frame better (:mod:`latenttune.encoders`).
     """
 
     n: int = 32
@@ -120,6 +124,7 @@ class ModelConfig:
     hidden: int = 256
     physical: bool = False
     encoder_stem: str = "full"
+    cycle_encoder: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n", "latent_dim", "hidden"):
@@ -134,6 +139,9 @@ class ModelConfig:
         if not isinstance(self.physical, (bool, np.bool_)):
             raise TypeError(f"`physical` must be a bool, got {type(self.physical).__name__}")
         object.__setattr__(self, "physical", bool(self.physical))
+        if not isinstance(self.cycle_encoder, (bool, np.bool_)):
+            raise TypeError(f"`cycle_encoder` must be a bool, got {type(self.cycle_encoder).__name__}")
+        object.__setattr__(self, "cycle_encoder", bool(self.cycle_encoder))
         if self.encoder_stem not in ("full", "two-scale"):
             raise ValueError(f"`encoder_stem` must be 'full' or 'two-scale', got {self.encoder_stem!r}")
         if self.physical and self.n < 8:
@@ -382,6 +390,13 @@ class LatentAutoencoder(nn.Module):
         self.config = config or ModelConfig()
         self.encoder = _Encoder(self.config)
         self.decoder = _Decoder(self.config)
+        # registered only when present, so checkpoints of single-encoder models load unchanged
+        self.cycle_encoder = _Encoder(self.config) if self.config.cycle_encoder else None
+
+    @property
+    def encoder_count(self) -> int:
+        """How many encoders the model has: 1, or 2 with a cycle encoder (index 1)."""
+        return 2 if self.cycle_encoder is not None else 1
 
     @property
     def latent_dim(self) -> int:
@@ -430,7 +445,7 @@ class LatentAutoencoder(nn.Module):
             raise ValueError("`intensity` must be non-negative on the measured voxels")
         return x, m
 
-    def encode(self, intensity: Any, mask: Any = None) -> torch.Tensor:
+    def encode(self, intensity: Any, mask: Any = None, encoder: int = 0) -> torch.Tensor:
         """Latent vector of measured patterns.
 
         Parameters
@@ -439,14 +454,26 @@ class LatentAutoencoder(nn.Module):
             Measured counts, any overall flux, peak at the centre.
         mask : bool array or Tensor, optional
             True where a voxel was NOT measured.
+        encoder : int
+            Which encoder predicts: 0 (the model's encoder) or, for a model with a cycle encoder, 1.
 
         Returns
         -------
         Tensor, shape (B, k)
             ``z`` inside the open box ``(-1, 1)^k``.
         """
+        encoder = self.check_encoder(encoder)
         x, m = self._as_intensity_batch(intensity, mask)
-        return self.encode_tensor(x, m)
+        return self.encode_tensor(x, m, encoder)
+
+    def check_encoder(self, encoder: Any) -> int:
+        """Check an encoder index (0, or 1 for a model with a cycle encoder) and return it as an int."""
+        if isinstance(encoder, bool) or not isinstance(encoder, (int, np.integer)) or not 0 <= int(encoder) < self.encoder_count:
+            raise ValueError(
+                f"`encoder` must be an integer from 0 to {self.encoder_count - 1} for this model "
+                f"({self.encoder_count} encoder{'s' if self.encoder_count > 1 else ''}), got {encoder!r}"
+            )
+        return int(encoder)
 
     def decode(self, z: Any) -> torch.Tensor:
         """Complex density of latent vectors.
@@ -474,9 +501,10 @@ class LatentAutoencoder(nn.Module):
         return self.decode_tensor(z)
 
     # ---- unchecked fast paths (training and the controller's hot loop) ----------------
-    def encode_tensor(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_tensor(self, intensity: torch.Tensor, mask: torch.Tensor | None = None, encoder: int = 0) -> torch.Tensor:
         """Unchecked :meth:`encode` on a float32 tensor ``(B, N, N, N)`` already on the model's device."""
-        return torch.tanh(self.encoder(normalise_intensity(intensity, mask)))
+        network = self.encoder if encoder == 0 else self.cycle_encoder
+        return torch.tanh(network(normalise_intensity(intensity, mask)))
 
     def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
         """Unchecked :meth:`decode` on a float32 tensor ``(B, k)`` already on the model's device."""

@@ -23,6 +23,10 @@ On the first good frame the tracker may ask the encoder in ``views`` symmetric v
 works with the model seen through that view (densities stay in the laboratory frame; the view's
 index is stored in every record's ``state`` as ``"view"``, so a resumed run keeps it).
 
+A model with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) predicts every
+frame with both encoders and hands the strategy the prediction that fits the frame better
+(:func:`latenttune.encoders.choose_encoder`); the two evaluations are part of the frame's record.
+
 Every strategy reports the best latent it evaluated on the frame. Frames that
 :func:`latenttune.frame_policy.frame_problem` rejects (not finite, negative, no counts) are skipped
 with a warning and the last estimate is held. The latent never leaves
@@ -46,6 +50,7 @@ import numpy as np
 import torch
 
 from controllers import ESParams, ExtremumSeeking, from_unit_box
+from latenttune.encoders import choose_encoder
 from latenttune.frame_policy import frame_problem as _frame_problem
 from latenttune.latent_cost import LatentCost
 from latenttune.model import LatentAutoencoder
@@ -561,11 +566,17 @@ class FrameTracker:
                 self.model = model = viewed(self.base_model, choice.index)
                 log.info("frame %d: view %d of %d fits best (cost %.5f, identity %.5f)", index, choice.index,
                          self.views, choice.costs[choice.index], choice.costs[0])
-            elif strategy.needs_encoder or self.first:
-                with torch.inference_mode():
-                    encoded = model.encode(intensity, mask)[0].cpu().numpy().astype(np.float64)
             cost = LatentCost(model, intensity, mask)
+            chosen = (np.empty((0, model.latent_dim)), np.empty(0))
+            if (strategy.needs_encoder or self.first) and (encoded is None or model.encoder_count > 1):
+                pick = choose_encoder(model, cost)
+                encoded, chosen = pick.latent, (pick.latents, pick.costs)
+                if model.encoder_count > 1:
+                    log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
+                             " ".join(f"{c:.5f}" for c in pick.costs))
             latents, costs = strategy.run_frame(cost, encoded, self.first)
+            if len(chosen[1]):  # the encoders' predictions were evaluated too: they count, and may be the best
+                latents, costs = np.concatenate([chosen[0], latents]), np.concatenate([chosen[1], costs])
             best = int(np.argmin(costs))
             latent = latents[best]
             with torch.inference_mode():

@@ -162,19 +162,29 @@ class ViewedAutoencoder(nn.Module):
     def _as_intensity_batch(self, intensity: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.base._as_intensity_batch(intensity, mask)
 
-    def encode(self, intensity: Any, mask: Any = None) -> torch.Tensor:
+    @property
+    def encoder_count(self) -> int:
+        """The model's number of encoders."""
+        return self.base.encoder_count
+
+    def check_encoder(self, encoder: Any) -> int:
+        """:meth:`LatentAutoencoder.check_encoder`."""
+        return self.base.check_encoder(encoder)
+
+    def encode(self, intensity: Any, mask: Any = None, encoder: int = 0) -> torch.Tensor:
         """:meth:`LatentAutoencoder.encode` of the viewed pattern."""
+        encoder = self.base.check_encoder(encoder)
         x, m = self.base._as_intensity_batch(intensity, mask)
-        return self.encode_tensor(x, m)
+        return self.encode_tensor(x, m, encoder)
 
     def decode(self, z: Any) -> torch.Tensor:
         """:meth:`LatentAutoencoder.decode`, brought back to the laboratory frame."""
         return self.view.undo(self.base.decode(z)).contiguous()
 
-    def encode_tensor(self, intensity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_tensor(self, intensity: torch.Tensor, mask: torch.Tensor | None = None, encoder: int = 0) -> torch.Tensor:
         """Unchecked :meth:`encode`."""
         return self.base.encode_tensor(self.view.apply(intensity).contiguous(),
-                                       None if mask is None else self.view.apply(mask).contiguous())
+                                       None if mask is None else self.view.apply(mask).contiguous(), encoder)
 
     def decode_tensor(self, z: torch.Tensor) -> torch.Tensor:
         """Unchecked :meth:`decode`."""

@@ -57,6 +57,7 @@ def series(tmp_path) -> Path:
 #: Each command with --device, with inputs that do not exist: the device is checked before them.
 DEVICE_ARGV = {
     ("train",): ["--config", "missing.toml", "--out", "m.pt"],
+    ("train-cycle-encoder",): ["--model", "missing.pt", "--out", "m.pt"],
     ("evaluate",): ["--model", "missing.pt", "--samples", "1"],
     ("track",): ["--model", "missing.pt", "--frames", "2", "--out", "r.h5"],
     ("replay",): ["missing.cxi", "--model", "missing.pt", "--out", "r.h5"],

@@ -196,13 +196,13 @@ def test_latent_never_leaves_the_box_even_with_a_huge_gain(lively_model, frames,
 
 def _count_encodes(model, monkeypatch) -> list:
     calls = []
-    original = model.encode
+    original = model.encode_tensor  # the path every encoding takes (encode, choose_encoder)
 
-    def counting(intensity, mask=None):
-        calls.append(1)
-        return original(intensity, mask)
+    def counting(intensity, mask=None, encoder=0):
+        calls.append(encoder)
+        return original(intensity, mask, encoder)
 
-    monkeypatch.setattr(model, "encode", counting)
+    monkeypatch.setattr(model, "encode_tensor", counting)
     return calls
 
 
@@ -280,7 +280,7 @@ def test_reseeding_restarts_at_the_encoding_after_a_jump(lively_model, monkeypat
     before, after = np.array([0.5, -0.4, 0.3, 0.5]), np.array([-0.5, 0.4, -0.3, -0.5])
     jump = [(_pattern(lively_model, before), mask)] * 2 + [(_pattern(lively_model, after), mask)]
     truths = iter([before, before, after])
-    monkeypatch.setattr(lively_model, "encode", lambda intensity, mask=None: torch.tensor(next(truths))[None])
+    monkeypatch.setattr(lively_model, "encode_tensor", lambda intensity, mask=None, encoder=0: torch.tensor(next(truths))[None])
     reseeded = track(jump, lively_model, ESStrategy(K, steps_per_frame=8), views=1)  # the patched encoder
     costs = reseeded.records[2].step_costs
     assert costs[1] < costs[0]  # the encoding fits the new frame better than the held latent

@@ -1,0 +1,73 @@
+"""Choosing between a model's encoders by how well their predictions fit the frame.
+
+A model trained with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) has two
+encoders: the model's own, trained on simulated crystals, and one trained to invert the decoder on
+patterns of decoded latents (:mod:`latenttune.cycle_training`). Each is better on its own kind of
+sample, and neither can tell which kind a measured pattern is. :func:`choose_encoder` asks every
+encoder, decodes every prediction and keeps the one whose predicted pattern fits the frame best:
+two cost evaluations (cost values only, no network gradient), the same rule as
+:func:`latenttune.views.choose_view`. A single-encoder model's choice is its encoder's prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from latenttune.latent_cost import LatentCost
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EncoderChoice", "choose_encoder"]
+
+
+@dataclass(frozen=True)
+class EncoderChoice:
+    """The outcome of :func:`choose_encoder`.
+
+    Attributes
+    ----------
+    index : int
+        The encoder whose prediction fits best (0 = the model's encoder, 1 = the cycle encoder).
+    latent : ndarray, shape (k,)
+        Its prediction.
+    latents : ndarray, shape (encoders, k)
+        Every encoder's prediction (row ``i`` for encoder ``i``).
+    costs : ndarray, shape (encoders,)
+        Their costs; empty for a single-encoder model, whose prediction is not evaluated here.
+    """
+
+    index: int
+    latent: np.ndarray
+    latents: np.ndarray
+    costs: np.ndarray
+
+
+def choose_encoder(model: torch.nn.Module, cost: LatentCost) -> EncoderChoice:
+    """Every encoder's prediction of the frame of ``cost``, and the one that fits it best.
+
+    Parameters
+    ----------
+    model : LatentAutoencoder or ViewedAutoencoder
+        The model, in the view the tracker works in.
+    cost : LatentCost
+        The frame's cost, built with ``model`` (it holds the checked pattern and mask).
+
+    Returns
+    -------
+    EncoderChoice
+        The lowest-cost prediction (the first on a tie). A single-encoder model costs no evaluation.
+    """
+    count = model.encoder_count
+    with torch.inference_mode():
+        latents = torch.cat([model.encode_tensor(cost.intensity[None], cost.mask, i) for i in range(count)])
+    latents = latents.cpu().numpy().astype(np.float64)
+    if count == 1:
+        return EncoderChoice(index=0, latent=latents[0], latents=latents, costs=np.empty(0))
+    costs = cost(latents).astype(np.float64)
+    index = int(np.argmin(costs))
+    log.debug("encoder %d of %d fits best (costs %s)", index, count, np.array2string(costs, precision=5))
+    return EncoderChoice(index=index, latent=latents[index], latents=latents, costs=costs)
