@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,12 @@ class PhysicsSettings:
         ``cold_iterations`` long, from the decoded density changed where phase retrieval gets stuck:
         its phase negated, its phase flattened, or a random phase (:data:`RESTART_STARTS`, cycled
         with the frame index so consecutive stagnated frames try different ones). The best fit of
-        all the frame's starts goes on to the acceptance test. Default 1.
+        all the frame's starts goes on to the acceptance test. Default 1. Two kinds of restart come
+        first: when the frame did not start warm because the decoded density fitted it better
+        than the previous output, a warm run from the previous output (``iterations`` long, in
+        addition to ``restarts``: a changing sample is often still in the previous frame's basin);
+        then the frame's other candidate densities (:meth:`PhysicsStage.run`'s ``alternatives``, a
+        two-encoder model's other prediction), as guide and start, each in place of one of these.
     restart_llk : float
         Poisson log-likelihood (:func:`latenttune.physics.poisson_llk`, PyNX's form: about 1 when a
         density explains the counts to the Poisson noise) above which a refinement counts as
@@ -193,10 +199,11 @@ class PhysicsOutcome:
         Poisson log-likelihood of ``density`` (PyNX form, about 1 when it explains the counts to
         the noise; :func:`latenttune.physics.poisson_llk`).
     start : str
-        Where ``refined`` started: ``"warm"`` (the previous output), ``"decoded"``, or one of
-        :data:`RESTART_STARTS` when a restart fitted better.
+        Where ``refined`` started: ``"warm"`` (the previous output, first or as a restart), ``"decoded"``, one of
+        :data:`RESTART_STARTS` when a restart fitted better, or ``"alternative"`` (``"alternative 2"``
+        for the second, ...) when a restart from an alternative candidate did.
     restarts : int
-        Restarts run on this frame (0 unless the first refinement stagnated).
+        Restarts run on this frame (0 unless the first refinement stagnated), alternatives included.
     stagnated : bool
         Whether ``llk`` is still above ``restart_llk`` after the restarts: phase retrieval did not
         bring the frame's output to the noise level, so its density is less certain than the
@@ -468,7 +475,8 @@ class PhysicsStage:
             self._free[shape] = rng.random(shape) < self.settings.free_fraction
         return self._free[shape]
 
-    def run(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray | None, index: int = 0) -> PhysicsOutcome:
+    def run(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray | None, index: int = 0,
+            alternatives: Sequence[np.ndarray] = ()) -> PhysicsOutcome:
         """Refine one frame's decoded density and decide whether to keep the result.
 
         Parameters
@@ -481,7 +489,17 @@ class PhysicsStage:
         index : int
             The frame's index: picks the restart starts (and seeds a random one), so a resumed run
             repeats them exactly.
+        alternatives : sequence of ndarray, shape (n, n, n), complex
+            Other candidate densities of the frame (the tracker passes the prediction of a
+            two-encoder model's other encoder). When the first refinement stagnates, each is tried
+            (after the warm restart, if any) in place of one of the usual restarts,
+            ``cold_iterations`` long with it as guide and start; they are restarts like the others
+            (the best fit goes on, the acceptance test still compares with ``decoded``), and a
+            frame that does not stagnate never runs them.
         """
+        alternatives = [np.asarray(a, dtype=np.complex64) for a in alternatives]
+        if any(a.shape != np.shape(decoded) for a in alternatives):
+            raise ValueError(f"every one of `alternatives` must have the shape of `decoded` {np.shape(decoded)}")
         start_time = time.perf_counter()
         settings = self.settings
         decoded = np.asarray(decoded, dtype=np.complex64)
@@ -495,18 +513,30 @@ class PhysicsStage:
             fits = amplitude_misfit(np.stack([decoded_intensity, forward(self.previous)]), intensity, unmeasured)
             warm = bool(fits[1] <= fits[0])
 
-        def attempt(start: np.ndarray | None, iterations: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-            x = refine_density(decoded, intensity, unmeasured, settings, start=start, held_out=held,
+        def attempt(start: np.ndarray | None, iterations: int | None = None,
+                    guide: np.ndarray = decoded) -> tuple[np.ndarray, np.ndarray]:
+            x = refine_density(guide, intensity, unmeasured, settings, start=start, held_out=held,
                                iterations=iterations, device=self.device)
             return x, forward(x)
 
         refined, predicted = attempt(self.previous if warm else None)
         start, restarts = ("warm" if warm else "decoded"), 0
         misfit = float(amplitude_misfit(predicted, intensity, unmeasured))
-        while restarts < settings.restarts and float(poisson_llk(predicted, intensity, unmeasured)) > settings.restart_llk:
-            kind = RESTART_STARTS[(int(index) + restarts) % len(RESTART_STARTS)]
-            candidate = attempt(restart_start(decoded, kind, (settings.seed, int(index), restarts)),
-                                settings.cold_iterations)
+        # restarts of a stagnated frame, in order: the previous output when the decoded density fitted
+        # better than it (a short warm run), the alternatives (each in place of one usual restart),
+        # then the usual starts made from the decoded density
+        planned: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = []
+        if settings.warm_start and not warm and self.previous is not None and self.previous.shape == decoded.shape:
+            planned.append(("warm", lambda: attempt(self.previous)))
+        planned += [("alternative" if j == 0 else f"alternative {j + 1}",
+                     lambda a=a: attempt(None, settings.cold_iterations, guide=a)) for j, a in enumerate(alternatives)]
+        for r in range(max(0, settings.restarts - len(alternatives))):
+            kind = RESTART_STARTS[(int(index) + r) % len(RESTART_STARTS)]
+            planned.append((kind, lambda kind=kind, r=r: attempt(restart_start(decoded, kind, (settings.seed, int(index), r)),
+                                                                  settings.cold_iterations)))
+        while restarts < len(planned) and float(poisson_llk(predicted, intensity, unmeasured)) > settings.restart_llk:
+            kind, run_attempt = planned[restarts]
+            candidate = run_attempt()
             restarts += 1
             candidate_misfit = float(amplitude_misfit(candidate[1], intensity, unmeasured))
             if candidate_misfit < misfit:

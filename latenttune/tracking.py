@@ -26,6 +26,10 @@ index is stored in every record's ``state`` as ``"view"``, so a resumed run keep
 A model with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) predicts every
 frame with both encoders and hands the strategy the prediction that fits the frame better
 (:func:`latenttune.encoders.choose_encoder`); the two evaluations are part of the frame's record.
+The hybrid's physics stage gets the other prediction's density too, and tries it first when the
+frame's refinement stagnates (:meth:`latenttune.refine.PhysicsStage.run`): the encoder that fits
+the counts best before phase retrieval is not always the one that leads phase retrieval to the
+sample.
 
 Every strategy reports the best latent it evaluated on the frame. Frames that
 :func:`latenttune.frame_policy.frame_problem` rejects (not finite, negative, no counts) are skipped
@@ -568,9 +572,11 @@ class FrameTracker:
                          self.views, choice.costs[choice.index], choice.costs[0])
             cost = LatentCost(model, intensity, mask)
             chosen = (np.empty((0, model.latent_dim)), np.empty(0))
+            others = np.empty((0, model.latent_dim))  # the other encoders' predictions
             if (strategy.needs_encoder or self.first) and (encoded is None or model.encoder_count > 1):
                 pick = choose_encoder(model, cost)
                 encoded, chosen = pick.latent, (pick.latents, pick.costs)
+                others = np.delete(pick.latents, pick.index, axis=0)
                 if model.encoder_count > 1:
                     log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
                              " ".join(f"{c:.5f}" for c in pick.costs))
@@ -582,7 +588,11 @@ class FrameTracker:
             with torch.inference_mode():
                 density = model.decode(latent)[0].cpu().numpy()
             self.evaluations += len(costs)
-            outcome = None if self.physics is None else self.physics.run(density, intensity, mask, index)
+            outcome = None
+            if self.physics is not None:
+                with torch.inference_mode():
+                    alternatives = list(model.decode(others).cpu().numpy()) if len(others) else []
+                outcome = self.physics.run(density, intensity, mask, index, alternatives=alternatives)
             record = FrameRecord(
                 index=index, time=time_s, latent=latent, cost=float(costs[best]), step_costs=costs,
                 encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),

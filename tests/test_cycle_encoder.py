@@ -144,3 +144,34 @@ def test_cli_trains_a_cycle_encoder(capsys, tmp_path, lively_model):
     assert code != 0 and "already has a cycle encoder" in stderr
     code, _, stderr = run_cli(capsys, "train-cycle-encoder", "--model", base, "--out", out, "--steps", 2)
     assert code != 0 and "exists" in stderr
+
+
+def test_the_hybrid_hands_the_other_prediction_to_the_physics_stage(lively_model, monkeypatch):
+    from latenttune.refine import PhysicsStage
+    from latenttune.tracking import make_strategy
+
+    rng = np.random.default_rng(5)
+    twin = with_cycle_encoder(lively_model)
+    frames = [_frame(twin, np.array([0.3, -0.2, 0.1, 0.25]), rng) for _ in range(2)]
+    seen = []
+    original = PhysicsStage.run
+
+    def recording(self, decoded, intensity, mask, index=0, alternatives=()):
+        seen.append(list(alternatives))
+        return original(self, decoded, intensity, mask, index, alternatives)
+
+    monkeypatch.setattr(PhysicsStage, "run", recording)
+    result = track(frames, twin, make_strategy("hybrid", K, steps_per_frame=6))
+    assert [len(a) for a in seen] == [1, 1]
+    for record, alternatives in zip(result.records, seen):
+        costs = record.step_costs[:2]  # the two encoders' predictions come first
+        with torch.inference_mode():
+            both = torch.cat([twin.encode(*frames[record.index], encoder=e) for e in (0, 1)]).numpy()
+        unchosen = both[int(np.argmax(costs))]
+        with torch.inference_mode():
+            np.testing.assert_allclose(alternatives[0], twin.decode(unchosen)[0].numpy(), rtol=0, atol=1e-6)
+    single = []
+    monkeypatch.setattr(PhysicsStage, "run", lambda self, d, i, m, index=0, alternatives=(): (
+        single.append(list(alternatives)) or original(self, d, i, m, index, alternatives)))
+    track(frames, lively_model, make_strategy("hybrid", K, steps_per_frame=6))
+    assert single == [[], []]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -190,6 +192,43 @@ def test_a_stagnated_frame_is_restarted_and_the_best_fit_is_kept(frames):
     np.testing.assert_array_equal(calm.density, plain.density)
     # the verdict is the output's LLK against the threshold, with or without restarts
     assert plain.stagnated == (plain.llk > PhysicsSettings().restart_llk)
+
+
+def test_an_alternative_candidate_takes_the_place_of_a_restart(frames):
+    """A stagnated frame tries the other encoder's density (here the truth) first, and keeps it when it fits better."""
+    truth, counts, mask, guide = frames[0]
+    rng = np.random.default_rng(1)
+    poor = (np.abs(guide) * np.exp(2j * np.pi * rng.random(guide.shape))).astype(np.complex64)  # a bad guide
+    settings = PhysicsSettings(iterations=20, cold_iterations=40, er_iterations=5, restarts=1, restart_llk=1.0 + 1e-9)
+    plain = PhysicsStage(settings).run(poor, counts, mask, index=0)
+    helped = PhysicsStage(settings).run(poor, counts, mask, index=0, alternatives=[truth])
+    assert plain.restarts == 1 and plain.start in ("decoded", RESTART_STARTS[0])
+    assert helped.restarts == 1  # the alternative took the usual restart's place
+    assert helped.start == "alternative" and helped.accepted
+    assert real_space_error(truth, helped.density).error < 0.5 * real_space_error(truth, plain.density).error
+    # a frame that does not stagnate never runs them
+    calm = PhysicsStage(dataclasses.replace(settings, restart_llk=1e6)).run(poor, counts, mask, alternatives=[truth])
+    assert calm.restarts == 0 and calm.start == "decoded"
+    with pytest.raises(ValueError, match="`alternatives`"):
+        PhysicsStage(settings).run(poor, counts, mask, alternatives=[truth[:4]])
+
+
+def test_a_declined_warm_start_is_tried_when_the_frame_stagnates(frames):
+    """The decoded density fitted better than the previous output, so the frame started from it; stagnated, it
+    tries the previous output too (a short warm run) before the usual restarts."""
+    (truth0, counts0, mask0, _), (truth, counts, mask, _) = frames[0], frames[1]
+    settings = PhysicsSettings(iterations=20, cold_iterations=40, er_iterations=5, restarts=1, restart_llk=1.0 + 1e-9)
+    stage = PhysicsStage(settings, previous=truth0)
+    decoded = truth  # fits frame 1 better than the previous output (frame 0's truth) does
+    fits = amplitude_misfit(np.stack([forward(decoded), forward(truth0)]), counts, mask)
+    assert fits[0] < fits[1]  # the premise: the previous output is declined as the first start
+    outcome = stage.run(decoded, counts, mask, index=1)  # every refinement counts as stagnated (threshold 1)
+    assert not outcome.warm and outcome.restarts == 2  # the warm restart, then the usual one
+    assert outcome.start in ("decoded", "warm", RESTART_STARTS[1])
+    no_warm = PhysicsStage(dataclasses.replace(settings, warm_start=False), previous=truth0).run(decoded, counts, mask, index=1)
+    assert no_warm.restarts == 1  # warm starts off: no warm restart either
+    first = PhysicsStage(settings).run(decoded, counts, mask, index=1)  # no previous output: nothing to go back to
+    assert first.restarts == 1
 
 
 def test_restart_starts_come_from_the_decoded_density(frame):
