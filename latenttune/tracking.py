@@ -219,7 +219,7 @@ class Strategy(Protocol):
 
 ES_STEPS_PER_FRAME = 100
 """Default cost evaluations per frame of ES alone and of the gradient comparator."""
-HYBRID_STEPS_PER_FRAME = 30
+HYBRID_STEPS_PER_FRAME = 16
 """Default ES iterations per frame of the hybrid tracker (its physics stage does the fine work)."""
 
 
@@ -349,9 +349,12 @@ class HybridStrategy(ESStrategy):
     k, mode, residual_width, reseed, **es_options
         As for :class:`ESStrategy`.
     steps_per_frame : int
-        ES iterations per frame (default ``HYBRID_STEPS_PER_FRAME`` = 30: the physics stage does the
+        ES iterations per frame (default ``HYBRID_STEPS_PER_FRAME`` = 16: the physics stage does the
         fine work; on 8 frames of ``fcc-glide``, one torch thread on a busy 2-core CPU, 100 steps
-        gave a hybrid mean E_r of 0.0480 at 1.81 s per frame and 30 steps 0.0484 at 0.99 s).
+        gave a hybrid mean E_r of 0.0480 at 1.81 s per frame and 30 steps 0.0484 at 0.99 s; with
+        the two-encoder default model, 16 steps against 30 on the five-frame benchmark series gave
+        0.162 / 0.160 (``latent-walk`` seed 31), 0.080 / 0.080 (seed 0), 0.086 / 0.086 (``strain``
+        seed 7) and 0.076 / 0.073 (``dislocation`` seed 31), about 0.2 s less per frame).
     physics : PhysicsSettings, optional
         The physics stage's settings (default :class:`PhysicsSettings()`).
     """

@@ -6,6 +6,8 @@ each. Deselect them with ``-m "not slow"``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -53,6 +55,32 @@ def test_evaluate_reports_the_best_of_48_views_next_to_the_identity(default_mode
     assert "| encoder one-shot, best of 48 views by measured misfit |" in report.table()
     assert np.median(report.E_q_views) < np.median(report.E_q)
     assert np.median(report.E_r_views) < np.median(report.E_r)
+
+
+def test_default_model_has_a_cycle_encoder_and_pins_the_walk_box(default_model):
+    """The second encoder came from `train-cycle-encoder` on this very decoder and encoder; the box it
+    trained in (and the `latent-walk` scenario walks in) is stored, and equals what the encoder gives."""
+    from latenttune.latent_walk import latent_spread
+
+    model = default_model.model
+    assert model.encoder_count == 2 and model.config.cycle_encoder
+    info = default_model.extra["cycle_encoder"]
+    assert info["step"] == info["config"]["steps"]
+    stored = default_model.extra["latent_spread"]
+    without = dataclasses.replace(default_model, extra={k: v for k, v in default_model.extra.items() if k != "latent_spread"})
+    low, high = latent_spread(without)  # recomputed with the model's own encoder
+    # to float32 rounding: the encoder's sums differ in the last bits with the thread count
+    np.testing.assert_allclose(low, stored["low"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(high, stored["high"], rtol=0, atol=1e-6)
+
+
+def test_evaluate_reports_the_choice_between_the_two_encoders(default_model):
+    report = evaluate_model(default_model, samples=3, seed=2026, views=1)
+    assert report.encoder_index.shape == (3,) and set(report.encoder_index) <= {0, 1}
+    assert "better of the two encoders by measured misfit" in report.table()
+    for i in range(3):  # the chosen prediction is the identity's where the model's encoder was chosen
+        if report.encoder_index[i] == 0:
+            assert report.E_r_encoders[i] == report.E_r[i]
 
 
 def test_track_demo_runs_with_the_default_model(tmp_path, capsys):

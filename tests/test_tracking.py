@@ -438,7 +438,7 @@ def test_es_tracks_a_latent_walk_inside_the_latent_space(lively_model):
 def test_each_strategy_has_its_own_default_steps_per_frame():
     from latenttune.tracking import ES_STEPS_PER_FRAME, HYBRID_STEPS_PER_FRAME, make_strategy
 
-    assert make_strategy("hybrid", 4).steps_per_frame == HYBRID_STEPS_PER_FRAME == 30
+    assert make_strategy("hybrid", 4).steps_per_frame == HYBRID_STEPS_PER_FRAME == 16
     assert make_strategy("es", 4).steps_per_frame == ES_STEPS_PER_FRAME == 100
     assert make_strategy("gradient", 4).steps_per_frame == ES_STEPS_PER_FRAME
     assert make_strategy("hybrid", 4, steps_per_frame=7).steps_per_frame == 7
