@@ -289,7 +289,7 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
                    help="tune z itself, or a correction added to the encoder's prediction of each frame")
     p.add_argument("--steps-per-frame", type=positive_int, default=None, action=_Given,
-                   help="cost evaluations per frame (default: 30 for hybrid, 100 for es and gradient)")
+                   help="cost evaluations per frame (default: 16 for hybrid, 100 for es and gradient)")
     p.add_argument("--gain", type=positive_float, default=None, action=_Given,
                    help="ES gain k (default: the controller's)")
     p.add_argument("--dither", type=positive_float, default=None, action=_Given,
@@ -306,8 +306,9 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
                         "(default: PhysicsSettings' 0)")
     p.add_argument("--restarts", type=non_negative_int, default=None, action=_Given,
-                   help="hybrid: further starts tried on a frame whose refinement stagnated (Poisson LLK above "
-                        "--restart-llk): its phase negated, flattened or random (default: PhysicsSettings' 1; 0: never)")
+                   help="hybrid: further starts from the decoded density tried on a frame whose refinement stagnated "
+                        "(Poisson LLK above --restart-llk), its phase negated, flattened or random, after the previous "
+                        "output and the other encoder's prediction (default: PhysicsSettings' 1; 0: no restart of any kind)")
     p.add_argument("--restart-llk", type=positive_float, default=None, action=_Given,
                    help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
                         "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")

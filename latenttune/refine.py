@@ -122,13 +122,18 @@ class PhysicsSettings:
         with the frame index so consecutive stagnated frames try different ones). The best fit of
         all the frame's starts goes on to the acceptance test. Default 1. Two kinds of restart come
         first: when the frame did not start warm because the decoded density fitted it better
-        than the previous output, a warm run from the previous output (``iterations`` long, in
-        addition to ``restarts``: a changing sample is often still in the previous frame's basin);
-        then the frame's other candidate densities (:meth:`PhysicsStage.run`'s ``alternatives``, a
-        two-encoder model's other prediction), as guide and start, also in addition. Measured on
-        the benchmark series: letting an alternative take the place of the usual restart cost
-        crystals their phase-negated restart (``strain`` seed 7 mean E_r 0.085 -> 0.226), so it
-        does not; the price is time on frames that stay stagnated.
+        than the previous output, a warm run from the previous output (``iterations`` long: a
+        changing sample is often still in the previous frame's basin); then the frame's other
+        candidate densities (:meth:`PhysicsStage.run`'s ``alternatives``, a two-encoder model's
+        other prediction), as guide and start, in addition (``restarts=0`` turns all of them off). A
+        frame that went back to the previous output this way skips the usual restarts: on the cohere
+        benchmark's series (seeds 0, 7, 23 and 31, ten series, 50 frames) the usual restarts won
+        only on first frames (``strain`` and ``growth`` seed 7, ``dislocation`` seed 31: the
+        phase-negated start) and never on a frame that had a previous output to try, where they
+        cost 120 iterations each; skipping them there left nine of the ten series' mean E_r
+        unchanged (``dislocation`` seed 0: 0.084 -> 0.091). Letting an
+        alternative take the usual restart's place instead cost crystals their phase-negated
+        restart (``strain`` seed 7 mean E_r 0.085 -> 0.226), so it does not.
     restart_llk : float
         Poisson log-likelihood (:func:`latenttune.physics.poisson_llk`, PyNX's form: about 1 when a
         density explains the counts to the Poisson noise) above which a refinement counts as
@@ -527,13 +532,17 @@ class PhysicsStage:
         misfit = float(amplitude_misfit(predicted, intensity, unmeasured))
         # restarts of a stagnated frame, in order, while it stays stagnated: the previous output when
         # the decoded density fitted better than it (a short warm run), the alternatives, then the
-        # usual starts made from the decoded density
+        # usual starts made from the decoded density, but only on a frame with no previous output to
+        # go back to (see PhysicsSettings.restarts)
         planned: list[tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]]] = []
-        if settings.warm_start and not warm and self.previous is not None and self.previous.shape == decoded.shape:
+        if settings.restarts == 0:  # never restart, whatever the kind
+            alternatives = []
+        elif settings.warm_start and not warm and self.previous is not None and self.previous.shape == decoded.shape:
             planned.append(("warm", lambda: attempt(self.previous)))
         planned += [("alternative" if j == 0 else f"alternative {j + 1}",
                      lambda a=a: attempt(None, settings.cold_iterations, guide=a)) for j, a in enumerate(alternatives)]
-        for r in range(settings.restarts):
+        went_back = bool(planned) and planned[0][0] == "warm"
+        for r in range(0 if went_back else settings.restarts):
             kind = RESTART_STARTS[(int(index) + r) % len(RESTART_STARTS)]
             planned.append((kind, lambda kind=kind, r=r: attempt(restart_start(decoded, kind, (settings.seed, int(index), r)),
                                                                   settings.cold_iterations)))
