@@ -26,8 +26,8 @@ index is stored in every record's ``state`` as ``"view"``, so a resumed run keep
 A model with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) predicts every
 frame with both encoders and hands the strategy the prediction that fits the frame better
 (:func:`latenttune.encoders.choose_encoder`); the two evaluations are part of the frame's record.
-The hybrid's physics stage gets the other prediction's density too, and tries it first when the
-frame's refinement stagnates (:meth:`latenttune.refine.PhysicsStage.run`): the encoder that fits
+The hybrid's physics stage gets the other prediction's density too, and tries it as a restart when
+the frame's refinement stagnates (:meth:`latenttune.refine.PhysicsStage.run`): the encoder that fits
 the counts best before phase retrieval is not always the one that leads phase retrieval to the
 sample.
 
