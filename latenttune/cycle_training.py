@@ -19,7 +19,6 @@ run continues the same stream (same weights as an uninterrupted run on the same 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging

@@ -218,7 +218,7 @@ def test_an_alternative_candidate_is_tried_before_the_usual_restarts(frames):
 def test_a_declined_warm_start_is_tried_when_the_frame_stagnates(frames):
     """The decoded density fitted better than the previous output, so the frame started from it; stagnated, it
     tries the previous output too (a short warm run) instead of the usual restarts."""
-    (truth0, counts0, mask0, _), (truth, counts, mask, _) = frames[0], frames[1]
+    truth0, (truth, counts, mask, _) = frames[0][0], frames[1]
     settings = PhysicsSettings(iterations=20, cold_iterations=40, er_iterations=5, restarts=1, restart_llk=1.0 + 1e-9)
     stage = PhysicsStage(settings, previous=truth0)
     decoded = truth  # fits frame 1 better than the previous output (frame 0's truth) does
