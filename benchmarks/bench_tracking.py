@@ -181,13 +181,15 @@ def add_series_options(
 
     ``methods`` and ``frames`` are ``(default, help)`` pairs; the two benchmarks differ there.
     """
+    from latenttune.tracking import ES_STEPS_PER_FRAME, HYBRID_STEPS_PER_FRAME
+
     parser.add_argument("--model", default="default", help="'default' or a checkpoint path")
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help="comma-separated scenarios")
     parser.add_argument("--methods", default=methods[0], help=methods[1])
     parser.add_argument("--frames", type=int, default=frames[0], help=frames[1])
     parser.add_argument("--steps", type=int, default=None,
                         help="cost evaluations per frame (hybrid, es, gradient; default: each strategy's own, "
-                             "30 for hybrid and 100 for es and gradient)")
+                             f"{HYBRID_STEPS_PER_FRAME} for hybrid and {ES_STEPS_PER_FRAME} for es and gradient)")
     parser.add_argument("--skip", type=int, default=0, help="frames left out of the statistics (lock-in)")
     parser.add_argument("--photons", type=float, default=1e8, help="expected total photons per frame")
     parser.add_argument("--beamstop", type=float, default=1.5, help="beamstop radius in voxels")
