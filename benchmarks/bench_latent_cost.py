@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.latent_cost import LatentCost
+from latenttune.model.latent_cost import LatentCost
 from latenttune.model import load_model
 from latenttune.tracking import ESStrategy
 from sim import Detector, forward, make_scenario

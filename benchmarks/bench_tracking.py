@@ -16,7 +16,7 @@ nothing: it reports.
 Methods:
 
 * ``hybrid`` (the default tracker): ES as below, then the physics stage on the voxels
-  (:mod:`latenttune.refine`: RAAR/ER with shrink-wrap, warm-started from the previous frame's
+  (:mod:`latenttune.tracking.physics_stage`: RAAR/ER with shrink-wrap, warm-started from the previous frame's
   output, kept only when it fits held-out voxels better); E_r/E_q of the frame's output, time of both;
 * ``es``: extremum seeking on the latent, default controller settings (cost values only);
 * ``one-shot``: the encoder alone on each frame;
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.argtypes import add_views_option
+from latenttune.cli.argtypes import add_views_option
 
 DEFAULT_SCENARIOS = ("latent-walk", "growth", "strain", "dislocation", "fcc-glide")
 METHODS = ("hybrid", "es", "one-shot", "gradient")
@@ -50,7 +50,7 @@ def simulate(scenario: str, directory: Path, loaded: Any, frames: int, photons: 
 
     options: dict[str, Any] = {}
     if scenario == "latent-walk":
-        from latenttune.latent_walk import latent_spread, numpy_decoder
+        from latenttune.model.latent_walk import latent_spread, numpy_decoder
 
         options = {"decode": numpy_decoder(loaded.model), "latent_bounds": latent_spread(loaded)}
     path = directory / f"{scenario}.cxi"
@@ -70,10 +70,10 @@ def steps_text(steps: int | None) -> str:
 
 
 def parse_physics(text: str) -> dict[str, Any]:
-    """``"beta=0.95,cold_iterations=240"`` as :class:`latenttune.refine.PhysicsSettings` fields (typed like the defaults)."""
+    """``"beta=0.95,cold_iterations=240"`` as :class:`latenttune.tracking.physics_stage.PhysicsSettings` fields (typed like the defaults)."""
     import dataclasses
 
-    from latenttune.refine import PhysicsSettings
+    from latenttune.tracking.physics_stage import PhysicsSettings
 
     defaults = {f.name: f.default for f in dataclasses.fields(PhysicsSettings)}
     out: dict[str, Any] = {}
@@ -95,11 +95,11 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
                es_options: dict[str, Any], views: int = 1, physics: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Track ``series_path`` with one method (the model's view chosen among ``views``); return its per-frame figures.
 
-    ``physics`` overrides :class:`latenttune.refine.PhysicsSettings` fields of the ``hybrid`` method.
+    ``physics`` overrides :class:`latenttune.tracking.physics_stage.PhysicsSettings` fields of the ``hybrid`` method.
     """
     from latenttune.io import open_series, read_results
-    from latenttune.refine import PhysicsSettings
-    from latenttune.replay import replay_series
+    from latenttune.tracking.physics_stage import PhysicsSettings
+    from latenttune.tracking.replay import replay_series
     from latenttune.tracking import make_strategy
 
     k = loaded.model.latent_dim

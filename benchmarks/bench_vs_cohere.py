@@ -18,7 +18,7 @@ simulated with :func:`bench_tracking.simulate` (Poisson noise at ``--photons``, 
   same random start), so ``cohere-cold``'s frame 0 is reused rather than recomputed.
 
 cohere frames are read with :func:`latenttune.io.open_series` and scored exactly as
-:mod:`latenttune.replay` scores the latent methods: ``E_r = real_space_error(series.truth(t),
+:mod:`latenttune.tracking.replay` scores the latent methods: ``E_r = real_space_error(series.truth(t),
 density)`` (global phase, translation and twin removed) and ``E_q = amplitude_error(
 forward(density), intensity, mask)``; only :func:`latenttune.peers.cohere.reconstruct` is timed,
 after an untimed 20-iteration warm-up call per series (imports, first-call costs).
@@ -70,7 +70,7 @@ Figures = dict[str, dict[str, dict[str, np.ndarray]]]
 
 def frame_scores(series: Any, index: int, density: np.ndarray, intensity: np.ndarray,
                  mask: np.ndarray) -> tuple[float, float]:
-    """``(E_r, E_q)`` of one frame's density, computed as :mod:`latenttune.replay` does."""
+    """``(E_r, E_q)`` of one frame's density, computed as :mod:`latenttune.tracking.replay` does."""
     from latenttune.metrics import amplitude_error, real_space_error
     from latenttune.physics import forward
 

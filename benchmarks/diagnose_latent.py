@@ -9,7 +9,7 @@ For each scenario one series is simulated as in ``bench_tracking.py`` (Poisson n
 real-space error E_r of
 
 * ``floor``: the representation floor, the best latent found by fitting the decoder to the TRUE
-  density in real space (:func:`latenttune.diagnosis.representation_floor`; uses the network
+  density in real space (:func:`latenttune.model.diagnosis.representation_floor`; uses the network
   gradient and the truth: a diagnosis, not a tracker), started from the encoder's prediction and
   ``--floor-starts - 1`` random latents;
 * ``one-shot``: the encoder alone;
@@ -44,7 +44,7 @@ def floors(series_path: Path, loaded: Any, every: int, starts: int, steps: int, 
     """Representation floor per frame (NaN for frames not fitted)."""
     import torch
 
-    from latenttune.diagnosis import representation_floor
+    from latenttune.model.diagnosis import representation_floor
     from latenttune.io import open_series
 
     model = loaded.model

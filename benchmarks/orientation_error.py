@@ -7,7 +7,7 @@ Run (from the repository root)::
 Draws held-out pairs from the model's own training-data recipe (seed ``--seed``, never used in
 training), keeps those whose shape is a faceted crystal, encodes each measured pattern and compares
 the predicted orientation (the first three physical parameters) with the truth, with the 24
-rotations of the cubic group removed (:func:`latenttune.crystal.misorientation_degrees`). Prints
+rotations of the cubic group removed (:func:`latenttune.model.crystal.misorientation_degrees`). Prints
 the median and 90th percentile, next to what random orientations give.
 
 It also says how much of the one-shot error the shape accounts for: on the same pairs (those with
@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.spatial.transform import Rotation
 
-    from latenttune.crystal import misorientation_degrees, orientation_matrix, parameters_from_descriptor
-    from latenttune.evaluation import held_out_generator
-    from latenttune.losses import centre_shifts
+    from latenttune.model.crystal import misorientation_degrees, orientation_matrix, parameters_from_descriptor
+    from latenttune.model.evaluation import held_out_generator
+    from latenttune.model.losses import centre_shifts
     from latenttune.metrics import real_space_error
     from latenttune.model import load_model
     from sim.shapes import FacetedCrystal

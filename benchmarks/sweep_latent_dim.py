@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.evaluation import evaluate_model
+from latenttune.model.evaluation import evaluate_model
 from latenttune.model import load_checkpoint, load_model
-from latenttune.training import TrainProgress, last_path, load_run_config, train
+from latenttune.model.training import TrainProgress, last_path, load_run_config, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -42,7 +42,7 @@ from latenttune.bluesky import (
 from latenttune.bluesky.live import FrameLines, LiveFeedback
 from latenttune.device import check_device, set_threads
 from latenttune.model import load_model
-from latenttune.replay import replay_series
+from latenttune.tracking.replay import replay_series
 from latenttune.tracking import make_strategy
 from sim import Detector, make_scenario
 

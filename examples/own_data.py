@@ -15,7 +15,7 @@ What it does:
    ``latenttune prepare measured/ --out prepared.cxi`` does) and prints what was done to each frame;
 3. tracks the frames with :func:`latenttune.tracking.track` from plain ``(intensity, mask)`` pairs,
    the way to track arrays you already hold in memory, and reads the result (``TrackResult``);
-4. writes the same run as a results file with :func:`latenttune.replay.replay_series` (what
+4. writes the same run as a results file with :func:`latenttune.tracking.replay.replay_series` (what
    ``latenttune replay`` writes), reads it back, and saves two figures: its own plot of the cost and
    the reconstructions, and the project's summary figure.
 
@@ -37,8 +37,8 @@ from latenttune.io import open_series, read_results, reconstruction
 from latenttune.model import load_model
 from latenttune.plots import central_slices, tracking_summary
 from latenttune.prepare import prepare_series
-from latenttune.refine import PhysicsSettings
-from latenttune.replay import replay_series
+from latenttune.tracking.physics_stage import PhysicsSettings
+from latenttune.tracking.replay import replay_series
 from latenttune.tracking import make_strategy, track
 from sim import make_scenario
 

@@ -17,7 +17,7 @@ reconstructions were worse (median E_r 0.15 and 0.25; ``llk_calibration_1e7.md``
 ``llk_calibration_1e6.md``); and on data whose noise is not Poisson every frame sits higher (raise
 ``restart_llk``).
 
-Where it shows: :attr:`latenttune.refine.PhysicsOutcome.stagnated` per frame;
+Where it shows: :attr:`latenttune.tracking.physics_stage.PhysicsOutcome.stagnated` per frame;
 ``latenttune replay``/``track`` print how many frames stagnated; the summary figure marks them; the
 tracking movie's caption and ``latenttune export`` name them; the Bluesky tracker device publishes
 ``stagnated`` and the live view says so. Results files need no new
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from latenttune.io.identity import SETTINGS_ATTR
-from latenttune.refine import PhysicsSettings
+from latenttune.tracking.physics_stage import PhysicsSettings
 
 __all__ = ["stagnation_threshold", "stagnated_frames", "stagnation_summary"]
 

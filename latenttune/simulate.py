@@ -95,7 +95,7 @@ def simulate_series(
         Called with a :class:`FrameSummary` after each frame is written.
     scenario_options : dict, optional
         Extra keyword arguments of the scenario (``latent-walk`` needs ``decode`` and
-        ``latent_bounds``: see :func:`latenttune.latent_walk.latent_walk_scenario`).
+        ``latent_bounds``: see :func:`latenttune.model.latent_walk.latent_walk_scenario`).
 
     Returns
     -------

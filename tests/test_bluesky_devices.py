@@ -198,7 +198,7 @@ def test_tracker_publishes_a_record():
 def test_tracker_publishes_the_physics_stage_verdict():
     import dataclasses
 
-    from latenttune.refine import PhysicsOutcome
+    from latenttune.tracking.physics_stage import PhysicsOutcome
 
     record = _record()
     outcome = PhysicsOutcome(density=record.density, refined=record.density, accepted=True, misfit_decoded=0.2,

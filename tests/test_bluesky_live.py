@@ -14,7 +14,7 @@ from bluesky import RunEngine
 
 from latenttune.bluesky import LatentTracker, SimulatedCDIDetector, track_sample
 from latenttune.bluesky.live import MAX_COMPONENTS, FrameLines, LiveFeedback
-from latenttune.replay import replay_series
+from latenttune.tracking.replay import replay_series
 from latenttune.tracking import make_strategy
 from sim import Detector, make_scenario
 

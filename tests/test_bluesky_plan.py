@@ -325,7 +325,7 @@ def test_any_detector_that_follows_the_protocol_works(lively_model):
 
 def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
     """A live run with the default (hybrid) tracker: its events carry the refined slices and what they show."""
-    from latenttune.refine import PhysicsSettings
+    from latenttune.tracking.physics_stage import PhysicsSettings
     from latenttune.tracking import FrameTracker
 
     RE, docs = _engine()
@@ -350,7 +350,7 @@ def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
 
 
 def test_a_live_run_with_views_tracks_through_the_view_the_first_frame_chose(lively_model):
-    from latenttune.views import choose_view, viewed
+    from latenttune.model.views import choose_view, viewed
 
     RE, docs = _engine()
     detector = _detector()

@@ -19,10 +19,10 @@ from latenttune.cli import build_parser
 from latenttune.device import set_threads
 from latenttune.io import read_results
 from latenttune.model import load_model
-from latenttune.replay import replay_series
+from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import make_strategy
-from latenttune.training import load_run_config
+from latenttune.model.training import load_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 4

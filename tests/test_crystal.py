@@ -1,4 +1,4 @@
-"""The physics-structured decoder (:mod:`latenttune.crystal`) and the physical model variant."""
+"""The physics-structured decoder (:mod:`latenttune.model.crystal`) and the physical model variant."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from latenttune.crystal import (
+from latenttune.model.crystal import (
     NORMALS,
     PhysicalLayout,
     _GROUP,
@@ -20,7 +20,7 @@ from latenttune.crystal import (
     render_physical,
     rotation_matrices,
 )
-from latenttune.losses import twin
+from latenttune.model.losses import twin
 from latenttune.metrics import real_space_error
 from latenttune.model import LatentAutoencoder, ModelConfig, load_checkpoint, save_checkpoint
 from sim.descriptor import DislocationLine, SampleDescriptor
@@ -187,7 +187,7 @@ def test_physical_config_errors(kwargs, message):
 def test_rendering_under_inference_mode_first_does_not_break_autograd_later():
     # the coordinate grid is cached: a first render under inference_mode (tracking) must not leave
     # inference tensors behind for a later differentiable render (training, the representation floor)
-    from latenttune.crystal import _GRIDS
+    from latenttune.model.crystal import _GRIDS
 
     layout = PhysicalLayout(11)  # a grid size no other test uses, so the cache starts empty
     _GRIDS.pop(11, None)
@@ -200,7 +200,7 @@ def test_rendering_under_inference_mode_first_does_not_break_autograd_later():
 
 
 def test_misorientation_ignores_the_cubic_symmetry_and_measures_angles():
-    from latenttune.crystal import misorientation_degrees, orientation_matrix
+    from latenttune.model.crystal import misorientation_degrees, orientation_matrix
 
     R = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
     for g in _GROUP:

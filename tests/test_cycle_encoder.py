@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from conftest import run_cli
-from latenttune.cycle_training import CycleConfig, train_cycle_encoder, with_cycle_encoder
-from latenttune.encoders import choose_encoder
-from latenttune.latent_cost import LatentCost
+from latenttune.model.cycle_training import CycleConfig, train_cycle_encoder, with_cycle_encoder
+from latenttune.model.encoders import choose_encoder
+from latenttune.model.latent_cost import LatentCost
 from latenttune.model import LoadedModel, load_checkpoint, load_model, save_checkpoint
 from latenttune.physics import forward
 from latenttune.tracking import ESStrategy, OneShotStrategy, track
@@ -147,7 +147,7 @@ def test_cli_trains_a_cycle_encoder(capsys, tmp_path, lively_model):
 
 
 def test_the_hybrid_hands_the_other_prediction_to_the_physics_stage(lively_model, monkeypatch):
-    from latenttune.refine import PhysicsStage
+    from latenttune.tracking.physics_stage import PhysicsStage
     from latenttune.tracking import make_strategy
 
     rng = np.random.default_rng(5)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from latenttune.cli import main
-from latenttune.evaluation import evaluate_model
+from latenttune.model.evaluation import evaluate_model
 from latenttune.io import read_results
 from latenttune.model import DEFAULT_MODEL_PATH, load_model
 
@@ -60,7 +60,7 @@ def test_evaluate_reports_the_best_of_48_views_next_to_the_identity(default_mode
 def test_default_model_has_a_cycle_encoder_and_pins_the_walk_box(default_model):
     """The second encoder came from `train-cycle-encoder` on this very decoder and encoder; the box it
     trained in (and the `latent-walk` scenario walks in) is stored, and equals what the encoder gives."""
-    from latenttune.latent_walk import latent_spread
+    from latenttune.model.latent_walk import latent_spread
 
     model = default_model.model
     assert model.encoder_count == 2 and model.config.cycle_encoder

@@ -1,4 +1,4 @@
-"""The representation-floor diagnosis (:mod:`latenttune.diagnosis`)."""
+"""The representation-floor diagnosis (:mod:`latenttune.model.diagnosis`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import sim
-from latenttune.diagnosis import invariant_error_squared, representation_floor
-from latenttune.losses import twin
+from latenttune.model.diagnosis import invariant_error_squared, representation_floor
+from latenttune.model.losses import twin
 from latenttune.metrics import real_space_error
 
 

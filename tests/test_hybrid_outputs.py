@@ -9,13 +9,13 @@ import pytest
 
 from latenttune.io import read_results, reconstruction
 from latenttune.model import LoadedModel
-from latenttune.refine import PhysicsSettings
+from latenttune.tracking.physics_stage import PhysicsSettings
 
 
 @pytest.fixture
 def hybrid_run(tmp_path, lively_model):
     """A 4-frame simulated series (n = 8, with truth) tracked by the hybrid strategy: (results path, series path)."""
-    from latenttune.replay import replay_series
+    from latenttune.tracking.replay import replay_series
     from latenttune.simulate import simulate_series
     from latenttune.tracking import make_strategy
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from latenttune.latent_cost import LatentCost
+from latenttune.model.latent_cost import LatentCost
 from latenttune.physics import amplitude_misfit, forward, poisson_llk
 
 K, n, N = 4, 8, 16

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from latenttune.losses import (
+from latenttune.model.losses import (
     LossWeights,
     amplitude_loss,
     centre_density,

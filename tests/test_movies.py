@@ -235,7 +235,7 @@ def test_traverse_movie_has_the_requested_frames_and_size(tmp_path, lively_model
 def tracked_run(tmp_path, lively_model):
     """A 4-frame simulated series (n = 8, with truth) replayed one-shot: (results path, series path)."""
     from latenttune.model import LoadedModel
-    from latenttune.replay import replay_series
+    from latenttune.tracking.replay import replay_series
     from latenttune.simulate import simulate_series
     from latenttune.tracking import make_strategy
 
@@ -265,7 +265,7 @@ def test_tracking_movie_without_truth_draws_the_amplitude_error(tmp_path, tracke
     from latenttune.io import open_series
     from latenttune.model import LoadedModel
     from latenttune.movies.tracking_movie import write_tracking_movie
-    from latenttune.replay import replay_series
+    from latenttune.tracking.replay import replay_series
     from latenttune.tracking import make_strategy
 
     _, series = tracked_run

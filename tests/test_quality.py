@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latenttune.quality import stagnated_frames, stagnation_summary, stagnation_threshold
-from latenttune.refine import PhysicsSettings
+from latenttune.tracking.physics_stage import PhysicsSettings
 
 
 def _results(llk, threshold=None, index=None):

@@ -1,4 +1,4 @@
-"""The physics stage of hybrid tracking (:mod:`latenttune.refine`) and its use in the tracking loop."""
+"""The physics stage of hybrid tracking (:mod:`latenttune.tracking.physics_stage`) and its use in the tracking loop."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from latenttune.io import open_series, read_results
 from latenttune.metrics import real_space_error
 from latenttune.model import load_model, save_checkpoint
 from latenttune.physics import amplitude_misfit, forward, poisson_llk
-from latenttune.refine import RESTART_STARTS, PhysicsSettings, PhysicsStage, refine_density, restart_start
-from latenttune.replay import replay_series
+from latenttune.tracking.physics_stage import RESTART_STARTS, PhysicsSettings, PhysicsStage, refine_density, restart_start
+from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import HybridStrategy, make_strategy
 
@@ -58,7 +58,7 @@ def _textbook_refinement(guide, counts, mask, settings, start=None):
     import torch
 
     from latenttune.physics import crop, fft_centred, ifft_centred, pad
-    from latenttune.refine import _blur, _dilate, _flux_scale, _threshold_support
+    from latenttune.tracking.physics_stage import _blur, _dilate, _flux_scale, _threshold_support
 
     free = np.asarray(mask, dtype=bool)
     A = torch.from_numpy(np.sqrt(np.where(free, 0.0, counts.clip(min=0))).astype(np.float32))

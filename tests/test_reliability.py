@@ -29,7 +29,7 @@ from conftest import run_cli
 from latenttune.io import ResultsFileError, SeriesFormatError, open_series, read_results, write_amplitude_frames
 from latenttune.model import load_model
 from latenttune.plots import tracking_summary
-from latenttune.replay import replay_series
+from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import make_strategy
 

@@ -1,4 +1,4 @@
-"""Offline replay (:func:`latenttune.replay.replay_series`), resume after an interruption or a real
+"""Offline replay (:func:`latenttune.tracking.replay.replay_series`), resume after an interruption or a real
 kill, and the ``latenttune track`` / ``latenttune replay`` commands.
 
 The model is the tiny ``lively_model`` of ``conftest.py`` saved with
@@ -22,14 +22,14 @@ import pytest
 from latenttune.cli import main
 from latenttune.io import open_series, read_results, write_amplitude_frames, write_series
 from latenttune.model import load_model, save_checkpoint
-from latenttune.replay import FrameReport, replay_series
+from latenttune.tracking.replay import FrameReport, replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import ESStrategy, make_strategy
 
 K, n, N = 4, 8, 16
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Per-frame datasets a replay writes (DESIGN.md section 5 and :mod:`latenttune.replay`).
+#: Per-frame datasets a replay writes (DESIGN.md section 5 and :mod:`latenttune.tracking.replay`).
 PER_FRAME = ("latent", "cost", "density", "time", "steps", "index", "step_costs", "seconds", "status",
              "strategy_state", "E_r", "E_q", "phase_rms")
 

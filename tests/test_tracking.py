@@ -15,8 +15,8 @@ import torch
 
 from controllers import ExtremumSeeking
 from controllers.extremum_seeking import from_unit_box
-from latenttune.latent_cost import LatentCost
-from latenttune.latent_walk import latent_walk_scenario
+from latenttune.model.latent_cost import LatentCost
+from latenttune.model.latent_walk import latent_walk_scenario
 from latenttune.metrics import real_space_error
 from latenttune.model import LoadedModel
 from latenttune.physics import forward

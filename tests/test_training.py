@@ -12,9 +12,9 @@ import torch
 from conftest import TINY_MODEL, tiny_tables
 
 from latenttune.cli import build_parser, main
-from latenttune.evaluation import held_out_generator
+from latenttune.model.evaluation import held_out_generator
 from latenttune.model import ModelConfig, load_checkpoint, load_model
-from latenttune.training import RunConfig, TrainConfig, last_path, load_run_config, train, training_seeds
+from latenttune.model.training import RunConfig, TrainConfig, last_path, load_run_config, train, training_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 

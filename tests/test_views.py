@@ -1,4 +1,4 @@
-"""Symmetric views (:mod:`latenttune.views`): the group, the physics it rests on, the choice, and the
+"""Symmetric views (:mod:`latenttune.model.views`): the group, the physics it rests on, the choice, and the
 tracker and replay that adopt a view (tiny model, n = 8, N = 16)."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from latenttune.io import read_results
-from latenttune.latent_cost import LatentCost
+from latenttune.model.latent_cost import LatentCost
 from latenttune.model import load_model, save_checkpoint
 from latenttune.physics import forward
-from latenttune.replay import replay_series
+from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import make_strategy, track
-from latenttune.views import VIEWS, ViewedAutoencoder, check_views, choose_view, viewed
+from latenttune.model.views import VIEWS, ViewedAutoencoder, check_views, choose_view, viewed
 
 K, n = 4, 8
 

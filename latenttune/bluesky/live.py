@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from latenttune.bluesky.devices import LatentTracker
-from latenttune.replay import frame_line
+from latenttune.tracking.replay import frame_line
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def _components_title(components: tuple[int, ...], k: int) -> str:
 class FrameLines(CallbackBase):
     """Write one line per tracked frame: frame number (from 0), cost, ES steps, time, what is shown, status.
 
-    The line is the one ``latenttune replay`` prints (:func:`latenttune.replay.frame_line`), so a
+    The line is the one ``latenttune replay`` prints (:func:`latenttune.tracking.replay.frame_line`), so a
     live run and its replay read alike. Library code never prints: pass ``print`` (a script), a
     logger's method, or a list's ``append``.
 

@@ -41,9 +41,10 @@ from bluesky.utils import Msg, short_uid
 from latenttune.bluesky.devices import LatentTracker
 from latenttune.frame_policy import prepare_frame
 from latenttune.io.runs import MD_KEY, STREAM
-from latenttune.model import LatentAutoencoder, LoadedModel
+from latenttune.model.checkpoint import LoadedModel
+from latenttune.model.network import LatentAutoencoder
 from latenttune.tracking import FrameRecord, FrameTracker
-from latenttune.views import check_views
+from latenttune.model.views import check_views
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ def track_sample(
         Extra metadata for the start document.
     views : {1, 24, 48}
         Symmetric views of the first frame to choose the model's view from
-        (:mod:`latenttune.views`; ``latenttune replay`` makes the same choice offline with the same
+        (:mod:`latenttune.model.views`; ``latenttune replay`` makes the same choice offline with the same
         ``--views``). 1 (the default) keeps the identity.
 
     Returns

@@ -10,7 +10,7 @@ Modules (one concept each):
 * :mod:`~latenttune.movies.writer`: MP4 (imageio-ffmpeg) and GIF (Pillow) files, streamed frame by frame
   (:class:`MovieWriter`);
 * :mod:`~latenttune.movies.vtk_export`: ParaView ``.vti`` export (:func:`export_vti`, :func:`export_result_frame`);
-* :mod:`~latenttune.movies.cli`: the ``latenttune movie ...`` and ``latenttune export`` commands.
+* :mod:`~latenttune.cli.movies`: the ``latenttune movie ...`` and ``latenttune export`` commands.
 
 The names below are imported on first use, so ``import latenttune.movies`` (and building the CLI
 parser) loads neither matplotlib nor torch.

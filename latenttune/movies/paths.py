@@ -9,7 +9,7 @@ Every function returns an array ``(frames, k)`` of latent vectors, one per movie
   cycles per movie with a random phase, so the last frame leads back into the first (GIFs loop
   without a jump).
 
-A box is a pair ``(lower, upper)`` of ``(k,)`` arrays; :func:`latenttune.latent_walk.latent_spread`
+A box is a pair ``(lower, upper)`` of ``(k,)`` arrays; :func:`latenttune.model.latent_walk.latent_spread`
 gives the part of the box the encoder actually uses, which is where the decoder was trained.
 """
 

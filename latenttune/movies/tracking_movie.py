@@ -18,7 +18,7 @@ says which each frame shows ("refined", "decoded", or "decoded (refinement not k
 frame whose output stagnated (:mod:`latenttune.quality`) as less certain.
 
 The measured patterns and the truth come from the series the run was made on: the results file
-records its path (root attribute ``series``, see :mod:`latenttune.replay`); pass ``series`` when the
+records its path (root attribute ``series``, see :mod:`latenttune.tracking.replay`); pass ``series`` when the
 file has moved.
 """
 

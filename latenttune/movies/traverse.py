@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.model import LatentAutoencoder
+from latenttune.model.network import LatentAutoencoder
 from latenttune.movies.paths import check_box
 from latenttune.movies.render import (
     DensityView,

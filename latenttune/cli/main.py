@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latenttune import __version__
-from latenttune.argtypes import (
+from latenttune.cli.argtypes import (
     add_threads_option,
     add_views_option,
     binning,
@@ -74,7 +74,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
         scenario_options = {}
         if args.scenario == "latent-walk":
-            from latenttune.model import load_model
+            from latenttune.model.checkpoint import load_model
 
             loaded = load_model(args.model)
             if loaded.model.config.n != args.n:
@@ -100,7 +100,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _latent_walk_options(loaded, say) -> dict:
     """The ``latent-walk`` scenario's decoder and box for a loaded model, saying what the scenario is and does."""
-    from latenttune.latent_walk import describe_latent_walk, latent_spread, numpy_decoder
+    from latenttune.model.latent_walk import describe_latent_walk, latent_spread, numpy_decoder
 
     stored = "latent_spread" in loaded.extra
     say(describe_latent_walk(loaded))
@@ -154,7 +154,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from latenttune.outputs import check_outputs
-    from latenttune.training import last_path, load_run_config, train
+    from latenttune.model.training import last_path, load_run_config, train
 
     check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
                   {"the training config": args.config}, overwrite=args.overwrite or args.resume)
@@ -205,10 +205,10 @@ def _add_train_cycle(sub: argparse._SubParsersAction) -> None:
 def _cmd_train_cycle(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from latenttune.cycle_training import CycleConfig, train_cycle_encoder
-    from latenttune.model import load_model, model_path
+    from latenttune.model.cycle_training import CycleConfig, train_cycle_encoder
+    from latenttune.model.checkpoint import load_model, model_path
     from latenttune.outputs import check_outputs
-    from latenttune.training import last_path
+    from latenttune.model.training import last_path
 
     check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
                   {"--model": model_path(args.model)}, overwrite=args.overwrite or args.resume)
@@ -251,8 +251,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from latenttune.evaluation import evaluate_model
-    from latenttune.model import load_model
+    from latenttune.model.evaluation import evaluate_model
+    from latenttune.model.checkpoint import load_model
 
     loaded = load_model(args.model, device=args.device)
     with tqdm(total=args.samples, unit="sample", desc="evaluate", file=sys.stderr) as bar:
@@ -373,7 +373,7 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
         if args.no_reseed:
             options["reseed"] = False
     if args.strategy == "hybrid":
-        from latenttune.refine import PhysicsSettings
+        from latenttune.tracking.physics_stage import PhysicsSettings
 
         physics = {key: value for key, value in (("iterations", args.physics_iterations),
                                                   ("guide_weight", args.guide_weight), ("restarts", args.restarts),
@@ -396,7 +396,7 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
     from latenttune.io import open_series, read_results
     from latenttune.plots import tracking_summary
     from latenttune.quality import stagnation_summary
-    from latenttune.replay import replay_series
+    from latenttune.tracking.replay import replay_series
 
     strategy = _strategy_from_args(args, loaded.model.latent_dim)
     uid = getattr(args, "uid", None)
@@ -500,7 +500,7 @@ def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | Non
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from latenttune.model import load_model
+    from latenttune.model.checkpoint import load_model
 
     remote = "://" in str(args.series)
     _check_run_outputs(args, {"the input series": None if remote else args.series}, resume=args.resume)
@@ -535,7 +535,7 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from latenttune.model import load_model
+    from latenttune.model.checkpoint import load_model
     from latenttune.simulate import check_simulated_series, simulate_series
 
     series_path = Path(args.out).with_suffix(".series.cxi")
@@ -624,7 +624,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     if args.grid is not None:
         N, what = args.grid, f"grid {args.grid}^3"
     else:
-        from latenttune.model import load_model
+        from latenttune.model.checkpoint import load_model
 
         config = load_model(args.model).model.config
         N, what = config.N, f"the grid of model {args.model!r} ({config.N}^3)"
@@ -658,7 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_track(sub)
     _add_replay(sub)
-    from latenttune.movies.cli import add_export_parser, add_movie_parser
+    from latenttune.cli.movies import add_export_parser, add_movie_parser
 
     add_movie_parser(sub)
     add_export_parser(sub)
@@ -774,5 +774,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from latenttune.metrics import real_space_error
-from latenttune.model import LatentAutoencoder
+from latenttune.model.network import LatentAutoencoder
 
 __all__ = ["FloorResult", "invariant_error_squared", "representation_floor"]
 

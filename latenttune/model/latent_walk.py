@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.model import LatentAutoencoder, LoadedModel
-from latenttune.training import RunConfig
+from latenttune.model.checkpoint import LoadedModel
+from latenttune.model.network import LatentAutoencoder
+from latenttune.model.training import RunConfig
 from sim.scenarios import LatentWalkScenario, make_scenario
 from sim.training import TrainingPairGenerator
 

@@ -34,31 +34,25 @@ The latent box is ``[-1, 1]^k`` (tanh bound): the extremum-seeking controller us
 Physics-structured variant (``ModelConfig(physical=True)``, the default model since 2026-12)::
 
     z = [p (48 physical parameters), z_learned (latent_dim)]       all in the box (-1, 1)
-    p -> faceted crystal, smooth phase, dislocation line            latenttune.crystal (no weights)
+    p -> faceted crystal, smooth phase, dislocation line            latenttune.model.crystal (no weights)
     z_learned -> the decoder above, with zero-initialised heads     residual amplitude and phasor
     density = clip(A(p) + tanh(h_a), 0, 1) * exp(i phi(p)) * normalise(1 + h_c, h_s)
 
 The encoder predicts both parts (the physical part without the batch norm, supervised by the
-simulator's ground truth through :func:`latenttune.crystal.parameter_loss`); extremum seeking tunes
+simulator's ground truth through :func:`latenttune.model.crystal.parameter_loss`); extremum seeking tunes
 the whole vector from cost values alone. ``encoder_stem="two-scale"`` feeds the encoder the central
 ``N/2`` cube of the pattern at full resolution plus the whole pattern averaged 2x2x2 (4 channels on
 an ``(N/2)^3`` grid): the same field of view for a quarter of the first layers' work.
 
-Checkpoints (:func:`save_checkpoint`, :func:`load_checkpoint`) carry the config, a schema
-version and the training recipe, and load with ``torch.load(weights_only=True)``.
+Checkpoints live in :mod:`latenttune.model.checkpoint`; the CPU convolution path in
+:mod:`latenttune.model.onednn`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
-import json
 import logging
-import os
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,25 +60,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from latenttune.crystal import PhysicalLayout, render_physical
-from latenttune.device import check_device
+from latenttune.model.crystal import PhysicalLayout, render_physical
+from latenttune.model.onednn import Conv3d, convolve, cpu_layout
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ModelConfig",
-    "LatentAutoencoder",
-    "normalise_intensity",
-    "save_checkpoint",
-    "load_checkpoint",
-    "load_model",
-    "DEFAULT_MODEL_PATH",
-    "model_path",
-    "SCHEMA_VERSION",
-]
+__all__ = ["ModelConfig", "LatentAutoencoder", "normalise_intensity"]
 
-SCHEMA_VERSION = 1
-DEFAULT_MODEL_PATH = Path(__file__).parent / "data" / "default_model.pt"
 _EPS = 1e-8
 
 
@@ -106,15 +88,15 @@ class ModelConfig:
     hidden : int
         Width of the fully connected layers around the latent vector.
     physical : bool
-        Prepend the 48 explicit physical parameters of :mod:`latenttune.crystal` to the learned
+        Prepend the 48 explicit physical parameters of :mod:`latenttune.model.crystal` to the learned
         latent; the learned decoder then draws a residual on the rendered crystal.
     encoder_stem : {"full", "two-scale"}
         The encoder's input: the whole ``N^3`` pattern, or its central ``(N/2)^3`` cube plus the whole
         pattern averaged over 2x2x2 voxels.
     cycle_encoder : bool
         Carry a second encoder of the same architecture, trained to invert the decoder (on patterns
-        of decoded latents: :mod:`latenttune.cycle_training`). The tracker asks both encoders and
-        keeps the prediction that fits the frame better (:mod:`latenttune.encoders`).
+        of decoded latents: :mod:`latenttune.model.cycle_training`). The tracker asks both encoders and
+        keeps the prediction that fits the frame better (:mod:`latenttune.model.encoders`).
     """
 
     n: int = 32
@@ -211,60 +193,6 @@ def normalise_intensity(intensity: torch.Tensor, mask: torch.Tensor | None = Non
     return torch.stack([torch.log1p(a), measured], dim=1)
 
 
-_MKLDNN_CONVOLUTION = getattr(torch, "mkldnn_convolution", None)
-
-
-def _takes_onednn(x: torch.Tensor) -> bool:
-    """True where the CPU speed-ups below apply: float32 CPU tensors with oneDNN enabled."""
-    return (
-        _MKLDNN_CONVOLUTION is not None
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-    )
-
-
-def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in the memory layout the CPU kernels here run fastest on (channels-last on oneDNN).
-
-    Channels-last (``torch.channels_last_3d``) is a memory layout only: shapes, values and
-    autograd are unchanged. Measured on the project's 2-core CPU with the default model (batch of
-    one): the decoder's last trilinear upsample 2.3 -> 0.5 ms, the whole decoder 9.3 -> 5.1 ms,
-    and the encoder's features at batch 8 247 -> 144 ms, against the default (channels-first)
-    layout. Other devices keep their layout.
-    """
-    return x.contiguous(memory_format=torch.channels_last_3d) if _takes_onednn(x) else x
-
-
-def _convolve(x: torch.Tensor, conv: nn.Conv3d, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``conv`` applied to ``x`` with the given ``weight`` and ``bias`` (oneDNN on the CPU)."""
-    if _takes_onednn(x) and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple):
-        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last_3d)):
-            x = x.contiguous()
-        return _MKLDNN_CONVOLUTION(x, weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
-    return conv._conv_forward(x, weight, bias)
-
-
-class _Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` that always takes oneDNN (mkldnn) on the CPU, also for a batch of one.
-
-    torch's CPU ``conv3d`` dispatch sends small inputs, in particular a batch of one (what the
-    controller evaluates at every step), to ``aten::slow_conv3d``: profiled with
-    ``torch.profiler`` on the default decoder, 70 ms per decode against 8-9 ms through oneDNN,
-    and still 22 ms when the batch of one is doubled to two (DESIGN.md section 7). For float32
-    CPU tensors this layer calls oneDNN's convolution directly, the kernel torch's dispatch itself
-    picks for the training batches (batch > 1), with autograd, in the input's memory layout
-    (channels-first or channels-last); other devices and dtypes take the ordinary path. Same
-    parameters and state-dict keys as ``nn.Conv3d``, so checkpoints are unaffected; batch-1
-    results agree with the slow path to float32 rounding (about 2e-5 on the default decoder's
-    outputs).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _convolve(x, self, self.weight, self.bias)
-
-
 def _two_scale(x: torch.Tensor) -> torch.Tensor:
     """``(B, C, N, N, N)`` -> ``(B, 2C, N/2, N/2, N/2)``: the central cube and the 2x2x2 average."""
     N = x.shape[-1]
@@ -280,7 +208,7 @@ class _Encoder(nn.Module):
         stages: list[nn.Module] = []
         c_in = 4 if self.two_scale else 2
         for c in config.encoder_channels:
-            stages += [_Conv3d(c_in, c, 3, padding=1), nn.GELU(), nn.MaxPool3d(2)]
+            stages += [Conv3d(c_in, c, 3, padding=1), nn.GELU(), nn.MaxPool3d(2)]
             c_in = c
         self.features = nn.Sequential(*stages)
         side = config.encoder_grid // 2 ** len(config.encoder_channels)
@@ -300,7 +228,7 @@ class _Encoder(nn.Module):
         # -> pre-activation (B, P + k): physical part as is, learned part at unit scale
         if self.two_scale:
             x = _two_scale(x)
-        h = self.head(self.features(_cpu_layout(x)))
+        h = self.head(self.features(cpu_layout(x)))
         if not self.physical_dim:
             return self.norm(h)
         return torch.cat([h[:, : self.physical_dim], self.norm(h[:, self.physical_dim :])], dim=1)
@@ -322,14 +250,14 @@ class _Decoder(nn.Module):
         c_in = self.c0
         for c in channels:
             stages += [
-                _Conv3d(c_in, c, 3, padding=1),
+                Conv3d(c_in, c, 3, padding=1),
                 nn.GELU(),
                 nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
             ]
             c_in = c
         self.features = nn.Sequential(*stages)
-        self.amplitude = _Conv3d(c_in, 1, 3, padding=1)
-        self.phasor = _Conv3d(c_in, 2, 3, padding=1)
+        self.amplitude = Conv3d(c_in, 1, 3, padding=1)
+        self.phasor = Conv3d(c_in, 2, 3, padding=1)
         self.layout = PhysicalLayout(config.n) if config.physical else None
         if self.layout is None:
             # start near an empty box (sigmoid(-3) = 0.05): objects fill a small part of it
@@ -348,13 +276,13 @@ class _Decoder(nn.Module):
     def _heads(self, z: torch.Tensor) -> torch.Tensor:
         """The learned path: ``z`` (B, k) -> head outputs (B, 3, n, n, n)."""
         h = self.head(z).view(-1, self.c0, self.side, self.side, self.side)  # (B, C0, n/8, n/8, n/8)
-        h = self.features(_cpu_layout(h))  # (B, C_last, n, n, n)
+        h = self.features(cpu_layout(h))  # (B, C_last, n, n, n)
         # Both heads in one convolution (output channels [amplitude, cos, sin]): one pass over the
         # largest feature map instead of two; on the CPU 2.4 ms against 2.7 + 2.5 ms for the
         # separate heads (default model, batch of one). The heads keep their own parameters.
         weight = torch.cat([self.amplitude.weight, self.phasor.weight])
         bias = torch.cat([self.amplitude.bias, self.phasor.bias])
-        return _convolve(h, self.amplitude, weight, bias)  # (B, 3, n, n, n)
+        return convolve(h, self.amplitude, weight, bias)  # (B, 3, n, n, n)
 
     def _learned_forward(self, z: torch.Tensor) -> torch.Tensor:
         heads = self._heads(z)
@@ -517,152 +445,3 @@ class LatentAutoencoder(nn.Module):
 
 
 # ---- checkpoints ----------------------------------------------------------------------
-
-
-def _state_checksum(state: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _verify_checksum(path: Path, state: Any, stored: Any) -> None:
-    """Recompute the weights' checksum and refuse a checkpoint whose weights do not match it."""
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} is not a latenttune checkpoint: `state_dict` must map names to tensors")
-    actual = _state_checksum(state)
-    if actual != stored:
-        raise ValueError(
-            f"{str(path)!r}: the weights do not match the checkpoint's checksum (stored {stored!r}, "
-            f"recomputed {actual!r}): the file was altered or damaged"
-        )
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: LatentAutoencoder,
-    *,
-    recipe: dict[str, Any] | None = None,
-    extra: dict[str, Any] | None = None,
-    extra_state: dict[str, Any] | None = None,
-) -> str:
-    """Write a checkpoint atomically (temporary file, then rename).
-
-    The file holds ``schema_version``, ``config`` (dict), ``state_dict``, ``recipe`` (the training
-    configuration that produced it, as JSON text), ``extra`` (JSON text: optimiser-free metadata
-    such as validation figures), ``checksum`` (of the weights) and, for resumable training
-    checkpoints, ``extra_state`` (optimiser state and random-generator state: tensors and plain
-    containers). Only tensors, strings, numbers and plain containers are stored, so it loads with
-    ``weights_only=True``.
-
-    Returns
-    -------
-    str
-        The weights' checksum.
-    """
-    path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    checksum = _state_checksum(state)
-    payload = {
-        "schema_version": SCHEMA_VERSION,
-        "config": model.config.to_dict(),
-        "state_dict": state,
-        "recipe": json.dumps(recipe or {}),
-        "extra": json.dumps(extra or {}),
-        "checksum": checksum,
-    }
-    if extra_state is not None:
-        payload["extra_state"] = extra_state
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return checksum
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) and check its schema.
-
-    Returns
-    -------
-    dict
-        ``config`` (:class:`ModelConfig`), ``state_dict``, ``recipe`` (dict), ``extra`` (dict),
-        ``extra_state`` (dict, empty unless saved), ``checksum``, ``schema_version``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model checkpoint {str(path)!r} does not exist")
-    with open(path, "rb") as fh:
-        data = fh.read()
-    try:
-        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
-    except Exception as exc:  # unpickling errors come in many types
-        raise ValueError(f"{str(path)!r} is not a readable latenttune checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or "schema_version" not in payload:
-        raise ValueError(f"{str(path)!r} is not a latenttune checkpoint (no schema_version)")
-    if payload["schema_version"] != SCHEMA_VERSION:
-        raise ValueError(
-            f"{str(path)!r} has checkpoint schema {payload['schema_version']}, this latenttune reads {SCHEMA_VERSION}"
-        )
-    missing = sorted({"config", "state_dict", "checksum"} - set(payload))
-    if missing:
-        raise ValueError(f"{str(path)!r} is not a complete latenttune checkpoint: it lacks {missing}")
-    _verify_checksum(path, payload["state_dict"], payload["checksum"])
-    return {
-        "schema_version": payload["schema_version"],
-        "config": ModelConfig.from_dict(payload["config"]),
-        "state_dict": payload["state_dict"],
-        "recipe": json.loads(payload.get("recipe", "{}")),
-        "extra": json.loads(payload.get("extra", "{}")),
-        "checksum": payload["checksum"],
-        "extra_state": payload.get("extra_state", {}),
-    }
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for inference with where it came from."""
-
-    model: LatentAutoencoder
-    path: Path
-    checksum: str
-    recipe: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def model_path(name_or_path: str | Path) -> Path:
-    """The checkpoint file ``"default"`` (the model shipped in the package) or a path names."""
-    return DEFAULT_MODEL_PATH if str(name_or_path) == "default" else Path(name_or_path)
-
-
-def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> LoadedModel:
-    """Load ``"default"`` (the model shipped in the package) or a checkpoint path, in eval mode.
-
-    Parameters
-    ----------
-    name_or_path : str or Path
-        ``"default"`` or a path to a checkpoint written by :func:`save_checkpoint`.
-    device : str or torch.device
-        Where the model runs (``"cpu"`` or ``"cuda"``).
-    """
-    path = model_path(name_or_path)
-    device = check_device(device)
-    ckpt = load_checkpoint(path, map_location="cpu")
-    model = LatentAutoencoder(ckpt["config"])
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:  # missing, unexpected or wrongly shaped weights
-        detail = " ".join(str(exc).split())
-        raise ValueError(f"{str(path)!r}: the weights do not match the checkpoint's config: {detail[:300]}") from None
-    model.eval().requires_grad_(False).to(device)
-    log.info("loaded model %s (checksum %s, k=%d)", path, ckpt["checksum"], model.latent_dim)
-    return LoadedModel(model=model, path=path, checksum=ckpt["checksum"], recipe=ckpt["recipe"], extra=ckpt["extra"])

@@ -9,7 +9,7 @@ amplitude error ``E_q`` of the prediction's diffraction against the measured cou
 
 With ``views`` > 1 the report also gives the one-shot prediction asked in that many symmetric
 views of the pattern, the view chosen by the measured misfit alone
-(:func:`latenttune.views.choose_view`): the prediction the trackers start from with ``views=48``.
+(:func:`latenttune.model.views.choose_view`): the prediction the trackers start from with ``views=48``.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latenttune.encoders import choose_encoder
-from latenttune.latent_cost import LatentCost
-from latenttune.losses import centre_density
+from latenttune.model.encoders import choose_encoder
+from latenttune.model.latent_cost import LatentCost
+from latenttune.model.losses import centre_density
 from latenttune.metrics import amplitude_error, real_space_error
-from latenttune.model import LoadedModel
+from latenttune.model.checkpoint import LoadedModel
 from latenttune.physics import forward
-from latenttune.training import RunConfig, training_seeds
-from latenttune.views import check_views, choose_view
+from latenttune.model.training import RunConfig, training_seeds
+from latenttune.model.views import check_views, choose_view
 from sim.training import TrainingPairGenerator
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class EvaluationReport:
         How many views the choice tried.
     E_r_encoders, E_q_encoders : ndarray, shape (S,), or None
         A model with a cycle encoder: the same for the better-fitting of its two encoders' predictions
-        (identity view; :func:`latenttune.encoders.choose_encoder`, what the trackers start from).
+        (identity view; :func:`latenttune.model.encoders.choose_encoder`, what the trackers start from).
     encoder_index : ndarray of int, shape (S,), or None
         The chosen encoder of each sample (0 = the model's encoder, 1 = the cycle encoder).
     """
@@ -161,7 +161,7 @@ def evaluate_model(
     seed : int
         Seed of the held-out pairs; must differ from the training and validation seeds.
     views : {1, 24, 48}
-        Also report the best of this many symmetric views (:mod:`latenttune.views`); 1 = identity only.
+        Also report the best of this many symmetric views (:mod:`latenttune.model.views`); 1 = identity only.
     callback : callable, optional
         ``callback(index, E_r, E_q)`` after each sample (progress reporting; the best view's figures).
     """

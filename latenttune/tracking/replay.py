@@ -37,11 +37,11 @@ from latenttune.io.identity import (
     strategy_settings,
 )
 from latenttune.metrics import amplitude_error, phase_rms, real_space_error
-from latenttune.model import LoadedModel
+from latenttune.model.checkpoint import LoadedModel
 from latenttune.outputs import check_outputs
 from latenttune.physics import forward
 from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
-from latenttune.views import check_view_index, check_views
+from latenttune.model.views import check_view_index, check_views
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, 
     else the decoded one; :attr:`FrameRecord.output_density`), ``refined_accepted`` says which;
     ``refined_warm`` is 1 when the stage started from the previous frame's output, ``refined_start``
     names the start of the kept refinement (``warm``, ``decoded`` or a restart's,
-    :data:`latenttune.refine.RESTART_STARTS`), ``refined_restarts`` counts the restarts run, and
+    :data:`latenttune.tracking.physics_stage.RESTART_STARTS`), ``refined_restarts`` counts the restarts run, and
     ``llk`` is the Poisson log-likelihood of ``refined_density`` (about 1 at the noise level).
     """
     outcome = record.physics
@@ -231,7 +231,7 @@ def replay_series(
         one of the settings a resume must repeat.
     views : {1, 24, 48}
         Symmetric views of the first tracked frame to choose the model's view from
-        (:mod:`latenttune.views`; the run's view is stored in every row's ``strategy_state``, and a
+        (:mod:`latenttune.model.views`; the run's view is stored in every row's ``strategy_state``, and a
         resume keeps it). One of the settings a resume must repeat.
 
     The results file records the series as ``series`` (its path relative to the results file's

@@ -2,11 +2,11 @@
 
 A model trained with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) has two
 encoders: the model's own, trained on simulated crystals, and one trained to invert the decoder on
-patterns of decoded latents (:mod:`latenttune.cycle_training`). Each is better on its own kind of
+patterns of decoded latents (:mod:`latenttune.model.cycle_training`). Each is better on its own kind of
 sample, and neither can tell which kind a measured pattern is. :func:`choose_encoder` asks every
 encoder, decodes every prediction and keeps the one whose predicted pattern fits the frame best:
 two cost evaluations (cost values only, no network gradient), the same rule as
-:func:`latenttune.views.choose_view`. A single-encoder model's choice is its encoder's prediction.
+:func:`latenttune.model.views.choose_view`. A single-encoder model's choice is its encoder's prediction.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latenttune.latent_cost import LatentCost
+from latenttune.model.latent_cost import LatentCost
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,15 @@ The model's encoder is trained on simulated crystals. A sample inside the decode
 (the ``latent-walk`` scenario; any sample the decoder draws well) is then often predicted far from
 its latent, and the controller starts from a poor guess. The cycle encoder is a copy of the
 model's encoder trained on the decoder's own output: each step draws latents ``z`` uniformly in
-the latent box the encoder uses (:func:`latenttune.latent_walk.latent_spread`, shrunk to
+the latent box the encoder uses (:func:`latenttune.model.latent_walk.latent_spread`, shrunk to
 ``margin`` of its half-width, as the walk is), decodes them, measures their patterns with Poisson
 noise and a beamstop (:class:`sim.Detector`, photons log-uniform in ``photons``) and minimises
 ``mean(((E_cycle(I) - z) / box_width)^2)``. The decoder and the model's encoder stay fixed (the
 model is in eval mode, so the encoder's normalisation keeps its statistics), so everything the
 model did before it still does; the tracker asks both encoders and keeps the better-fitting
-prediction (:mod:`latenttune.encoders`).
+prediction (:mod:`latenttune.model.encoders`).
 
-Resumable: ``OUT.last.pt`` (see :func:`latenttune.training.last_path`) holds the optimiser, the
+Resumable: ``OUT.last.pt`` (see :func:`latenttune.model.training.last_path`) holds the optimiser, the
 learning-rate schedule and the random generator every ``checkpoint_every`` steps, and a resumed
 run continues the same stream (same weights as an uninterrupted run on the same machine).
 """
@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.latent_walk import latent_spread
-from latenttune.model import LatentAutoencoder, LoadedModel, load_checkpoint, save_checkpoint
+from latenttune.model.latent_walk import latent_spread
+from latenttune.model.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
+from latenttune.model.network import LatentAutoencoder
 from latenttune.physics import forward
-from latenttune.training import TrainProgress, TrainResult, last_path
+from latenttune.model.training import TrainProgress, TrainResult, last_path
 from sim import Detector
 
 log = logging.getLogger(__name__)

@@ -50,9 +50,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from latenttune.crystal import PhysicalLayout, parameter_loss, physical_targets
-from latenttune.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
-from latenttune.model import LatentAutoencoder, ModelConfig, _state_checksum, load_checkpoint, model_path, save_checkpoint
+from latenttune.model.crystal import PhysicalLayout, parameter_loss, physical_targets
+from latenttune.model.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
+from latenttune.model.checkpoint import load_checkpoint, model_path, save_checkpoint, state_checksum
+from latenttune.model.network import LatentAutoencoder, ModelConfig
 from sim.detector import Detector
 from sim.training import TrainingPairGenerator
 
@@ -274,7 +275,7 @@ class _PairBatches(torch.utils.data.Dataset):
 def _stack(pairs: list[Any], layout: PhysicalLayout | None = None) -> Batch:
     """Tensors of a list of pairs: intensity, centred density, mask and the physical targets.
 
-    The targets (:func:`latenttune.crystal.physical_targets`, stacked per key) are empty unless
+    The targets (:func:`latenttune.model.crystal.physical_targets`, stacked per key) are empty unless
     ``layout`` is given; they follow the density's centring roll.
     """
     intensity = torch.from_numpy(np.stack([p.intensity for p in pairs]).astype(np.float32))
@@ -491,7 +492,7 @@ def _gather_ranks(model: nn.Module, noise: torch.Generator, world: int) -> dict[
     for buffer in model.buffers():
         torch.distributed.broadcast(buffer, src=0)
     gathered: list[Any] = [None] * world
-    torch.distributed.all_gather_object(gathered, (_state_checksum(model.state_dict()), noise.get_state()))
+    torch.distributed.all_gather_object(gathered, (state_checksum(model.state_dict()), noise.get_state()))
     return {
         "extra": {"rank_checksums": [checksum for checksum, _ in gathered]},
         "extra_state": {"noise_by_rank": [state for _, state in gathered]},

@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import math
 
+from latenttune.model.symmetry import VIEW_COUNTS
+
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
-           "frame_range", "add_threads_option", "add_views_option", "VIEW_COUNTS"]
+           "frame_range", "add_threads_option", "add_views_option"]
 
 
 def _int_at_least(text: str, low: int, rule: str) -> int:
@@ -93,11 +95,6 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's choice, one per core); on a busy machine 1 is "
                              "steadier than 2")
-
-
-VIEW_COUNTS = (1, 24, 48)
-"""How many symmetric views a one-shot prediction may try (:mod:`latenttune.views`): the identity
-alone, the 24 rotations, or all 48 (rotations and rotations times the inversion)."""
 
 
 def add_views_option(parser: argparse.ArgumentParser, default: int, help_text: str) -> None:

@@ -2,7 +2,7 @@
 
 For each measured frame ``(intensity, mask)`` the loop builds the frame's cost
 ``C(z) = amplitude misfit of |F pad(decode(z))|^2 against the frame`` (DESIGN.md section 2;
-masked, flux-scale invariant; :class:`latenttune.latent_cost.LatentCost`) and lets a *strategy*
+masked, flux-scale invariant; :class:`latenttune.model.latent_cost.LatentCost`) and lets a *strategy*
 improve the latent for ``steps_per_frame`` cost evaluations:
 
 * :class:`ESStrategy` -- extremum seeking (:mod:`controllers`): cost values only, never the
@@ -12,22 +12,22 @@ improve the latent for ``steps_per_frame`` cost evaluations:
 * :class:`OneShotStrategy` -- the encoder alone, ``z_t = E(I_t)``: the comparator with no
   controller.
 * :class:`HybridStrategy` (the default of the command line) -- ES as above, then the physics stage
-  of :mod:`latenttune.refine` on the voxels: RAAR/ER with shrink-wrap from the previous frame's
+  of :mod:`latenttune.tracking.physics_stage` on the voxels: RAAR/ER with shrink-wrap from the previous frame's
   output, guided by the decoded density, kept only when it fits held-out voxels better and the
   measured pattern no worse. The frame's reported density is then :attr:`FrameRecord.output_density`.
 * :class:`GradientStrategy` -- gradient descent on ``z`` through autograd. **Uses the network
   gradient**; a comparator, not the project's method.
 
 On the first good frame the tracker may ask the encoder in ``views`` symmetric views of the pattern
-(:mod:`latenttune.views`) and keep the view whose prediction fits the measurement best; the run then
+(:mod:`latenttune.model.views`) and keep the view whose prediction fits the measurement best; the run then
 works with the model seen through that view (densities stay in the laboratory frame; the view's
 index is stored in every record's ``state`` as ``"view"``, so a resumed run keeps it).
 
 A model with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) predicts every
 frame with both encoders and hands the strategy the prediction that fits the frame better
-(:func:`latenttune.encoders.choose_encoder`); the two evaluations are part of the frame's record.
+(:func:`latenttune.model.encoders.choose_encoder`); the two evaluations are part of the frame's record.
 The hybrid's physics stage gets the other prediction's density too, and tries it as a restart when
-the frame's refinement stagnates (:meth:`latenttune.refine.PhysicsStage.run`): the encoder that fits
+the frame's refinement stagnates (:meth:`latenttune.tracking.physics_stage.PhysicsStage.run`): the encoder that fits
 the counts best before phase retrieval is not always the one that leads phase retrieval to the
 sample.
 
@@ -54,13 +54,13 @@ import numpy as np
 import torch
 
 from controllers import ESParams, ExtremumSeeking, from_unit_box
-from latenttune.encoders import choose_encoder
+from latenttune.model.encoders import choose_encoder
 from latenttune.frame_policy import frame_problem as _frame_problem
-from latenttune.latent_cost import LatentCost
-from latenttune.model import LatentAutoencoder
+from latenttune.model.latent_cost import LatentCost
+from latenttune.model.network import LatentAutoencoder
 from latenttune.physics import COSTS, forward
-from latenttune.refine import PhysicsOutcome, PhysicsSettings, PhysicsStage
-from latenttune.views import ViewedAutoencoder, check_views, choose_view, viewed
+from latenttune.tracking.physics_stage import PhysicsOutcome, PhysicsSettings, PhysicsStage
+from latenttune.model.views import ViewedAutoencoder, check_views, choose_view, viewed
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class FrameRecord:
         ``"ok"`` or ``"skipped: <reason>"``.
     state : dict
         The strategy's serialisable state after the frame (for exact resume), with the tracker's
-        ``"view"`` (index in :data:`latenttune.views.VIEWS` of the model's view; 0 = identity).
+        ``"view"`` (index in :data:`latenttune.model.views.VIEWS` of the model's view; 0 = identity).
     physics : PhysicsOutcome or None
         The physics stage's outcome on this frame (hybrid tracking; None otherwise and on a
         skipped frame).
@@ -341,7 +341,7 @@ class HybridStrategy(ESStrategy):
     """Extremum seeking on the latent, then the physics stage on the voxels (the default tracker).
 
     The latent part is :class:`ESStrategy` unchanged (same controller, same costs); the tracking loop
-    (:class:`FrameTracker`) runs :class:`latenttune.refine.PhysicsStage` with ``physics`` after it on
+    (:class:`FrameTracker`) runs :class:`latenttune.tracking.physics_stage.PhysicsStage` with ``physics`` after it on
     every good frame. Neither part uses the network's gradient.
 
     Parameters
@@ -484,8 +484,8 @@ class FrameTracker:
         Hybrid tracking, resume: the last frame's output, the physics stage's warm start.
     views : {1, 24, 48}
         Symmetric views of the first good frame to choose the model's view from
-        (:func:`latenttune.views.choose_view`); 1 (the default everywhere: the command line,
-        :func:`track`, :func:`latenttune.replay.replay_series`, the Bluesky plan) keeps the identity.
+        (:func:`latenttune.model.views.choose_view`); 1 (the default everywhere: the command line,
+        :func:`track`, :func:`latenttune.tracking.replay.replay_series`, the Bluesky plan) keeps the identity.
     view : int
         Resume: the view the run already uses (``record.state["view"]``); 0 = identity.
 
@@ -610,7 +610,7 @@ class FrameTracker:
 
     @property
     def view(self) -> int:
-        """The model's view (index in :data:`latenttune.views.VIEWS`; 0 = identity)."""
+        """The model's view (index in :data:`latenttune.model.views.VIEWS`; 0 = identity)."""
         return self.model.index if isinstance(self.model, ViewedAutoencoder) else 0
 
     def _state(self) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latenttune.model import LatentAutoencoder
+from latenttune.model.network import LatentAutoencoder
 from latenttune.physics import _TINY, COSTS
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class LatentCost:
         """Costs of densities ``(B, n, n, n)`` (complex, on the cost's device) that need no decoder.
 
         Used to score candidates that are not ``decode(z)`` of this model, e.g. a view's prediction
-        brought back to the laboratory frame (:func:`latenttune.views.choose_view`).
+        brought back to the laboratory frame (:func:`latenttune.model.views.choose_view`).
         """
         n = self.model.config.n
         if not isinstance(density, torch.Tensor) or density.ndim != 4 or tuple(density.shape[1:]) != (n, n, n):

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from latenttune.argtypes import add_threads_option, fraction, positive_float, positive_int
+from latenttune.cli.argtypes import add_threads_option, fraction, positive_float, positive_int
 
 __all__ = ["add_movie_parser", "add_export_parser", "parse_size", "parse_endpoint"]
 
@@ -179,8 +179,8 @@ def _progress(total: int | None, desc: str) -> Any:
 def _cmd_traverse(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from latenttune.latent_walk import latent_spread
-    from latenttune.model import load_model
+    from latenttune.model.latent_walk import latent_spread
+    from latenttune.model.checkpoint import load_model
     from latenttune.movies.paths import axes_path, line_path, lissajous_path
     from latenttune.movies.traverse import write_traverse_movie
     from latenttune.movies.writer import check_output

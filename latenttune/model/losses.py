@@ -65,7 +65,7 @@ class LossWeights:
         controller's dither amplitude.
     physical : float
         Supervised term of a physics-structured model's explicit parameters against the
-        simulator's ground truth (:func:`latenttune.crystal.parameter_loss`); unused otherwise.
+        simulator's ground truth (:func:`latenttune.model.crystal.parameter_loss`); unused otherwise.
     """
 
     amplitude: float = 1.0
