@@ -5,7 +5,7 @@ Run: ``python benchmarks/bench_bluesky.py [--model default] [--frames 20] [--ste
 For each ES budget (iterations per frame) it times, on the same simulated frames with the same
 seeds and a fresh ES strategy each time:
 
-* outside: a plain loop of ``detector.trigger()``, read, ``prepare_frame``, ``FrameTracker.step``
+* outside: a plain loop of ``detector.trigger()``, read, ``checked_frame``, ``FrameTracker.step``
   and ``tracker.set``: the work of one frame with no RunEngine;
 * inside: ``RE(track_sample(...))`` over the same frames (one event per frame), optionally with
   the run stored (``--storage msgpack`` or ``tiled``).
@@ -31,9 +31,9 @@ from latenttune.bluesky import (
     LatentTracker,
     MsgpackStorage,
     SimulatedCDIDetector,
-    prepare_frame,
     track_sample,
 )
+from latenttune.frame_policy import prepare_frame
 from latenttune.model import load_model
 from latenttune.tracking import FrameTracker, make_strategy
 from sim import Detector, make_scenario

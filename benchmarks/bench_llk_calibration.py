@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from latenttune.model import load_model
-    from latenttune.tracking.physics_stage import PhysicsSettings
+    from latenttune.tracking.physics_settings import PhysicsSettings
 
     torch.set_num_threads(args.torch_threads)
     loaded = load_model(args.model)

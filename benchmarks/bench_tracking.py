@@ -70,10 +70,10 @@ def steps_text(steps: int | None) -> str:
 
 
 def parse_physics(text: str) -> dict[str, Any]:
-    """``"beta=0.95,cold_iterations=240"`` as :class:`latenttune.tracking.physics_stage.PhysicsSettings` fields (typed like the defaults)."""
+    """``"beta=0.95,cold_iterations=240"`` as :class:`latenttune.tracking.physics_settings.PhysicsSettings` fields (typed like the defaults)."""
     import dataclasses
 
-    from latenttune.tracking.physics_stage import PhysicsSettings
+    from latenttune.tracking.physics_settings import PhysicsSettings
 
     defaults = {f.name: f.default for f in dataclasses.fields(PhysicsSettings)}
     out: dict[str, Any] = {}
@@ -95,10 +95,10 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
                es_options: dict[str, Any], views: int = 1, physics: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Track ``series_path`` with one method (the model's view chosen among ``views``); return its per-frame figures.
 
-    ``physics`` overrides :class:`latenttune.tracking.physics_stage.PhysicsSettings` fields of the ``hybrid`` method.
+    ``physics`` overrides :class:`latenttune.tracking.physics_settings.PhysicsSettings` fields of the ``hybrid`` method.
     """
     from latenttune.io import open_series, read_results
-    from latenttune.tracking.physics_stage import PhysicsSettings
+    from latenttune.tracking.physics_settings import PhysicsSettings
     from latenttune.tracking.replay import replay_series
     from latenttune.tracking import make_strategy
 
@@ -114,12 +114,12 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
         path, _ = replay_series(series, loaded, strategy, out, overwrite=True, views=views)
     results = read_results(path)
     # `seconds` is the whole frame's tracking work (for hybrid: ES and the physics stage)
-    figures = {key: np.asarray(results[key], dtype=float) for key in ("E_r", "E_q", "cost", "seconds")}
+    figures = {key: np.asarray(getattr(results, key), dtype=float) for key in ("E_r", "E_q", "cost", "seconds")}
     if method == "hybrid":
-        figures["E_r"] = np.asarray(results["E_r_refined"], dtype=float)
-        figures["E_q"] = np.asarray(results["E_q_refined"], dtype=float)
-        figures["accepted"] = np.asarray(results["refined_accepted"], dtype=float)
-        figures["llk"] = np.asarray(results["llk"], dtype=float)
+        figures["E_r"] = np.asarray(results.E_r_output, dtype=float)
+        figures["E_q"] = np.asarray(results.E_q_output, dtype=float)
+        figures["accepted"] = np.asarray(results.physics_accepted, dtype=float)
+        figures["llk"] = np.asarray(results.llk, dtype=float)
     return figures
 
 

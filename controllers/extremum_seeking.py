@@ -352,6 +352,10 @@ class ExtremumSeeking:
         self._pending = True
         return from_unit_box(self._params, self._state.z)
 
+    def position(self) -> np.ndarray:
+        """The current point in caller units (what :meth:`suggest` would return), without a pending suggestion."""
+        return from_unit_box(self._params, self._state.z)
+
     def ingest(self, cost: float) -> None:
         """Advance one step with the finite ``cost`` measured at the last suggested point."""
         if not self._pending:

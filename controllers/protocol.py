@@ -4,8 +4,11 @@ A controller proposes a point, is told the cost measured there, and moves on::
 
     z = controller.suggest()      # np.ndarray, shape (k,), caller's units
     controller.ingest(cost)       # cost measured at that z
+    controller.position()         # where it stands now (caller units), without suggesting
     controller.reset(z0)          # start again (optionally from a new point)
     snapshot = controller.to_dict()  # JSON-serialisable; the class's from_dict rebuilds it
+
+``latenttune``'s extremum-seeking strategies drive their controller through these methods only.
 
 The names ``suggest``/``ingest`` are those of Xopt and bluesky-adaptive (DESIGN.md section 4).
 ``from_dict`` is a classmethod by convention and is not part of the runtime check.
@@ -24,7 +27,7 @@ __all__ = ["Controller"]
 class Controller(Protocol):
     """Structural type of a cost-driven controller.
 
-    ``isinstance(obj, Controller)`` checks that the four methods exist (not their signatures).
+    ``isinstance(obj, Controller)`` checks that the five methods exist (not their signatures).
     """
 
     def suggest(self) -> np.ndarray:
@@ -33,6 +36,10 @@ class Controller(Protocol):
 
     def ingest(self, cost: float) -> None:
         """Advance one step with the finite cost measured at the last suggested point."""
+        ...
+
+    def position(self) -> np.ndarray:
+        """The controller's current point, shape (k,), caller units (no suggestion is made)."""
         ...
 
     def reset(self, z0: Any = None) -> None:

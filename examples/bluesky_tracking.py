@@ -135,9 +135,9 @@ def main() -> None:
     from latenttune.io import read_results
 
     results = read_results(replayed)
-    costs = np.asarray(results["cost"])
+    costs = np.asarray(results.cost)
     # a frame skipped before any estimate existed has no row: compare by frame index
-    same = np.array_equal(costs, live_costs[np.asarray(results["index"])], equal_nan=True)
+    same = np.array_equal(costs, live_costs[np.asarray(results.index)], equal_nan=True)
     print(f"replay: {replayed}; costs {'identical to' if same else 'DIFFERENT from'} the live run "
           f"(final cost {costs[-1]:.5f})")
     print(f"same from the command line:\n  latenttune replay {storage.paths[-1]} --model {args.model} "

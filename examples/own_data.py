@@ -33,11 +33,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from latenttune.device import check_device, set_threads
-from latenttune.io import open_series, read_results, reconstruction
+from latenttune.io import open_series, read_results
 from latenttune.model import load_model
 from latenttune.plots import central_slices, tracking_summary
 from latenttune.prepare import prepare_series
-from latenttune.tracking.physics_stage import PhysicsSettings
+from latenttune.tracking.physics_settings import PhysicsSettings
 from latenttune.tracking.replay import replay_series
 from latenttune.tracking import make_strategy, track
 from sim import make_scenario
@@ -118,16 +118,16 @@ def main() -> None:
     strategy = make_strategy("hybrid", model.latent_dim, steps_per_frame=args.steps, physics=physics)
     results_path, _ = replay_series(prepared, loaded, strategy, out / "results.h5", overwrite=True)
     results = read_results(results_path)
-    shown = reconstruction(results)  # the refined densities when the hybrid tracker kept them
-    assert np.array_equal(results["cost"], result.cost.astype(np.float32))  # same frames, same settings, same run
+    shown = results.reconstruction()  # the refined densities when the hybrid tracker kept them
+    assert np.array_equal(results.cost, result.cost.astype(np.float32))  # same frames, same settings, same run
 
     figure = Figure(figsize=(3 + 2.2 * len(shown.density), 3.2), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 1 + len(shown.density), width_ratios=[1.6] + [1] * len(shown.density))
-    axes[0].plot(results["index"], results["cost"], "o-")
+    axes[0].plot(results.index, results.cost, "o-")
     axes[0].set(xlabel="frame", ylabel="cost", title="cost per frame")
-    axes[0].set_xticks(results["index"])
-    for ax, t, density in zip(axes[1:], results["index"], shown.density):
+    axes[0].set_xticks(results.index)
+    for ax, t, density in zip(axes[1:], results.index, shown.density):
         amplitude, _ = central_slices(density)
         ax.imshow(amplitude, cmap="gray", origin="lower")
         ax.set(title=f"frame {t}: {shown.row_label(int(t))}", xticks=[], yticks=[])

@@ -2,12 +2,15 @@
 
 Two steps, kept apart on purpose:
 
-* **Structure** (:func:`prepare_frame`): shape, dtype and mask of a frame. A frame that breaks
-  these rules cannot be a diffraction pattern of this model at all, so the reader or the live plan
-  raises (``ValueError`` / ``TypeError`` naming the argument and the rule). Readers check
-  structure only: they never reject a frame for its values.
-* **Values** (:func:`frame_problem`): the one function that decides whether a structurally valid
-  frame can be tracked. A frame with a NaN/inf or a negative value at a measured voxel, no measured
+* **Structure** (:func:`checked_frame`): shape, dtype and mask of a frame, turned into the
+  tracker's :class:`Frame` (float32 counts, 0 at unmeasured voxels, a bool mask). A frame that
+  breaks these rules cannot be a diffraction pattern of this model at all, so the reader or the
+  live plan raises (``ValueError`` / ``TypeError`` naming the argument and the rule). Readers
+  check structure only: they never reject a frame for its values. Every source (series readers,
+  stored runs, the live plan, :func:`latenttune.tracking.track`) goes through this one function,
+  and what comes out is trusted downstream (the latent cost, the encoders, the physics stage).
+* **Values** (:func:`frame_problem`, :attr:`Frame.problem`): the one function that decides whether
+  a structurally valid frame can be tracked. A frame with a NaN/inf or a negative value at a measured voxel, no measured
   voxel, or no counts on the measured voxels is *skipped*: the tracker
   (:class:`latenttune.tracking.FrameTracker`) records it as ``"skipped: <reason>"`` and holds the
   last estimate. Values at masked (unmeasured) voxels never matter: detectors flag gaps with
@@ -18,24 +21,96 @@ So one bad frame never ends a replay, a resumed replay, or a live run.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SKIPPED", "NoUsableFrameError", "frame_problem", "no_usable_frame_error", "prepare_frame"]
+__all__ = ["SKIPPED", "Frame", "NoUsableFrameError", "checked_frame", "frame_problem", "no_usable_frame_error",
+           "prepare_frame"]
 
 #: Prefix of the status of a skipped frame (``"skipped: <reason>"``).
 SKIPPED = "skipped: "
 
 
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One measured diffraction pattern, checked: what the tracker works on.
+
+    Attributes
+    ----------
+    intensity : numpy.ndarray
+        float32 (N, N, N), q = 0 at index N // 2; unmeasured voxels hold 0.
+    mask : numpy.ndarray
+        bool (N, N, N), True = voxel NOT measured.
+    time : float
+        Time stamp in seconds.
+    index : int
+        Position of the frame in its series (0-based, non-negative).
+    """
+
+    intensity: np.ndarray
+    mask: np.ndarray
+    time: float
+    index: int
+
+    @functools.cached_property
+    def problem(self) -> str | None:
+        """Why the frame cannot be tracked (:func:`frame_problem`), or None."""
+        return frame_problem(self.intensity, self.mask)
+
+    @property
+    def N(self) -> int:
+        """Diffraction grid size."""
+        return int(self.intensity.shape[-1])
+
+
+def checked_frame(pattern: Any, mask: Any = None, N: int | None = None, *, index: int = 0,
+                  time: float = 0.0) -> Frame:
+    """Any source's frame as the tracker's :class:`Frame`: structure checked, float32, unmeasured voxels 0.
+
+    A :class:`Frame` passes through unchanged (it was checked when it was made), after its grid
+    size is compared with ``N``.
+
+    Parameters
+    ----------
+    pattern : array_like, shape (N, N, N), or Frame
+        Measured intensity (any real dtype).
+    mask : array_like of bool, shape (N, N, N), or None
+        True = voxel not measured; None = every voxel measured.
+    N : int, optional
+        Expected diffraction grid size (any cubic grid when None).
+    index, time
+        The frame's position in its series and time stamp.
+
+    Raises
+    ------
+    ValueError
+        Wrong shape of ``pattern`` or ``mask``.
+    TypeError
+        ``pattern`` is not a real numeric array.
+    """
+    if isinstance(pattern, Frame):
+        if N is not None and pattern.intensity.shape != (N, N, N):
+            raise ValueError(f"`pattern` must be a 3-D array of shape {(N, N, N)}, got {pattern.intensity.shape}")
+        return pattern
+    if N is None:
+        shape = np.shape(pattern)
+        N = int(shape[0]) if len(shape) == 3 and len(set(shape)) == 1 else -1
+        if N < 0:
+            raise ValueError(f"`pattern` must be a cubic 3-D array (N, N, N), got shape {shape}")
+    intensity, unmeasured = prepare_frame(pattern, mask, N)
+    return Frame(intensity=intensity, mask=unmeasured, time=float(time), index=int(index))
+
+
 def prepare_frame(pattern: Any, mask: Any, N: int) -> tuple[np.ndarray, np.ndarray]:
     """The tracker's view of a measured frame: float32 intensity with masked voxels set to 0.
 
-    Checks structure only (shape and dtype); the values are judged by :func:`frame_problem`.
-    Used live by the Bluesky plan and offline by the stored-run reader
-    (:class:`latenttune.io.runs.RunSeries`), so both feed the tracker bit-identical arrays.
+    Checks structure only (shape and dtype); the values are judged by :func:`frame_problem`. The
+    arrays of :func:`checked_frame`, for readers that build their own frame records.
 
     Parameters
     ----------
@@ -109,17 +184,23 @@ class NoUsableFrameError(ValueError):
     """Every frame of a series was skipped: there is nothing to track."""
 
 
-def no_usable_frame_error(frames: Iterable[Any]) -> NoUsableFrameError:
-    """The error for a series none of whose frames can be tracked, naming the reasons.
+def no_usable_frame_error(reasons: Counter[str] | Iterable[Any], where: Any = None) -> NoUsableFrameError:
+    """The error for a series none of whose frames could be tracked, naming the reasons.
 
     Parameters
     ----------
-    frames : iterable
-        The series (frames with ``intensity`` and ``mask``); read again to count the reasons.
+    reasons : Counter of str, or iterable of frames
+        How many frames were skipped for each reason (what the tracker counted while it read them:
+        :attr:`latenttune.tracking.tracker.FrameTracker.skipped`), or frames with ``intensity`` and
+        ``mask`` to judge (read again).
+    where : object, optional
+        What was tracked (a path), for the message; taken from ``reasons.path`` when it has one.
     """
-    reasons = Counter(frame_problem(frame.intensity, frame.mask) for frame in frames)
+    if not isinstance(reasons, Counter):
+        frames = reasons
+        where = getattr(frames, "path", None) if where is None else where
+        reasons = Counter(frame_problem(frame.intensity, frame.mask) for frame in frames)
     total = sum(reasons.values())
-    where = getattr(frames, "path", None)
     listed = ", ".join(f"{count} x {reason}" for reason, count in reasons.most_common() if reason is not None)
     return NoUsableFrameError(
         f"no usable frame in {str(where) if where is not None else 'the series'}: all {total} frame(s) were "

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from latenttune.physics import amplitude_misfit
+from latenttune.physics import amplitude_misfit, flux_scale
 from latenttune.physics import poisson_llk as _poisson_llk
 from sim.forward import is_torch
 
@@ -126,14 +126,9 @@ def _prepare_intensities(
     return Ip, Im, keep
 
 
-def _amplitude_scale(F: np.ndarray, A: np.ndarray, Ip: np.ndarray, scale: bool) -> np.ndarray:
-    """Least-squares flux scale ``s = sum(|F| A) / sum(|F|^2)`` per pattern (0 if no prediction)."""
-    if not scale:
-        return np.ones(F.shape[:-3])
-    num = np.sum(F * A, axis=_AXES)
-    den = np.sum(Ip, axis=_AXES)
-    safe = np.where(den > 0, den, 1.0)
-    return np.where(den > 0, num / safe, 0.0)
+def _amplitude_scale(F: np.ndarray, A: np.ndarray, scale: bool) -> np.ndarray:
+    """Least-squares flux scale per pattern (:func:`latenttune.physics.flux_scale`; 0 if no prediction)."""
+    return np.asarray(flux_scale(F, A)) if scale else np.ones(F.shape[:-3])
 
 
 # ---------------------------------------------------------------- reciprocal space
@@ -214,7 +209,7 @@ def r_factor(
     norm = np.sum(A, axis=_AXES)
     if np.any(norm <= 0):
         raise ValueError("`measured_intensity` must have some signal (sum > 0) in unmasked voxels")
-    s = _amplitude_scale(F, A, Ip, scale)[..., None, None, None]
+    s = _amplitude_scale(F, A, scale)[..., None, None, None]
     R = np.sum(np.abs(s * F - A), axis=_AXES) / norm
     return _scalar_or_array(R)
 

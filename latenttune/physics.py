@@ -41,6 +41,7 @@ __all__ = [
     "object_size",
     "measured_weight",
     "amplitude_misfit",
+    "flux_scale",
     "poisson_llk",
     "COSTS",
 ]
@@ -93,6 +94,34 @@ def _sqrt(x: Any) -> Any:
     return np.sqrt(np.maximum(x, 0))
 
 
+def flux_scale(predicted_amplitude: Any, measured_amplitude: Any, *, axes: tuple[int, ...] = _AXES,
+               eps: float = _TINY) -> Any:
+    """The least-squares flux scale ``s = sum(p m) / (sum(p^2) + eps)`` (the ``s`` of the amplitude cost).
+
+    The one place this factor is written: the amplitude cost, the latent cost, the physics stage,
+    the metrics and the movies call it.
+
+    Parameters
+    ----------
+    predicted_amplitude, measured_amplitude : ndarray or Tensor, shape (..., N, N, N)
+        ``p = w sqrt(I_pred)`` and ``m = w sqrt(I_meas)``, already zero where not measured (``w``),
+        or the measured voxels alone (then sum over ``axes=(-1,)``).
+    axes : tuple of int
+        The axes summed over (default the grid's three).
+    eps : float
+        Added to the denominator (0 predicted gives 0).
+
+    Returns
+    -------
+    ndarray or Tensor
+        One factor per pattern (the leading axes).
+    """
+    def total(x: Any) -> Any:
+        return x.sum(dim=axes) if is_torch(x) else x.sum(axis=axes)
+
+    return total(predicted_amplitude * measured_amplitude) / (total(predicted_amplitude * predicted_amplitude) + eps)
+
+
 def amplitude_misfit(predicted_intensity: Any, measured_intensity: Any, mask: Any = None, *, scale: bool = True) -> Any:
     """Amplitude misfit with the optimal flux scale over the measured voxels.
 
@@ -123,10 +152,9 @@ def amplitude_misfit(predicted_intensity: Any, measured_intensity: Any, mask: An
     if w is not None:
         amp_pred = amp_pred * w
         amp_meas = amp_meas * w
-    pred_power = _sum3(amp_pred * amp_pred)
     meas_power = _sum3(amp_meas * amp_meas)
     if scale:
-        s = _sum3(amp_pred * amp_meas) / (pred_power + _TINY)
+        s = flux_scale(amp_pred, amp_meas)
         s = s[..., None, None, None] if is_torch(amp_pred) else np.asarray(s)[..., None, None, None]
     else:
         s = 1.0

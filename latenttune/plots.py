@@ -3,7 +3,7 @@
 :func:`tracking_summary` draws a tracking run: cost and real-space error against frame, and the
 central slices (amplitude and phase, labelled rows, colour bars) of truth and reconstruction,
 registered to the truth, at a few frames. The
-reconstruction is the one the results report (:func:`latenttune.io.reconstruction`): the hybrid
+reconstruction is the one the results report (:meth:`latenttune.io.Results.reconstruction`): the hybrid
 tracker's refined density when the file has it, else the decoded one; every panel says which. It uses the
 object-oriented matplotlib API with the Agg canvas, so it works without a display and never
 touches pyplot's global state.
@@ -12,7 +12,7 @@ touches pyplot's global state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from latenttune.io.results import reconstruction
+from latenttune.io.results import Results
 from latenttune.metrics import real_space_error
-from latenttune.quality import stagnated_frames, stagnation_threshold
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +58,18 @@ def _show_density(ax_amp: Any, ax_phase: Any, density: np.ndarray, amp_max: floa
     return amp_image, phase_image
 
 
+#: Ground truth for a figure: per series frame, a sequence indexed by frame or a function of the frame.
+Truth = Sequence[np.ndarray] | Callable[[int], np.ndarray]
+
+
+def _truth_of(truth: Truth, frame: int) -> np.ndarray:
+    return np.asarray(truth(frame) if callable(truth) else truth[frame])
+
+
 def summary_figure(
-    results: dict[str, Any],
+    results: Results,
     *,
-    truth: Sequence[np.ndarray] | None = None,
+    truth: Truth | None = None,
     frames: Sequence[int] | None = None,
     title: str = "",
 ) -> Figure:
@@ -76,23 +83,25 @@ def summary_figure(
     LLK with the noise level and the stagnation threshold instead of E_r. Frames whose output
     stagnated (:mod:`latenttune.quality`) are ringed in red on the curves and say so in their titles.
     """
-    cost = np.asarray(results["cost"], dtype=float)
+    if not isinstance(results, Results):
+        raise TypeError(f"`results` must be a Results (latenttune.io.read_results), got {type(results).__name__}")
+    cost = np.asarray(results.cost, dtype=float)
     T = len(cost)
     if T == 0:
         raise ValueError("`results` holds no frames")
     # series frame of each row: a frame skipped before the first estimate has no row, so rows and
     # frames differ by an offset; the axes, titles and truth follow the series frame
-    index = np.asarray(results.get("index", np.arange(T)), dtype=int)
+    index = results.index
     frames = list(frames) if frames is not None else sorted(set(np.linspace(0, T - 1, min(4, T)).round().astype(int)))
-    shown = reconstruction(results)
+    shown = results.reconstruction()
     what = "hybrid" if shown.label == "hybrid" else "decoded"
-    stagnated = stagnated_frames(results)
+    stagnated = results.stagnated
     stagnated = np.zeros(T, dtype=bool) if stagnated is None else stagnated
-    stagnated_label = f"stagnated (LLK > {stagnation_threshold(results):g}: less certain)"
+    stagnated_label = f"stagnated (LLK > {results.stagnation_threshold:g}: less certain)"
     panels = []  # (truth or None, reconstruction registered to it)
     for t in frames:
         recon = shown.density[t]
-        reference = None if truth is None else np.asarray(truth[index[t]])
+        reference = None if truth is None else _truth_of(truth, int(index[t]))
         panels.append((reference, recon if reference is None else real_space_error(reference, recon).aligned))
     amp_max = max(float(np.abs(d).max()) for pair in panels for d in pair if d is not None)
     rows = 2 if truth is None else 4
@@ -103,7 +112,7 @@ def summary_figure(
     ax_cost.semilogy(index, cost, "o-", ms=3, label="cost (amplitude misfit)")
     ax_cost.set_ylabel("cost")
     axes = [ax_cost]
-    decoded_error = np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float)
+    decoded_error = results.E_r
     if np.isfinite(decoded_error).any() or np.isfinite(shown.E_r).any():
         ax_err = fig.add_subplot(grid[rows // 2:, :2])
         ax_err.plot(index, decoded_error, "o-", ms=3, color="C1", label="decoded latent (ES)")
@@ -116,13 +125,13 @@ def summary_figure(
         ax_err.set_ylabel("real-space error E_r")
         ax_err.set_ylim(bottom=0)
         axes.append(ax_err)
-    elif np.isfinite(np.asarray(results.get("llk", np.nan), dtype=float)).any():
+    elif np.isfinite(results.llk).any():
         # no truth (real data): the Poisson LLK says whether each frame explains the counts to the noise
         ax_llk = fig.add_subplot(grid[rows // 2:, :2])
-        llk = np.asarray(results["llk"], dtype=float)
+        llk = results.llk
         ax_llk.plot(index, llk, "s-", ms=3, color="C2", label="shown density")
         ax_llk.axhline(1.0, color="0.5", lw=0.8, ls="--", label="Poisson noise level")
-        ax_llk.axhline(stagnation_threshold(results), color="C3", lw=0.8, ls=":", label="stagnation threshold")
+        ax_llk.axhline(results.stagnation_threshold, color="C3", lw=0.8, ls=":", label="stagnation threshold")
         if stagnated.any():
             ax_llk.plot(index[stagnated], llk[stagnated], "o", ms=8, mfc="none", color="C3", label=stagnated_label)
         ax_llk.set_ylabel("Poisson LLK")
@@ -154,10 +163,10 @@ def summary_figure(
 
 
 def tracking_summary(
-    results: dict[str, Any],
+    results: Results,
     out: str | Path,
     *,
-    truth: Sequence[np.ndarray] | None = None,
+    truth: Truth | None = None,
     frames: Sequence[int] | None = None,
     title: str = "",
     dpi: int = 100,
@@ -166,14 +175,15 @@ def tracking_summary(
 
     Parameters
     ----------
-    results : dict
-        From :func:`latenttune.io.read_results` (``cost``, ``density``, optional ``E_r``).
+    results : Results
+        From :func:`latenttune.io.read_results`.
     out : str or Path
         PNG path.
-    truth : sequence of ndarray, optional
+    truth : sequence of ndarray or callable, optional
         Ground-truth densities per series frame (indexed by the results' ``index``, the series frame
-        of each row). Shown next to the reconstruction, which is registered to it (twin, shift and
-        global phase removed).
+        of each row), or a function of the series frame (e.g. ``series.truth``: only the frames
+        shown are read). Shown next to the reconstruction, which is registered to it (twin, shift
+        and global phase removed).
     frames : sequence of int, optional
         Rows to show (default four spread over the run).
     title : str

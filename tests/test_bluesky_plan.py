@@ -7,6 +7,7 @@ model (n = 8, k = 4) from ``conftest.py``; simulated growth scenario on the 16^3
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 
@@ -27,9 +28,9 @@ from latenttune.bluesky import (
     LatentTracker,
     SimulatedCDIDetector,
     SimulationOptions,
-    prepare_frame,
     track_sample,
 )
+from latenttune.frame_policy import prepare_frame
 from latenttune.tracking import make_strategy, track
 from sim import Detector, make_scenario
 
@@ -87,10 +88,11 @@ def test_documents_of_a_ten_frame_run(reference):
     assert names == ["start", "descriptor"] + ["event"] * 10 + ["stop"]
     start, descriptor, stop = docs[0][1], docs[1][1], docs[-1][1]
     assert start["plan_name"] == "track_sample" and start["num_points"] == 10
-    assert set(start["plan_args"]) == {"detector", "tracker", "model", "controller", "num", "steps_per_frame",
+    assert set(start["plan_args"]) == {"detector", "tracker", "model", "strategy", "num", "steps_per_frame",
                                        "per_frame", "md", "views"}
     assert start["plan_args"]["views"] == 1 and start["latenttune"]["views"] == 1  # the default
-    assert start["plan_args"]["num"] == 10 and "ESStrategy" in start["plan_args"]["controller"]
+    assert start["plan_args"]["num"] == 10 and start["plan_args"]["strategy"].startswith("es-absolute(")
+    assert start["latenttune"]["strategy"]["settings"]["steps_per_frame"] == STEPS
     assert start["latenttune"]["keys"]["pattern"] == "cdi_pattern" and start["latenttune"]["k"] == K
     event_model.schema_validators[event_model.DocumentNames.descriptor].validate(descriptor)
     keys = descriptor["data_keys"]
@@ -119,13 +121,18 @@ def test_live_costs_match_the_offline_loop_on_the_same_frames(reference, lively_
     np.testing.assert_array_equal(offline.latent, np.stack([e["data"]["tracker_latent"] for e in _events(docs)]))
 
 
-def test_steps_per_frame_overrides_the_strategy(lively_model):
+def test_steps_per_frame_overrides_the_strategy_and_the_plan_changes_nothing_it_is_given(lively_model):
     RE, docs = _engine()
     strategy = make_strategy("es", K, steps_per_frame=50)
+    before = (strategy.describe(), json.dumps(strategy.state_dict()))
     RE(track_sample(_detector(), LatentTracker(K, 8), lively_model, strategy, num=2, steps_per_frame=3))
-    assert strategy.steps_per_frame == 3
     assert [e["data"]["tracker_es_steps"] for e in _events(docs)] == [3, 3]
     assert docs[0][1]["plan_args"]["steps_per_frame"] == 3
+    assert docs[0][1]["latenttune"]["strategy"]["steps_per_frame"] == 3
+    # the caller's strategy: same settings, same (fresh) state after the run
+    assert (strategy.describe(), json.dumps(strategy.state_dict())) == before
+    RE(track_sample(_detector(), LatentTracker(K, 8), lively_model, strategy, num=2))
+    assert [e["data"]["tracker_es_steps"] for e in _events(docs)][-2:] == [50, 50]
 
 
 # -- arguments are checked when the plan is built ------------------------------------------------------
@@ -152,9 +159,9 @@ def test_bad_arguments_fail_when_the_plan_is_built(lively_model):
         track_sample(det, LatentTracker(3, 8), lively_model, es)
     with pytest.raises(TypeError, match="`model` must be a LoadedModel or LatentAutoencoder"):
         track_sample(det, tracker, "default", es)
-    with pytest.raises(TypeError, match="`controller` must be a tracking strategy"):
+    with pytest.raises(TypeError, match="`strategy` must be a tracking strategy"):
         track_sample(det, tracker, lively_model, object())
-    with pytest.raises(ValueError, match="`controller` works on k = 5"):
+    with pytest.raises(ValueError, match="`strategy` works on k = 5"):
         track_sample(det, tracker, lively_model, make_strategy("es", 5))
     with pytest.raises(ValueError, match="does not apply to the 'one-shot' strategy"):
         track_sample(det, tracker, lively_model, make_strategy("one-shot", K), steps_per_frame=3)
@@ -325,7 +332,7 @@ def test_any_detector_that_follows_the_protocol_works(lively_model):
 
 def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
     """A live run with the default (hybrid) tracker: its events carry the refined slices and what they show."""
-    from latenttune.tracking.physics_stage import PhysicsSettings
+    from latenttune.tracking.physics_settings import PhysicsSettings
     from latenttune.tracking import FrameTracker
 
     RE, docs = _engine()
@@ -340,7 +347,7 @@ def test_hybrid_run_stores_the_refined_slices_and_says_which(lively_model):
     stagnated = np.array([e["data"]["tracker_stagnated"] for e in events])
     np.testing.assert_array_equal(stagnated, (llk > PhysicsSettings().restart_llk).astype(int))
     start = docs[0][1]
-    assert "physics" in start["latenttune"]["strategy"]
+    assert start["latenttune"]["strategy"]["settings"]["physics"]["iterations"] == 8
     # the same frames through a fresh tracker give the same refined slices (what the stored run replays to)
     frames = FrameTracker(lively_model, make_strategy("hybrid", K, steps_per_frame=STEPS,
                                                       physics=PhysicsSettings(iterations=8, er_iterations=2)))

@@ -20,10 +20,10 @@ from latenttune.bluesky import (
     SimulatedCDIDetector,
     SimulationOptions,
     open_run,
-    prepare_frame,
     read_documents,
     track_sample,
 )
+from latenttune.frame_policy import prepare_frame
 from latenttune.bluesky.live import LiveFeedback
 from latenttune.cli import main
 from latenttune.io import SeriesFormatError, open_series, read_results
@@ -60,7 +60,7 @@ def _replay_costs(series: str, out: Path, *extra: str) -> np.ndarray:
     code = main(["replay", series, *extra, "--model", str(out.parent / "model.pt"), "--steps-per-frame", str(STEPS),
                  "--out", str(out), "--no-figure"])
     assert code == 0
-    return np.asarray(read_results(out)["cost"])
+    return np.asarray(read_results(out).cost)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import run_cli
 from latenttune.cli import build_parser, main
 from latenttune.io import open_series
 
@@ -79,6 +80,22 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
         main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_verbose_shows_the_traceback_behind_the_one_line_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, "replay", "missing.cxi", "--out", "r.h5")
+    assert code == 2
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("latenttune replay: error: ") and "missing.cxi" in line
+
+    code, _, err = run_cli(capsys, "-v", "replay", "missing.cxi", "--out", "r.h5")
+    assert code == 2
+    assert "Traceback (most recent call last)" in err
+    assert err.index("Traceback") < err.index(line)  # the traceback comes first, the same one line ends it
+    assert err.strip().splitlines()[-1] == line
+    assert not (tmp_path / "r.h5").exists()
 
 
 def test_every_subcommand_documents_its_options():

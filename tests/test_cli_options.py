@@ -121,12 +121,12 @@ def test_replay_frames_tracks_a_range_with_series_frame_numbers(series, tiny_che
                         "--steps-per-frame", "3", "--physics-iterations", "2", "--frames", "1:3")
     assert code == 0
     results = read_results(tmp_path / "r.h5")
-    assert results["index"].tolist() == [1, 2] and list(results["status"]) == ["ok", "ok"]
+    assert results.index.tolist() == [1, 2] and list(results.status) == ["ok", "ok"]
     assert [line.split()[1] for line in out.splitlines() if line.startswith("frame ")] == ["1", "2"]
-    assert results["attrs"]["settings"]["frames"] == [1, 3]
+    assert results.attrs["settings"]["frames"] == [1, 3]
     code, _, _ = _cli(capsys, "replay", series, "--model", tiny_checkpoint, "--out", tmp_path / "tail.h5",
                       "--strategy", "one-shot", "--frames", "2:", "--no-figure")
-    assert code == 0 and read_results(tmp_path / "tail.h5")["index"].tolist() == [2, 3]
+    assert code == 0 and read_results(tmp_path / "tail.h5").index.tolist() == [2, 3]
     for bad, message in (("2:9", "reaches beyond the series: it has 4 frame(s)"), ("3:1", "STOP must be greater"),
                          ("2", "must be START:STOP")):
         code, _, err = _cli(capsys, "replay", series, "--model", tiny_checkpoint, "--out", tmp_path / "x.h5",
@@ -146,8 +146,8 @@ def test_a_range_run_resumes_to_the_uninterrupted_costs_and_refuses_another_rang
     replay_series(series, loaded, make_strategy("es", K, steps_per_frame=4), tmp_path / "b.h5", frames=(1, 4),
                   resume=True)
     resumed = read_results(tmp_path / "b.h5")
-    assert resumed["index"].tolist() == [1, 2, 3]
-    np.testing.assert_array_equal(resumed["cost"], whole.cost.astype(np.float32))
+    assert resumed.index.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(resumed.cost, whole.cost.astype(np.float32))
 
 
 # -- results in a subfolder --------------------------------------------------------------------------
@@ -161,11 +161,11 @@ def test_movie_track_finds_the_series_of_results_written_in_a_subfolder(tmp_path
     code, _, _ = _cli(capsys, "track", "--model", tiny_checkpoint, "--frames", "2", "--steps-per-frame", "3",
                       "--physics-iterations", "2", "--out", "runs/r.h5", "--no-figure")
     assert code == 0
-    assert read_results("runs/r.h5")["attrs"]["series"] == "r.series.cxi"  # relative to the results file
+    assert read_results("runs/r.h5").attrs["series"] == "r.series.cxi"  # relative to the results file
     simulate_series("growth", work / "data" / "s.cxi", num_frames=2, n=8, photons=1e6)
     code, _, _ = _cli(capsys, "replay", "data/s.cxi", "--model", tiny_checkpoint, "--strategy", "one-shot",
                       "--out", "runs/deep/q.h5", "--no-figure")
-    assert code == 0 and read_results("runs/deep/q.h5")["attrs"]["series"] == "../../data/s.cxi"
+    assert code == 0 and read_results("runs/deep/q.h5").attrs["series"] == "../../data/s.cxi"
     monkeypatch.chdir(tmp_path)  # somewhere else: was "the results file records the series ... which does not exist"
     for results in (work / "runs" / "r.h5", work / "runs" / "deep" / "q.h5"):
         code, out, err = _cli(capsys, "movie", "track", results, "--out", tmp_path / f"{results.stem}.gif",
@@ -197,7 +197,7 @@ def test_the_tiny_training_config_trains_in_seconds_and_tracks(tmp_path, capsys)
     assert loaded.model.config.n == 16 and loaded.model.latent_dim == 4
     code, _, _ = _cli(capsys, "track", "--model", out, "--frames", "2", "--steps-per-frame", "3",
                       "--physics-iterations", "2", "--out", tmp_path / "t.h5", "--no-figure")
-    assert code == 0 and read_results(tmp_path / "t.h5")["num_frames"] == 2
+    assert code == 0 and read_results(tmp_path / "t.h5").num_frames == 2
 
 
 def test_simulate_latent_walk_says_what_it_does(tmp_path, tiny_checkpoint, capsys):
@@ -222,16 +222,16 @@ def test_restart_options_reach_the_physics_stage_and_are_checked(series, tiny_ch
                         "--restart-llk", "1.2", "--no-figure")
     assert code == 0
     results = read_results(tmp_path / "r.h5")
-    physics = results["attrs"]["settings"]["physics"]
+    physics = results.attrs["settings"]["physics"]
     assert physics["restarts"] == 2 and physics["restart_llk"] == 1.2
-    assert np.all(results["refined_restarts"] <= 2) and np.all(np.isfinite(results["llk"]))
+    assert np.all(results.physics_restarts <= 2) and np.all(np.isfinite(results.llk))
     assert "Poisson LLK (about 1 = fits the counts to the noise): median" in out
     # the summary says how many frames stayed above the run's own threshold, and which
-    flagged = [str(int(i)) for i in results["index"][results["llk"] > 1.2]]
-    verdict = (f"{len(flagged)} of {len(results['llk'])} frames stagnated (LLK > 1.2" if flagged
+    flagged = [str(int(i)) for i in results.index[results.llk > 1.2]]
+    verdict = (f"{len(flagged)} of {len(results.llk)} frames stagnated (LLK > 1.2" if flagged
                else "no frame stagnated (every LLK <= 1.2)")
     assert verdict in out and (not flagged or out.split(verdict)[1].splitlines()[0].endswith(" " + ", ".join(flagged)))
-    for args, message in ((("--restart-llk", "1"), "`restart_llk` must be in (1.0, inf)"),
+    for args, message in ((("--restart-llk", "1"), "`restart_llk` must be a finite number > 1"),
                           (("--restarts", "-1"), "--restarts: must be an integer >= 0"),
                           (("--strategy", "es", "--restarts", "1"), "`--restarts` does not apply to the 'es' strategy")):
         code, _, err = _cli(capsys, "replay", series, "--model", tiny_checkpoint, "--out", tmp_path / "x.h5", *args)

@@ -123,7 +123,7 @@ def test_the_tracker_starts_from_the_chosen_encoder_and_counts_its_evaluations(l
     original = twin.encode_tensor
     monkeypatch.setattr(twin, "encode_tensor", lambda intensity, mask=None, encoder=0: (
         torch.tensor(truth, dtype=torch.float32)[None] if encoder == 1 else original(intensity, mask, 0)))
-    oneshot = track(frames, twin, OneShotStrategy())
+    oneshot = track(frames, twin, OneShotStrategy(twin.latent_dim))
     for record in oneshot.records:
         assert record.steps == 3  # both encoders' predictions, then the one-shot's own evaluation
         np.testing.assert_allclose(record.encoded, truth, atol=1e-7)

@@ -91,15 +91,15 @@ def test_track_demo_runs_with_the_default_model(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "E_r" in printed
     results = read_results(out)
-    assert results["latent"].shape == (3, load_model("default").model.latent_dim)
-    assert np.all(np.abs(results["latent"]) <= 1.0)
-    assert np.all(np.isfinite(results["E_r"]))
+    assert results.latent.shape == (3, load_model("default").model.latent_dim)
+    assert np.all(np.abs(results.latent) <= 1.0)
+    assert np.all(np.isfinite(results.E_r))
     assert out.with_suffix(".png").stat().st_size > 10_000
 
     # replaying the recorded series reproduces the live costs (same code path, same seeds)
     replayed = tmp_path / "replayed.h5"
     series = out.with_suffix(".series.cxi")  # track saves the simulated series next to its results
     assert main(["replay", str(series), "--steps-per-frame", "10", "--out", str(replayed), "--no-figure"]) == 0
-    np.testing.assert_array_equal(read_results(replayed)["cost"], results["cost"])
+    np.testing.assert_array_equal(read_results(replayed).cost, results.cost)
     with h5py.File(replayed, "r") as f:
         assert f.attrs["complete"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latenttune.io import read_results, reconstruction
+from latenttune.io import read_results
 from latenttune.model import LoadedModel
-from latenttune.tracking.physics_stage import PhysicsSettings
+from latenttune.tracking.physics_settings import PhysicsSettings
 
 
 @pytest.fixture
@@ -33,27 +33,27 @@ def _decoded_only(results_path: Path, out: Path) -> Path:
 
     out.write_bytes(results_path.read_bytes())
     with h5py.File(out, "r+") as f:
-        for name in ("refined_density", "refined_accepted", "E_r_refined", "E_q_refined"):
+        for name in ("output_density", "physics_accepted", "E_r_output", "E_q_output"):
             del f[name]
     return out
 
 
 def test_reconstruction_picks_the_refined_density_and_says_so(hybrid_run, tmp_path):
     results = read_results(hybrid_run[0])
-    shown = reconstruction(results)
+    shown = results.reconstruction()
     assert shown.label == "hybrid"
-    np.testing.assert_array_equal(shown.density, results["refined_density"])
-    np.testing.assert_array_equal(shown.refined, results["refined_accepted"].astype(bool))
+    np.testing.assert_array_equal(shown.density, results.output_density)
+    np.testing.assert_array_equal(shown.refined, results.physics_accepted.astype(bool))
     assert shown.row_label(0) in ("refined", "decoded (refinement not kept)")
-    decoded = reconstruction(results, "decoded")
+    decoded = results.reconstruction("decoded")
     assert decoded.label == "decoded" and decoded.row_label(0) == "decoded"
-    np.testing.assert_array_equal(decoded.density, results["density"])
+    np.testing.assert_array_equal(decoded.density, results.density)
     plain = read_results(_decoded_only(hybrid_run[0], tmp_path / "plain.h5"))
-    assert reconstruction(plain).label == "decoded"
+    assert plain.reconstruction().label == "decoded"
     with pytest.raises(ValueError, match="no refined densities"):
-        reconstruction(plain, "hybrid")
+        plain.reconstruction("hybrid")
     with pytest.raises(ValueError, match="`which`"):
-        reconstruction(results, "best")
+        results.reconstruction("best")
 
 
 def test_summary_figure_draws_the_refined_density(hybrid_run, tmp_path):
@@ -63,7 +63,7 @@ def test_summary_figure_draws_the_refined_density(hybrid_run, tmp_path):
 
     results = read_results(hybrid_run[0])
     # make the refined density unmistakable: a different object from the decoded one
-    assert not np.allclose(results["refined_density"], results["density"])
+    assert not np.allclose(results.output_density, results.density)
     a = tracking_summary(results, tmp_path / "hybrid.png", title="t")
     b = tracking_summary(read_results(_decoded_only(hybrid_run[0], tmp_path / "p.h5")), tmp_path / "plain.png", title="t")
     pixels_a, pixels_b = np.asarray(Image.open(a)), np.asarray(Image.open(b))
@@ -75,13 +75,13 @@ def test_movie_captions_say_what_each_frame_shows_and_which_stagnated(hybrid_run
     from latenttune.movies.tracking_movie import frame_captions
 
     results = read_results(hybrid_run[0])
-    T = results["num_frames"]
-    results["llk"] = np.array([1.1, 2.7] + [1.2] * (T - 2))  # frame 1 stayed above the threshold 1.5
+    T = results.num_frames
+    results.llk = np.array([1.1, 2.7] + [1.2] * (T - 2))  # frame 1 stayed above the threshold 1.5
     captions = frame_captions(results, np.arange(T), np.full(T, 0.05), "E_r")
     assert len(captions) == T and all("E_r 0.050   showing: " in c for c in captions)
     assert captions[1].endswith("STAGNATED (LLK 2.70: less certain)")
     assert not any("STAGNATED" in c for i, c in enumerate(captions) if i != 1)
-    del results["llk"]  # results of a tracker without a physics stage: no verdict
+    results.has_physics = False  # results of a tracker without a physics stage: no verdict
     assert not any("STAGNATED" in c for c in frame_captions(results, np.arange(T), np.full(T, np.nan), "E_r"))
 
 
@@ -109,11 +109,11 @@ def test_export_writes_the_refined_density_by_default(hybrid_run, tmp_path, caps
     path, shown = export_result_frame(results_path, 2, tmp_path / "f2.vti")
     assert shown in ("refined", "decoded (refinement not kept)")
     _, arrays = read_vti(path)
-    np.testing.assert_array_equal(arrays["amplitude"], np.abs(results["refined_density"][2]).astype(np.float32))
+    np.testing.assert_array_equal(arrays["amplitude"], np.abs(results.output_density[2]).astype(np.float32))
     path, shown = export_result_frame(results_path, 2, tmp_path / "d2.vti", which="decoded")
     assert shown == "decoded"
     _, arrays = read_vti(path)
-    np.testing.assert_array_equal(arrays["amplitude"], np.abs(results["density"][2]).astype(np.float32))
+    np.testing.assert_array_equal(arrays["amplitude"], np.abs(results.density[2]).astype(np.float32))
     assert main(["export", str(results_path), "--frame", "1", "--out", str(tmp_path / "c.vti")]) == 0
     out = capsys.readouterr().out
     assert "refined density" in out or "decoded (refinement not kept) density" in out
@@ -124,18 +124,18 @@ def test_export_writes_the_refined_density_by_default(hybrid_run, tmp_path, caps
 
     from latenttune.io._attrs import encode_attr
 
-    median = float(np.median(results["llk"]))
+    median = float(np.median(results.llk))
     copy = tmp_path / "threshold.h5"
     copy.write_bytes(Path(results_path).read_bytes())
     with h5py.File(copy, "r+") as f:
-        settings = results["attrs"]["settings"]
+        settings = results.attrs["settings"]
         f.attrs["settings"] = encode_attr({**settings, "physics": {**settings["physics"], "restart_llk": median}})
     for path, threshold in ((results_path, 1.5), (copy, median)):
-        for frame in range(results["num_frames"]):
+        for frame in range(results.num_frames):
             assert main(["export", str(path), "--frame", str(frame), "--out", str(tmp_path / f"e{frame}.vti"),
                          "--overwrite"]) == 0
             said = "note: this frame stagnated (LLK" in capsys.readouterr().out
-            assert said == bool(results["llk"][frame] > threshold)
+            assert said == bool(results.llk[frame] > threshold)
     assert main(["export", str(results_path), "--frame", "1", "--out", str(tmp_path / "d1.vti"), "--density",
                  "decoded"]) == 0
     assert "stagnated" not in capsys.readouterr().out  # the LLK is not the decoded density's

@@ -44,20 +44,20 @@ def _append(w: ResultWriter, t: int) -> int:
 
 def _check_rows(res: dict, frames: range) -> None:
     T = len(frames)
-    assert res["num_frames"] == T
-    assert res["latent"].shape == (T, k) and res["latent"].dtype == np.float32
-    assert res["cost"].shape == (T,) and res["cost"].dtype == np.float32
-    assert res["density"].shape == (T, n, n, n) and res["density"].dtype == np.complex64
-    assert res["time"].dtype == np.float64 and res["steps"].dtype == np.int32
+    assert res.num_frames == T
+    assert res.latent.shape == (T, k) and res.latent.dtype == np.float32
+    assert res.cost.shape == (T,) and res.cost.dtype == np.float32
+    assert res.density.shape == (T, n, n, n) and res.density.dtype == np.complex64
+    assert res.time.dtype == np.float64 and res.steps.dtype == np.int32
     for i, t in enumerate(frames):
         r = _row(t)
-        np.testing.assert_array_equal(res["latent"][i], r["latent"].astype(np.float32))
-        np.testing.assert_array_equal(res["density"][i], r["density"].astype(np.complex64))
-        assert res["cost"][i] == np.float32(r["cost"])
-        assert res["time"][i] == r["time"] and res["steps"][i] == r["steps"]
-        assert res["timing_s"][i] == r["timing_s"] and res["E_r"][i] == r["E_r"]
-        assert res["status"][i] == r["status"]
-        np.testing.assert_array_equal(res["grad"][i], r["grad"])
+        np.testing.assert_array_equal(res.latent[i], r["latent"].astype(np.float32))
+        np.testing.assert_array_equal(res.density[i], r["density"].astype(np.complex64))
+        assert res.cost[i] == np.float32(r["cost"])
+        assert res.time[i] == r["time"] and res.steps[i] == r["steps"]
+        assert res.timing_s[i] == r["timing_s"] and res.E_r[i] == r["E_r"]
+        assert res.status[i] == r["status"]
+        np.testing.assert_array_equal(res.grad[i], r["grad"])
 
 
 def test_round_trip_layout_and_attrs(tmp_path):
@@ -70,11 +70,11 @@ def test_round_trip_layout_and_attrs(tmp_path):
     assert path.exists() and not Path(str(path) + ".partial").exists()
     res = read_results(path)
     _check_rows(res, range(4))
-    assert res["complete"] is True and res["path"] == str(path)
-    assert res["attrs"]["model_checksum"] == ATTRS["model_checksum"]
-    assert res["attrs"]["controller"] == ATTRS["controller"]
-    assert res["attrs"]["versions"] == ATTRS["versions"]
-    assert res["attrs"]["n"] == n and res["attrs"]["k"] == k
+    assert res.complete is True and res.path == path
+    assert res.attrs["model_checksum"] == ATTRS["model_checksum"]
+    assert res.attrs["controller"] == ATTRS["controller"]
+    assert res.attrs["versions"] == ATTRS["versions"]
+    assert res.attrs["n"] == n and res.attrs["k"] == k
     with h5py.File(path, "r") as f:  # plain h5py sees the documented layout
         assert f["latent"].shape == (4, k) and f["density"].shape == (4, n, n, n)
         assert f["cost"].maxshape == (None,) and f.attrs["frames_complete"] == 4
@@ -87,7 +87,7 @@ def test_atomic_rename_only_on_close(tmp_path):
     for t in range(3):
         _append(w, t)
         assert partial.exists() and not path.exists()
-        assert read_results(path)["num_frames"] == t + 1  # falls back to the partial
+        assert read_results(path).num_frames == t + 1  # falls back to the partial
     assert w.close() == path
     assert path.exists() and not partial.exists()
 
@@ -97,7 +97,7 @@ def test_writer_creates_missing_folders(tmp_path):
     w = ResultWriter(path, n=n, k=k, attrs=ATTRS)
     _append(w, 0)
     assert w.close() == path
-    assert read_results(path)["num_frames"] == 1
+    assert read_results(path).num_frames == 1
 
 
 def test_exception_leaves_partial_with_flushed_frames(tmp_path):
@@ -109,7 +109,7 @@ def test_exception_leaves_partial_with_flushed_frames(tmp_path):
             raise RuntimeError("controller diverged")
     assert not path.exists()
     res = read_results(path)
-    assert res["path"].endswith(".partial") and res["complete"] is False
+    assert str(res.path).endswith(".partial") and res.complete is False
     _check_rows(res, range(3))
 
 
@@ -149,8 +149,8 @@ def test_hard_crash_then_resume_no_duplicate_or_lost_frames(tmp_path):
             _append(w, t)
     res = read_results(path)
     _check_rows(res, range(7))
-    assert res["complete"] is True and res["attrs"]["resume_count"] == 2
-    np.testing.assert_array_equal(res["time"], 0.5 * np.arange(7))
+    assert res.complete is True and res.attrs["resume_count"] == 2
+    np.testing.assert_array_equal(res.time, 0.5 * np.arange(7))
 
 
 def test_resume_truncates_misaligned_datasets(tmp_path):
@@ -193,7 +193,7 @@ def test_resume_after_crash_during_first_frame(tmp_path):
         assert w.num_frames_written == 0
         _append(w, 0)
     res = read_results(path)
-    assert "old_extra" not in res
+    assert not res.has_field("old_extra")
     _check_rows(res, range(1))
 
 
@@ -219,14 +219,14 @@ def test_resume_errors(tmp_path):
     with ResultWriter(path, n=n, k=k, attrs=newer, resume=True) as w:
         assert w.num_frames_written == 1
         _append(w, 1)
-    assert read_results(path)["attrs"]["versions"] == ATTRS["versions"]
+    assert read_results(path).attrs["versions"] == ATTRS["versions"]
     with pytest.raises(ResultsFileError, match="already complete"):
         ResultWriter(path, n=n, k=k, attrs=ATTRS, resume=True)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         ResultWriter(path, n=n, k=k, attrs=ATTRS)
     with ResultWriter(path, n=n, k=k, attrs=ATTRS, overwrite=True) as w:
         _append(w, 5)
-    assert read_results(path)["num_frames"] == 1
+    assert read_results(path).num_frames == 1
 
 
 def test_append_argument_errors(tmp_path):

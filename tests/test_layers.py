@@ -173,3 +173,84 @@ def test_core_and_reading_a_stored_run_load_no_bluesky(tmp_path):
         "    or m.startswith('latenttune.bluesky') or m == 'latenttune.cli' or m.startswith('latenttune.cli.'))))\n"
     )
     assert loaded == []
+
+
+def _import_edges(path: Path, module: str, modules) -> set[str]:
+    """The ``latenttune`` modules this file imports, anywhere in it (functions, ``if TYPE_CHECKING``).
+
+    ``from P import n`` is an edge to the module ``P.n`` when there is one, else to ``P``; a package
+    stands for its ``__init__.py``. Parent packages run by an import are not edges (every submodule of
+    a package would otherwise close a loop with an ``__init__`` that re-exports it).
+    """
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    named = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            named.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                source = ".".join([*base, node.module] if node.module else base)
+            else:
+                source = node.module
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                named.add(sub if sub in modules else source)
+    return {name for name in named if name in modules}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module, and self-loops (Tarjan, iterative)."""
+    index, low, on_stack, stack, found = {}, {}, set(), [], []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            v, children = work[-1]
+            for w in children:
+                if w not in index:
+                    index[w] = low[w] = len(index)
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                    break
+                if w in on_stack:
+                    low[v] = min(low[v], index[w])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    component = []
+                    while True:
+                        w = stack.pop()
+                        on_stack.discard(w)
+                        component.append(w)
+                        if w == v:
+                            break
+                    if len(component) > 1 or v in graph[v]:
+                        found.append(sorted(component))
+    return sorted(found)
+
+
+def test_the_cycle_finder_finds_loops_and_self_loops():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}, "e": {"a"}, "f": set()}
+    assert _cycles(graph) == [["a", "b", "c"], ["d"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_latenttune_import_graph_has_no_cycle():
+    """No module of ``latenttune`` imports itself through others (static, every import statement)."""
+    modules = _modules("latenttune")
+    graph = {name: _import_edges(path, name, modules) for name, path in modules.items()}
+    assert "latenttune.io.series" in graph["latenttune.io.cxi"]  # the edges are there to be checked
+    cycles = _cycles(graph)
+    described = [
+        "; ".join(f"{name} -> {', '.join(sorted(graph[name] & set(cycle)))}" for name in cycle) for cycle in cycles
+    ]
+    assert not cycles, "import cycles in latenttune:\n" + "\n".join(described)

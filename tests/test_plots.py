@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from latenttune.io import Results
 from latenttune.plots import central_slices, summary_figure, tracking_summary
 from sim.shapes import random_shape
 
@@ -22,11 +23,15 @@ def _truth() -> list[np.ndarray]:
     return [base * phase * (1 + 0.05 * t) for t in range(T)]
 
 
-def _results(truth: list[np.ndarray]) -> dict:
+def _fields(truth: list[np.ndarray]) -> dict:
     # what a tracker may legitimately return: the twin, shifted by 2 voxels, with a global phase
     moved = [np.roll(np.conj(d[::-1, ::-1, ::-1]), 2, axis=1) * np.exp(1.1j) for d in truth]
     return {"cost": np.linspace(0.2, 0.1, T), "density": np.stack(moved).astype(np.complex64),
             "E_r": np.full(T, 0.01), "index": np.arange(T)}
+
+
+def _results(truth: list[np.ndarray]) -> Results:
+    return Results.from_fields(_fields(truth))
 
 
 def _image_axes(fig) -> list:
@@ -79,10 +84,11 @@ def test_rows_are_labelled_with_colour_bars_integer_frame_ticks_and_aligned_colu
 
 def test_without_truth_the_reconstruction_rows_say_what_they_show():
     truth = _truth()
-    results = _results(truth)
-    results["refined_density"] = results["density"]
-    results["refined_accepted"] = np.array([1, 0, 1, 1, 1], dtype=np.int8)
-    fig = summary_figure(results, frames=[0, 1])
+    fields = _fields(truth)
+    fields["output_density"] = fields["density"]
+    fields["physics_accepted"] = np.array([1, 0, 1, 1, 1], dtype=np.int8)
+    fields["llk"] = np.full(T, np.nan)
+    fig = summary_figure(Results.from_fields(fields), frames=[0, 1])
     images = _image_axes(fig)
     assert [ax.get_ylabel() for ax in images if ax.get_ylabel()] == ["hybrid\namplitude", "hybrid\nphase"]
     titles = [ax.get_title() for ax in images if ax.get_title()]
@@ -90,11 +96,12 @@ def test_without_truth_the_reconstruction_rows_say_what_they_show():
     assert "hybrid reconstruction" in fig._suptitle.get_text()
     # real data has no truth: the Poisson LLK panel says whether each frame fits the counts to the noise
     assert "Poisson LLK" not in [ax.get_ylabel() for ax in fig.axes]
-    results["llk"] = np.array([1.1, 1.2, 3.5, 1.05, 1.3])
-    results["E_r"] = np.full(T, np.nan)  # as a replay of measured data stores it
+    fields["llk"] = np.array([1.1, 1.2, 3.5, 1.05, 1.3])
+    fields["E_r"] = np.full(T, np.nan)  # as a replay of measured data stores it
+    results = Results.from_fields(fields)
     fig = summary_figure(results, frames=[0, 1])
     (panel,) = [ax for ax in fig.axes if ax.get_ylabel() == "Poisson LLK"]
-    np.testing.assert_allclose(panel.lines[0].get_ydata(), results["llk"])
+    np.testing.assert_allclose(panel.lines[0].get_ydata(), fields["llk"])
     # frame 2 (LLK 3.5) stayed above the default threshold 1.5: ringed on the curve and named in its title
     (ringed,) = [line for line in panel.lines if line.get_label().startswith("stagnated")]
     np.testing.assert_allclose(ringed.get_ydata(), [3.5])
@@ -102,7 +109,7 @@ def test_without_truth_the_reconstruction_rows_say_what_they_show():
     titles = [ax.get_title() for ax in _image_axes(summary_figure(results, frames=[1, 2])) if ax.get_title()]
     assert titles == ["frame 1: decoded (refinement not kept)", "frame 2: refined\n(stagnated)"]
     # the threshold is the one the run was tracked with (recorded in the results' settings)
-    results["attrs"] = {"settings": {"physics": {"restart_llk": 1.25}}}
+    results = Results.from_fields(fields, attrs={"settings": {"physics": {"restart_llk": 1.25}}})
     (panel,) = [ax for ax in summary_figure(results, frames=[0]).axes if ax.get_ylabel() == "Poisson LLK"]
     (ringed,) = [line for line in panel.lines if line.get_label().startswith("stagnated")]
     np.testing.assert_allclose(ringed.get_ydata(), [3.5, 1.3])

@@ -123,8 +123,8 @@ def test_prepares_an_off_centre_volume_with_gaps_and_hot_pixels_into_a_series_th
                  "--steps-per-frame", "3", "--physics-iterations", "2", "--no-figure"])
     assert code == 0
     results = read_results(tmp_path / "r.h5")
-    assert results["num_frames"] == 3 and list(results["status"]) == ["ok"] * 3
-    assert np.isfinite(results["cost"]).all()
+    assert results.num_frames == 3 and list(results.status) == ["ok"] * 3
+    assert np.isfinite(results.cost).all()
 
 
 def test_the_cli_says_what_it_did_and_writes_a_series(tmp_path, tiny_checkpoint, capsys):

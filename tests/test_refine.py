@@ -13,7 +13,9 @@ from latenttune.io import open_series, read_results
 from latenttune.metrics import real_space_error
 from latenttune.model import load_model, save_checkpoint
 from latenttune.physics import amplitude_misfit, forward, poisson_llk
-from latenttune.tracking.physics_stage import RESTART_STARTS, PhysicsSettings, PhysicsStage, refine_density, restart_start
+from latenttune.tracking.phase_retrieval import refine_density
+from latenttune.tracking.physics_settings import PhysicsSettings
+from latenttune.tracking.physics_stage import RESTART_STARTS, PhysicsStage, restart_start
 from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import HybridStrategy, make_strategy
@@ -58,14 +60,14 @@ def _textbook_refinement(guide, counts, mask, settings, start=None):
     import torch
 
     from latenttune.physics import crop, fft_centred, ifft_centred, pad
-    from latenttune.tracking.physics_stage import _blur, _dilate, _flux_scale, _threshold_support
+    from latenttune.tracking.phase_retrieval import Measurement, _blur, _dilate, _flux_scale, _threshold_support
 
     free = np.asarray(mask, dtype=bool)
     A = torch.from_numpy(np.sqrt(np.where(free, 0.0, counts.clip(min=0))).astype(np.float32))
     constrained = torch.from_numpy(~free)
     g = torch.from_numpy(pad(np.asarray(guide, dtype=np.complex64)))
     x = g if start is None else torch.from_numpy(pad(np.asarray(start, dtype=np.complex64)))
-    scale = _flux_scale(x, A, constrained)
+    scale = _flux_scale(x, Measurement(A, constrained))
     x, g = x * scale, g * scale
     box = torch.from_numpy(pad(np.ones(guide.shape, dtype=bool)))
     support = _dilate(_threshold_support(g.abs(), settings.support_threshold), settings.guide_dilation)
@@ -297,26 +299,29 @@ def test_hybrid_replay_stores_the_refined_density_and_never_fits_worse_than_es(t
                            physics=PhysicsSettings(iterations=15, er_iterations=5))
     path, result = replay_series(series, loaded, hybrid, tmp_path / "h.h5")
     r = read_results(path)
-    assert r["attrs"]["strategy"] == "hybrid" and r["attrs"]["settings"]["physics"]["iterations"] == 15
-    assert r["refined_density"].shape == (4, small, small, small) and r["refined_density"].dtype == np.complex64
-    assert np.all(np.isfinite(r["E_r_refined"])) and np.all(np.isfinite(r["E_q_refined"]))
-    assert set(np.unique(r["refined_accepted"])) <= {0, 1} and np.all(r["refined_seconds"] > 0)
-    assert r["refined_warm"][0] == 0 and set(np.unique(r["refined_warm"])) <= {0, 1}  # the first frame starts cold
-    assert set(r["refined_start"]) <= {"warm", "decoded", *RESTART_STARTS}
-    assert np.all((r["refined_restarts"] >= 0) & (r["refined_restarts"] <= 1))
+    assert r.attrs["strategy"] == "hybrid" and r.attrs["settings"]["physics"]["iterations"] == 15
+    assert r.output_density.shape == (4, small, small, small) and r.output_density.dtype == np.complex64
+    assert np.all(np.isfinite(r.E_r_output)) and np.all(np.isfinite(r.E_q_output))
+    assert set(np.unique(r.physics_accepted)) <= {0, 1} and np.all(r.physics_seconds > 0)
+    assert r.physics_warm[0] == 0 and set(np.unique(r.physics_warm)) <= {0, 1}  # the first frame starts cold
+    assert set(r.physics_start) <= {"warm", "decoded", *RESTART_STARTS}
+    assert np.all((r.physics_restarts >= 0) & (r.physics_restarts <= 1))
     with open_series(series) as s:  # the stored LLK is the shown density's
-        llk = [float(poisson_llk(forward(r["refined_density"][t]), s[t].intensity, s[t].mask)) for t in range(4)]
-    np.testing.assert_allclose(r["llk"], llk, rtol=1e-5)
+        llk = [float(poisson_llk(forward(r.output_density[t]), s[t].intensity, s[t].mask)) for t in range(4)]
+    np.testing.assert_allclose(r.llk, llk, rtol=1e-5)
     # the latent part is ES unchanged: same costs and latents as plain ES
     plain, _ = replay_series(series, loaded, make_strategy("es", loaded.model.latent_dim, steps_per_frame=6), tmp_path / "e.h5")
     es = read_results(plain)
-    np.testing.assert_array_equal(es["cost"], r["cost"])
+    np.testing.assert_array_equal(es.cost, r.cost)
     # and the frame's reconstruction never fits the measured pattern worse than ES alone
     with open_series(series) as s:
         for t in range(4):
-            output = amplitude_misfit(forward(r["refined_density"][t]), s[t].intensity, s[t].mask)
-            assert output <= es["cost"][t] + 1e-6
-    np.testing.assert_array_equal(result.output_density, r["refined_density"])
+            output = amplitude_misfit(forward(r.output_density[t]), s[t].intensity, s[t].mask)
+            assert output <= es.cost[t] + 1e-6
+    # replay streams the densities to the file: the result keeps the per-frame figures only
+    np.testing.assert_array_equal(result.cost.astype(np.float32), r.cost)
+    with pytest.raises(ValueError, match="densities were not kept"):
+        result.output_density
 
 
 def test_hybrid_resume_continues_the_warm_start_exactly(tmp_path, lively_model):
@@ -333,8 +338,8 @@ def test_hybrid_resume_continues_the_warm_start_exactly(tmp_path, lively_model):
     replay_series(series, loaded, strategy(), tmp_path / "parts.h5", callback=lambda report: report.record.index == 1)
     parts, _ = replay_series(series, loaded, strategy(), tmp_path / "parts.h5", resume=True)
     a, b = read_results(whole), read_results(parts)
-    for name in ("refined_density", "refined_accepted", "cost", "latent"):
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    for name in ("output_density", "physics_accepted", "cost", "latent"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     from latenttune.io import ResultsFileError
 
     replay_series(series, loaded, strategy(), tmp_path / "other.h5", callback=lambda report: report.record.index == 0)

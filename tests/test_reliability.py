@@ -300,7 +300,7 @@ def interrupted(tmp_path, loaded, series_path) -> Path:
     """A replay stopped after frame 1 (two rows in OUT.partial)."""
     out = tmp_path / "r.h5"
     replay_series(series_path, loaded, _es(), out, callback=_stopped_after(1))
-    assert read_results(_partial(out))["num_frames"] == 2
+    assert read_results(_partial(out)).num_frames == 2
     return out
 
 
@@ -333,14 +333,14 @@ def test_resume_refuses_any_difference_and_names_it(interrupted, loaded, series_
         replay_series(series, loaded, strategy, interrupted, resume=True)
     assert "\n" not in str(info.value)
     after = read_results(partial)  # untouched by the refusal
-    assert after["num_frames"] == 2 and after["attrs"]["resume_count"] == before["attrs"]["resume_count"] == 0
+    assert after.num_frames == 2 and after.attrs["resume_count"] == before.attrs["resume_count"] == 0
     if change.get("series") == "rewritten":
         series_path.unlink()
         saved.rename(series_path)
     replay_series(series_path, loaded, _es(), interrupted, resume=True)  # the right settings still resume
     final, ref = read_results(interrupted), read_results(reference)
     for name in ("latent", "cost", "density", "index", "step_costs", "series_sha256"):
-        np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
+        np.testing.assert_array_equal(getattr(final, name), getattr(ref, name), err_msg=name)
 
 
 def test_resume_with_another_gain_on_the_command_line_is_one_line(series_path, checkpoint, tmp_path, capsys):
@@ -365,11 +365,11 @@ def test_results_store_the_series_identity_and_settings(tmp_path, loaded, series
     out = tmp_path / "r.h5"
     replay_series(series_path, loaded, _es(gain=1.5), out)
     r = read_results(out)
-    assert r["attrs"]["series_identity"] == {"path": str(series_path.resolve()), "uid": None}
-    settings = r["attrs"]["settings"]
+    assert r.attrs["series_identity"] == {"path": str(series_path.resolve()), "uid": None}
+    settings = r.attrs["settings"]
     assert settings["strategy"] == "es" and settings["mode"] == "absolute" and settings["gain"] == 1.5 and settings["steps_per_frame"] == STEPS
-    assert settings["model_checksum"] == loaded.checksum and settings["device"] == "cpu" and settings["physics"] is None
-    assert len(set(r["series_sha256"])) == r["num_frames"] == 4
+    assert settings["model_checksum"] == loaded.checksum and settings["device"] == "cpu" and "physics" not in settings
+    assert len(set(r.series_sha256)) == r.num_frames == 4
 
 
 # == 4. one frame policy: a bad frame is skipped and recorded, from every source ==================
@@ -408,13 +408,13 @@ def _corrupt(intensities: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 
 def _assert_skipped_and_held(results: dict) -> None:
-    status = list(results["status"])
-    assert results["num_frames"] == 5 and status[0] == "ok" and status[4] == "ok", status
+    status = list(results.status)
+    assert results.num_frames == 5 and status[0] == "ok" and status[4] == "ok", status
     for t, reason in REASONS.items():
         assert status[t] == reason
-        np.testing.assert_array_equal(results["latent"][t], results["latent"][0])  # held
-        assert np.isnan(results["cost"][t]) and results["steps"][t] == 0
-    assert np.isfinite(results["cost"][[0, 4]]).all()
+        np.testing.assert_array_equal(results.latent[t], results.latent[0])  # held
+        assert np.isnan(results.cost[t]) and results.steps[t] == 0
+    assert np.isfinite(results.cost[[0, 4]]).all()
 
 
 def _bad_cxi(tmp_path) -> Path:
@@ -459,7 +459,7 @@ def test_a_bad_frame_is_skipped_also_after_resume(tmp_path, loaded):
     _assert_skipped_and_held(final)
     ref = read_results(reference)
     for name in ("latent", "cost", "density", "status", "series_sha256"):
-        np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
+        np.testing.assert_array_equal(getattr(final, name), getattr(ref, name), err_msg=name)
 
 
 def test_bad_frames_live_and_in_the_stored_run_are_skipped_and_recorded(tmp_path, loaded, checkpoint, capsys):
@@ -496,7 +496,7 @@ def test_bad_frames_live_and_in_the_stored_run_are_skipped_and_recorded(tmp_path
     assert code == 0, err
     stored = read_results(out)
     _assert_skipped_and_held(stored)
-    np.testing.assert_array_equal(stored["cost"], np.array([e["data"]["tracker_cost"] for e in events], np.float32))
+    np.testing.assert_array_equal(stored.cost, np.array([e["data"]["tracker_cost"] for e in events], np.float32))
 
 
 # == 5. expected failures are one line and exit status 2 =========================================
@@ -649,7 +649,7 @@ def test_a_skipped_first_frame_does_not_shift_the_summary_figure(tmp_path, loade
     out = tmp_path / "r.h5"
     replay_series(dark, loaded, _es(), out)
     results = read_results(out)
-    assert results["index"].tolist() == [1, 2, 3]  # frame 0 had no estimate to hold: no row
+    assert results.index.tolist() == [1, 2, 3]  # frame 0 had no estimate to hold: no row
     with open_series(dark) as s:
         truth = _TruthSpy([s.truth(t) for t in range(len(s))])
     tracking_summary(results, tmp_path / "r.png", truth=truth)
@@ -697,7 +697,7 @@ def _start_cli(argv: list[str]) -> subprocess.Popen:
 
 def _frames_in(partial: Path) -> int:
     try:
-        return int(read_results(partial)["num_frames"])
+        return int(read_results(partial).num_frames)
     except Exception:  # absent, or caught mid-write
         return 0
 
@@ -725,7 +725,7 @@ def test_track_interrupted_by_ctrl_c_resumes_to_the_uninterrupted_run(checkpoint
     code, err = _interrupt_after_frames(_start_cli(["track", *options, "--out", str(out)]), _partial(out), 1)
     assert code == 130 and "Traceback" not in err, err
     kept = read_results(_partial(out))
-    assert 1 <= kept["num_frames"] < 6 and not kept["complete"]
+    assert 1 <= kept.num_frames < 6 and not kept.complete
     command = err.strip().splitlines()[-1].split("continue with: ")[-1]
     argv = shlex.split(command)
     assert argv[:2] == ["latenttune", "track"] and argv[-1] == "--resume"
@@ -733,9 +733,9 @@ def test_track_interrupted_by_ctrl_c_resumes_to_the_uninterrupted_run(checkpoint
     reference = tmp_path / "ref.h5"
     assert _cli(capsys, "track", *options, "--out", str(reference))[0] == 0
     final, ref = read_results(out), read_results(reference)
-    assert final["complete"] and final["num_frames"] == 6 and final["attrs"]["resume_count"] == 1
+    assert final.complete and final.num_frames == 6 and final.attrs["resume_count"] == 1
     for name in ("latent", "cost", "density", "index", "step_costs", "status", "series_sha256"):
-        np.testing.assert_array_equal(final[name], ref[name], err_msg=name)
+        np.testing.assert_array_equal(getattr(final, name), getattr(ref, name), err_msg=name)
 
 
 def test_track_resume_refuses_other_simulation_settings(checkpoint, tmp_path, capsys):
@@ -771,7 +771,7 @@ def test_a_second_ctrl_c_stops_at_once_and_leaves_a_resumable_file(series_path, 
     stopped_in = time.monotonic() - pressed
     assert code == 130 and "Traceback" not in err and "continue with: latenttune replay" in err, err
     assert stopped_in < 0.5 * frame_seconds, (stopped_in, frame_seconds)  # did not wait for the frame to end
-    assert read_results(partial)["num_frames"] == 2  # the interrupted frame left no row
+    assert read_results(partial).num_frames == 2  # the interrupted frame left no row
 
 
 @pytest.mark.parametrize("delay", [0.5, 2.0])
@@ -787,6 +787,6 @@ def test_ctrl_c_before_tracking_stops_the_command(series_path, checkpoint, tmp_p
         if proc.poll() is None:  # pragma: no cover
             proc.kill()
     assert proc.returncode in (130, -signal.SIGINT)  # stopped, never ignored
-    assert not out.exists() or read_results(out)["complete"]
+    assert not out.exists() or read_results(out).complete
     if _partial(out).exists():
         read_results(_partial(out))  # whatever was kept is readable

@@ -59,13 +59,13 @@ def _es(steps: int = 6):
     return make_strategy("es", K, steps_per_frame=steps)
 
 
-def _same_run(a: dict, b: dict) -> None:
+def _same_run(a, b) -> None:
     """Two results hold the same frames, bit for bit (timings aside)."""
-    assert a["num_frames"] == b["num_frames"]
+    assert a.num_frames == b.num_frames
     for name in ("latent", "cost", "density", "time", "steps", "index", "step_costs", "E_r", "E_q", "phase_rms"):
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-    assert list(a["strategy_state"]) == list(b["strategy_state"])
-    assert list(a["status"]) == list(b["status"])
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert list(a.strategy_state) == list(b.strategy_state)
+    assert list(a.status) == list(b.status)
 
 
 # -- the results file ------------------------------------------------------------------------
@@ -82,26 +82,26 @@ def test_replay_cxi_writes_the_documented_results(tmp_path, loaded, layout):
     assert result.status == 0 and len(result.records) == 4
     assert all(isinstance(r, FrameReport) for r in reports) and len(reports) == 4
     r = read_results(out)
-    assert r["complete"] and r["num_frames"] == 4
+    assert r.complete and r.num_frames == 4
     for name in PER_FRAME:
-        assert name in r, name
-    assert r["latent"].shape == (4, K) and r["latent"].dtype == np.float32
-    assert r["cost"].shape == (4,) and r["cost"].dtype == np.float32
-    assert r["density"].shape == (4, n, n, n) and r["density"].dtype == np.complex64
-    assert r["time"].shape == (4,) and r["steps"].tolist() == [6] * 4
-    assert r["step_costs"].shape == (4, 6) and np.isfinite(r["step_costs"]).all()
-    assert r["seconds"].shape == (4,) and np.all(r["seconds"] > 0)
-    assert list(r["status"]) == ["ok"] * 4 and r["index"].tolist() == [0, 1, 2, 3]
+        assert r.has_field(name), name
+    assert r.latent.shape == (4, K) and r.latent.dtype == np.float32
+    assert r.cost.shape == (4,) and r.cost.dtype == np.float32
+    assert r.density.shape == (4, n, n, n) and r.density.dtype == np.complex64
+    assert r.time.shape == (4,) and r.steps.tolist() == [6] * 4
+    assert r.step_costs.shape == (4, 6) and np.isfinite(r.step_costs).all()
+    assert r.seconds.shape == (4,) and np.all(r.seconds > 0)
+    assert list(r.status) == ["ok"] * 4 and r.index.tolist() == [0, 1, 2, 3]
     # the controller's step counter grows by the frame's ES steps, or restarts when ES reseeds
-    for t, s in enumerate(r["strategy_state"]):
+    for t, s in enumerate(r.strategy_state):
         assert 1 <= json.loads(s)["controller"]["state"]["n"] <= 6 * (t + 1)
-    np.testing.assert_array_equal(r["cost"], result.cost.astype(np.float32))
-    np.testing.assert_array_equal(r["cost"], r["step_costs"].min(axis=1))
+    np.testing.assert_array_equal(r.cost, result.cost.astype(np.float32))
+    np.testing.assert_array_equal(r.cost, r.step_costs.min(axis=1))
     # ground truth present: every per-frame error is finite and E_r / phase RMS are sane
-    assert np.isfinite(r["E_r"]).all() and np.all((r["E_r"] >= 0) & (r["E_r"] <= 1))
-    assert np.isfinite(r["E_q"]).all() and np.isfinite(r["phase_rms"]).all()
-    np.testing.assert_allclose([rep.E_r for rep in reports], r["E_r"])
-    attrs = r["attrs"]
+    assert np.isfinite(r.E_r).all() and np.all((r.E_r >= 0) & (r.E_r <= 1))
+    assert np.isfinite(r.E_q).all() and np.isfinite(r.phase_rms).all()
+    np.testing.assert_allclose([rep.E_r for rep in reports], r.E_r)
+    attrs = r.attrs
     assert attrs["model_checksum"] == loaded.checksum
     assert attrs["strategy"] == "es-absolute" and attrs["steps_per_frame"] == 6
     assert attrs["uses_network_gradient"] in (False, 0)
@@ -130,20 +130,20 @@ def test_replay_cohere_amplitude_frames_without_truth(tmp_path, loaded, series_p
     path, result = replay_series(frames_dir, loaded, _es(), out)
     assert path == out and not Path(str(out) + ".partial").exists()
     r = read_results(out)
-    assert r["num_frames"] == 4 and r["latent"].shape == (4, K) and r["density"].dtype == np.complex64
-    assert np.isnan(r["E_r"]).all() and np.isnan(r["phase_rms"]).all()  # no truth
-    assert np.isfinite(r["E_q"]).all() and np.isfinite(r["cost"]).all()
-    np.testing.assert_array_equal(r["time"], np.arange(4.0))
+    assert r.num_frames == 4 and r.latent.shape == (4, K) and r.density.dtype == np.complex64
+    assert np.isnan(r.E_r).all() and np.isnan(r.phase_rms).all()  # no truth
+    assert np.isfinite(r.E_q).all() and np.isfinite(r.cost).all()
+    np.testing.assert_array_equal(r.time, np.arange(4.0))
 
 
 def test_replay_one_shot_and_gradient(tmp_path, loaded, series_path):
     _, one = replay_series(series_path, loaded, make_strategy("one-shot", K), tmp_path / "o.h5")
     r = read_results(tmp_path / "o.h5")
-    assert r["attrs"]["strategy"] == "one-shot" and r["steps"].tolist() == [1] * 4
+    assert r.attrs["strategy"] == "one-shot" and r.steps.tolist() == [1] * 4
     _, grad = replay_series(series_path, loaded, make_strategy("gradient", K, steps_per_frame=3), tmp_path / "g.h5")
     g = read_results(tmp_path / "g.h5")
-    assert g["attrs"]["strategy"] == "gradient-absolute" and g["attrs"]["uses_network_gradient"] in (True, 1)
-    assert g["step_costs"].shape == (4, 3) and np.isfinite(g["cost"]).all()
+    assert g.attrs["strategy"] == "gradient-absolute" and g.attrs["uses_network_gradient"] in (True, 1)
+    assert g.step_costs.shape == (4, 3) and np.isfinite(g.cost).all()
 
 
 def test_existing_output_needs_overwrite(tmp_path, loaded, series_path):
@@ -152,7 +152,7 @@ def test_existing_output_needs_overwrite(tmp_path, loaded, series_path):
     with pytest.raises(FileExistsError, match="overwrite"):
         replay_series(series_path, loaded, _es(2), out)
     replay_series(series_path, loaded, _es(3), out, overwrite=True)
-    assert read_results(out)["steps"].tolist() == [3] * 4
+    assert read_results(out).steps.tolist() == [3] * 4
 
 
 def test_series_grid_must_match_the_model(tmp_path, loaded):
@@ -173,12 +173,12 @@ def test_resume_after_the_callback_stopped_the_run(tmp_path, loaded, series_path
     partial = Path(str(out) + ".partial")
     assert path == partial and partial.exists() and not out.exists()
     assert result.status == 1 and len(result.records) == 2
-    assert read_results(partial)["num_frames"] == 2
+    assert read_results(partial).num_frames == 2
     path, result = replay_series(series_path, loaded, _es(), out, resume=True)
     assert path == out and not partial.exists()
     assert [r.index for r in result.records] == [2, 3]
     final = read_results(out)
-    assert final["attrs"]["resume_count"] == 1
+    assert final.attrs["resume_count"] == 1
     _same_run(final, read_results(reference))
 
 
@@ -201,16 +201,16 @@ def test_resume_with_a_bad_leading_frame_processes_every_frame_once(tmp_path, lo
     replay_series(path, loaded, _es(), reference)
     out = tmp_path / "r.h5"
     replay_series(path, loaded, _es(), out, callback=lambda rep: rep.record.index == 2)
-    assert read_results(Path(str(out) + ".partial"))["num_frames"] == 2  # frames 1 and 2
+    assert read_results(Path(str(out) + ".partial")).num_frames == 2  # frames 1 and 2
     replay_series(path, loaded, _es(), out, resume=True)
     final, ref = read_results(out), read_results(reference)
-    np.testing.assert_array_equal(final["time"], times[1:])
+    np.testing.assert_array_equal(final.time, times[1:])
     _same_run(final, ref)
 
 
 def _poll_frames(partial: Path) -> int:
     try:
-        return int(read_results(partial)["num_frames"])
+        return int(read_results(partial).num_frames)
     except Exception:  # absent, or caught mid-write by a reader without file locking
         return 0
 
@@ -240,13 +240,13 @@ def test_resume_after_a_real_kill_matches_an_uninterrupted_run(tmp_path, checkpo
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, f"the replay was not killed mid-way: rc {proc.returncode}, {err!r}"
     assert partial.exists() and not out.exists()
-    left = read_results(partial)["num_frames"]
+    left = read_results(partial).num_frames
     assert 2 <= left < frames
     assert main([*argv, "--resume"]) == 0
     assert out.exists() and not partial.exists()
     final = read_results(out)
-    assert final["num_frames"] == frames and final["complete"]
-    np.testing.assert_array_equal(final["time"], np.arange(float(frames)))  # every frame exactly once
+    assert final.num_frames == frames and final.complete
+    np.testing.assert_array_equal(final.time, np.arange(float(frames)))  # every frame exactly once
     reference = tmp_path / "reference.h5"
     replay_series(series, loaded, make_strategy("es", K, steps_per_frame=steps), reference)
     _same_run(final, read_results(reference))
@@ -272,7 +272,7 @@ def test_track_command_writes_results_series_and_figure(tmp_path, checkpoint, lo
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
     assert image[..., :3].std() > 0.05  # not a blank canvas
     r = read_results(out)
-    assert r["num_frames"] == 3 and np.isfinite(r["E_r"]).all()
+    assert r.num_frames == 3 and np.isfinite(r.E_r).all()
     with open_series(series) as s:
         assert len(s) == 3 and s.has_truth and s.N == N
     # replaying the recorded series with the same model and options reproduces the costs exactly
@@ -283,7 +283,7 @@ def test_track_command_writes_results_series_and_figure(tmp_path, checkpoint, lo
     _same_run(read_results(again), r)
     # and so does the library call
     _, result = replay_series(series, loaded, ESStrategy(K, steps_per_frame=5), tmp_path / "lib.h5")
-    np.testing.assert_array_equal(result.cost.astype(np.float32), r["cost"])
+    np.testing.assert_array_equal(result.cost.astype(np.float32), r.cost)
 
 
 def test_replay_of_a_missing_series_exits_2(tmp_path, checkpoint, capsys):

@@ -89,7 +89,7 @@ def test_frame_objects_with_index_and_time_are_used(lively_model, frames):
     from latenttune.io import Frame
 
     objs = [Frame(intensity=i, mask=m, time=0.5 * t, index=10 + t) for t, (i, m) in enumerate(frames[:2])]
-    result = track(objs, lively_model, OneShotStrategy())
+    result = track(objs, lively_model, OneShotStrategy(lively_model.latent_dim))
     assert [r.index for r in result.records] == [10, 11]
     assert [r.time for r in result.records] == [0.0, 0.5]
 
@@ -386,7 +386,7 @@ def test_es_never_asks_for_the_network_gradient(lively_model, frames):
         (lambda: make_strategy("es", K, steps_per_frame=0), "`steps_per_frame` must be a positive integer"),
         (lambda: make_strategy("es", K, mode="relative"), "`mode` must be one of"),
         (lambda: ESStrategy(K, mode="residual", residual_width=3.0), "`residual_width` must be in"),
-        (lambda: GradientStrategy(K, lr=0.0), "`lr` must be > 0"),
+        (lambda: GradientStrategy(K, lr=0.0), "`lr` must be a positive"),
     ],
 )
 def test_bad_strategy_arguments(call, message):

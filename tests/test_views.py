@@ -143,10 +143,10 @@ def test_a_resumed_replay_keeps_the_runs_view(tmp_path, lively_model, series_pat
     path, result = replay_series(series_path, loaded, make_strategy("es", K, steps_per_frame=4), out, views=48,
                                  resume=True)
     final, ref = read_results(path), read_results(reference)
-    views = [json.loads(str(s))["view"] for s in final["strategy_state"]]
-    assert len(set(views)) == 1 and views == [json.loads(str(s))["view"] for s in ref["strategy_state"]]
-    np.testing.assert_array_equal(final["latent"], ref["latent"])
-    np.testing.assert_array_equal(final["cost"], ref["cost"])
+    views = [json.loads(str(s))["view"] for s in final.strategy_state]
+    assert len(set(views)) == 1 and views == [json.loads(str(s))["view"] for s in ref.strategy_state]
+    np.testing.assert_array_equal(final.latent, ref.latent)
+    np.testing.assert_array_equal(final.cost, ref.cost)
 
 
 def test_a_resume_with_other_views_is_refused(tmp_path, lively_model, series_path):
@@ -173,13 +173,13 @@ def test_the_track_and_replay_commands_take_views_and_store_the_runs_view(tmp_pa
     first = _pairs(series)[0]
     expected = choose_view(lively_model, *first, views=48).index
     assert expected != 0  # another view than the identity wins here, so the identity run below differs
-    assert [json.loads(str(s))["view"] for s in tracked["strategy_state"]] == [expected, expected]
+    assert [json.loads(str(s))["view"] for s in tracked.strategy_state] == [expected, expected]
     replayed = tmp_path / "r.h5"
     assert main(["replay", str(series), "--model", str(checkpoint), "--strategy", "one-shot", "--views", "48",
                  "--no-figure", "--out", str(replayed)]) == 0
-    np.testing.assert_array_equal(read_results(replayed)["cost"], tracked["cost"])
+    np.testing.assert_array_equal(read_results(replayed).cost, tracked.cost)
     identity = tmp_path / "i.h5"
     assert main(["replay", str(series), "--model", str(checkpoint), "--strategy", "one-shot", "--no-figure",
                  "--out", str(identity)]) == 0  # the default: the identity view
-    assert [json.loads(str(s))["view"] for s in read_results(identity)["strategy_state"]] == [0, 0]
+    assert [json.loads(str(s))["view"] for s in read_results(identity).strategy_state] == [0, 0]
     capsys.readouterr()

@@ -23,7 +23,8 @@ from latenttune.bluesky.devices import (
     SimulatedCDIDetector,
     SimulationOptions,
 )
-from latenttune.bluesky.plan import DataKeys, prepare_frame, track_sample
+from latenttune.bluesky.plan import DataKeys, track_sample
+from latenttune.frame_policy import checked_frame
 from latenttune.bluesky.storage import MsgpackStorage, TiledStorage, open_tiled, read_documents
 from latenttune.io.runs import RunSeries, open_run
 
@@ -39,7 +40,7 @@ __all__ = [
     "TiledStorage",
     "open_run",
     "open_tiled",
-    "prepare_frame",
+    "checked_frame",
     "track_sample",
     "read_documents",
 ]

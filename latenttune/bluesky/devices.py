@@ -34,6 +34,7 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 from ophyd.status import DeviceStatus, Status
 
+from latenttune.tracking.tracker import FrameRecord
 from sim.detector import Detector
 from sim.forward import forward
 
@@ -343,12 +344,11 @@ class SimulatedCDIDetector(Device):
                 f"frames={self.scenario.num_frames}, photons={self.detector.photons:g}, clock={self.options.clock!r})")
 
 
-def _shows(record: Any) -> str:
+def _shows(record: FrameRecord) -> str:
     """Which density a record's slices show (see :attr:`LatentTracker.shows`)."""
-    physics = getattr(record, "physics", None)
-    if physics is not None:
-        return "refined" if physics.accepted else "decoded (refinement not kept)"
-    if getattr(record, "output", None) is not None:
+    if record.physics is not None:
+        return "refined" if record.physics.accepted else "decoded (refinement not kept)"
+    if record.output is not None:
         return "held"
     return "decoded"
 
@@ -443,20 +443,19 @@ class LatentTracker(Device):
             cost, steps, status, seconds = math.nan, 0, "skipped: no estimate to hold", 0.0
             shows, llk, stagnated = "", math.nan, 0
         else:
-            for attr in ("latent", "cost", "step_costs", "density", "status", "seconds"):
-                if not hasattr(value, attr):
-                    raise TypeError(f"`value` must be a FrameRecord or None, got {type(value).__name__}")
+            if not isinstance(value, FrameRecord):
+                raise TypeError(f"`value` must be a FrameRecord or None, got {type(value).__name__}")
             latent = np.asarray(value.latent, dtype=np.float64)
             if latent.shape != (self.k,):
                 raise ValueError(f"`value.latent` must have shape ({self.k},), got {latent.shape}")
-            density = np.asarray(getattr(value, "output_density", value.density))
+            density = np.asarray(value.output_density)
             if density.shape != (self.n,) * 3:
                 raise ValueError(f"`value.density` must have shape {(self.n,) * 3}, got {density.shape}")
             shows = _shows(value)
-            physics = getattr(value, "physics", None)
+            physics = value.physics
             tracked = physics is not None and str(value.status) == "ok"
             llk = float(physics.llk) if tracked else math.nan
-            stagnated = int(bool(getattr(physics, "stagnated", False))) if tracked else 0
+            stagnated = int(physics.stagnated) if tracked else 0
             plane = density[self.n // 2]
             amplitude = np.abs(plane).astype(np.float32)
             phase = np.angle(plane).astype(np.float32)

@@ -11,9 +11,10 @@ repeat)::
     save                                         # one event: measurement + controller output
 
 The per-frame computation is :class:`latenttune.tracking.FrameTracker`, the same code that
-:func:`latenttune.tracking.track` and ``latenttune replay`` run, and both sides prepare the frame
-with :func:`latenttune.frame_policy.prepare_frame`, so replaying a stored run with the same strategy
-settings reproduces its costs exactly.
+:func:`latenttune.tracking.track` and ``latenttune replay`` run, and both sides check the frame
+with :func:`latenttune.frame_policy.checked_frame`, so replaying a stored run with the same strategy
+settings reproduces its costs exactly. The plan tracks with a fresh copy of the strategy it is given
+(:meth:`latenttune.tracking.Strategy.clone`) and never changes the caller's object.
 
 Interruptions: the plan is not rewindable (it wraps itself in
 ``bluesky.preprocessors.rewindable_wrapper(..., False)``, whatever ``RE.rewindable`` says).
@@ -25,9 +26,6 @@ the wait is repeated before the frame is read.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.metadata
-import json
 import logging
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -35,20 +33,22 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import numpy as np
 from bluesky.utils import Msg, short_uid
 
 from latenttune.bluesky.devices import LatentTracker
-from latenttune.frame_policy import prepare_frame
+from latenttune.frame_policy import checked_frame
 from latenttune.io.runs import MD_KEY, STREAM
 from latenttune.model.checkpoint import LoadedModel
 from latenttune.model.network import LatentAutoencoder
-from latenttune.tracking import FrameRecord, FrameTracker
 from latenttune.model.views import check_views
+from latenttune.tracking.strategy import Strategy, check_strategy
+from latenttune.tracking.tracker import FrameRecord, FrameTracker
+from latenttune.validation import check_int
+from latenttune.versions import versions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataKeys", "prepare_frame", "track_sample", "STREAM", "MD_KEY"]
+__all__ = ["DataKeys", "track_sample", "STREAM", "MD_KEY"]
 
 Plan = Generator[Msg, Any, Any]
 
@@ -110,62 +110,6 @@ def _check_pattern_shape(detector: Any, N: int) -> None:
         raise ValueError(f"`detector` pattern must have shape [{N}, {N}, {N}] (N = 2n of the model), got {shape}")
 
 
-def _check_strategy(controller: Any, k: int) -> None:
-    for attr in ("run_frame", "state_dict", "load_state_dict"):
-        if not callable(getattr(controller, attr, None)):
-            raise TypeError(
-                "`controller` must be a tracking strategy (latenttune.tracking.make_strategy), "
-                f"got {type(controller).__name__}"
-            )
-    params = getattr(controller, "params", None)
-    kc = getattr(params, "k", None) if params is not None else getattr(controller, "k", None)
-    if kc is not None and int(kc) != k:
-        raise ValueError(f"`controller` works on k = {kc} latent components but the model has k = {k}")
-
-
-def _positive_or_none(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be None or a positive integer, got {value!r}")
-    return int(value)
-
-
-def _strategy_description(controller: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"class": type(controller).__name__, "name": str(getattr(controller, "name", ""))}
-    for attr in ("steps_per_frame", "mode", "residual_width", "reseed", "lr"):
-        if hasattr(controller, attr):
-            value = getattr(controller, attr)
-            out[attr] = value if isinstance(value, (int, float, str)) else repr(value)
-    out["uses_network_gradient"] = bool(getattr(controller, "uses_network_gradient", False))
-    physics = getattr(controller, "physics", None)
-    if physics is not None:  # hybrid tracking: the physics stage's settings (the run's slices show its output)
-        out["physics"] = json.dumps(dataclasses.asdict(physics))
-    out["state"] = json.dumps(controller.state_dict())
-    return out
-
-
-def _strategy_repr(controller: Any) -> str:
-    if type(controller).__repr__ is not object.__repr__:
-        return repr(controller)
-    fields = ", ".join(
-        f"{attr}={getattr(controller, attr)!r}"
-        for attr in ("name", "steps_per_frame", "mode", "residual_width", "reseed", "lr", "physics")
-        if hasattr(controller, attr)
-    )
-    return f"{type(controller).__name__}({fields})"
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in ("latenttune", "torch", "numpy", "bluesky", "ophyd", "event-model"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            out[name] = "unknown"
-    return out
-
-
 def _optional_key(detector: Any, attr: str) -> str | None:
     name = getattr(getattr(detector, attr, None), "name", None)
     return name if isinstance(name, str) else None
@@ -200,7 +144,6 @@ def _frame(detector: Any, tracker: LatentTracker, frames: FrameTracker, keys: Da
     reading = yield from bps.read(detector)
     if reading is None:  # pragma: no cover - only when no RunEngine answers the message
         raise RuntimeError(f"reading `detector` {detector.name!r} returned nothing")
-    intensity, mask = prepare_frame(_value(reading, keys.pattern), _value(reading, keys.mask), N)
     position = counter["frames"]
     index = _value(reading, keys.frame_index)
     index = position if index is None else int(index)
@@ -209,7 +152,9 @@ def _frame(detector: Any, tracker: LatentTracker, frames: FrameTracker, keys: Da
         stamp = float(reading[keys.pattern]["timestamp"])
         counter.setdefault("t0", stamp)
         sample_time = stamp - counter["t0"]
-    record: FrameRecord | None = frames.step(intensity, mask, index, float(sample_time))
+    frame = checked_frame(_value(reading, keys.pattern), _value(reading, keys.mask), N, index=index,
+                          time=float(sample_time))
+    record: FrameRecord | None = frames.step(frame)
     yield from bps.mv(tracker, record)
     yield from bps.read(tracker)
     yield from bps.save()
@@ -225,7 +170,7 @@ def track_sample(
     detector: Any,
     tracker: LatentTracker,
     model: LoadedModel | LatentAutoencoder,
-    controller: Any,
+    strategy: Strategy,
     *,
     num: int | None = None,
     steps_per_frame: int | None = None,
@@ -248,14 +193,15 @@ def track_sample(
         Soft device that publishes the controller's output; sized for the model.
     model : LoadedModel or LatentAutoencoder
         The autoencoder (:func:`latenttune.model.load_model`).
-    controller : Strategy
-        A tracking strategy from :func:`latenttune.tracking.make_strategy` (``"es"``,
-        ``"one-shot"`` or ``"gradient"``). Its state evolves as the run goes on.
+    strategy : Strategy
+        A tracking strategy from :func:`latenttune.tracking.make_strategy` (``"hybrid"``, ``"es"``,
+        ``"one-shot"`` or ``"gradient"``). The plan tracks with a fresh copy of it (its settings, no
+        state), so the object given is never changed.
     num : int, optional
         Number of frames; None runs until the run is stopped (pause it, e.g. Ctrl-C, then ``RE.stop()``).
     steps_per_frame : int, optional
-        Cost evaluations (ES iterations) per frame; overrides the strategy's own value when given
-        (the strategy object is updated). Not accepted for the one-shot strategy.
+        Cost evaluations (ES iterations) per frame; replaces the strategy's own value in the plan's
+        copy when given. Not accepted for the one-shot strategy.
     per_frame : callable, optional
         Hook like bluesky's ``per_step``: ``per_frame(detector, tracker, frame)`` is a plan for
         one frame, where ``frame()`` is the default one-frame plan (returns the
@@ -295,13 +241,13 @@ def track_sample(
     N = 2 * n
     if (tracker.k, tracker.n) != (k, n):
         raise ValueError(f"`tracker` is sized for k = {tracker.k}, n = {tracker.n} but the model has k = {k}, n = {n}")
-    _check_strategy(controller, k)
-    num = _positive_or_none(num, "num")
-    steps_per_frame = _positive_or_none(steps_per_frame, "steps_per_frame")
-    if steps_per_frame is not None:
-        if not hasattr(controller, "steps_per_frame"):
-            raise ValueError(f"`steps_per_frame` does not apply to the {getattr(controller, 'name', '?')!r} strategy")
-        controller.steps_per_frame = steps_per_frame
+    check_strategy(strategy, k)
+    num = check_int("num", num, low=1, allow_none=True)
+    steps_per_frame = check_int("steps_per_frame", steps_per_frame, low=1, allow_none=True)
+    if steps_per_frame is not None and "steps_per_frame" not in strategy.options():
+        raise ValueError(f"`steps_per_frame` does not apply to the {strategy.name!r} strategy")
+    changes = {} if steps_per_frame is None else {"steps_per_frame": steps_per_frame}
+    description = strategy.clone(**changes).describe()
     if per_frame is not None and not callable(per_frame):
         raise TypeError(f"`per_frame` must be None or callable, got {type(per_frame).__name__}")
     if md is not None and not isinstance(md, Mapping):
@@ -322,7 +268,7 @@ def track_sample(
             "tracker": repr(tracker),
             "model": (f"LatentAutoencoder(n={n}, latent_dim={k})" if loaded is None
                       else f"LoadedModel(path={str(loaded.path)!r}, checksum={loaded.checksum!r})"),
-            "controller": _strategy_repr(controller),
+            "strategy": description.line(),
             "num": num,
             "steps_per_frame": steps_per_frame,
             "per_frame": None if per_frame is None else repr(per_frame),
@@ -336,9 +282,9 @@ def track_sample(
             "n": n,
             "model_path": None if loaded is None else str(loaded.path),
             "model_checksum": None if loaded is None else loaded.checksum,
-            "strategy": _strategy_description(controller),
+            "strategy": {**description.to_dict(), "state": strategy.clone(**changes).state_dict()},
             "views": views,
-            "versions": _versions(),
+            "versions": versions("bluesky", "ophyd", "event-model"),
         },
         "hints": {"dimensions": [([keys.sample_time or "time"], STREAM)]},
     }
@@ -347,10 +293,10 @@ def track_sample(
     _md.update(dict(md or {}))
     hook = per_frame or _default_per_frame
     log.info("track_sample: %s frames of %s with %s", "unlimited" if num is None else num, detector.name,
-             _md[MD_KEY]["strategy"]["name"])
+             description.name)
 
     def plan() -> Plan:
-        frames = FrameTracker(net, controller, views=views)
+        frames = FrameTracker(net, strategy.clone(**changes), views=views)
         counter: dict[str, Any] = {"frames": 0}
 
         def frame() -> Plan:

@@ -245,7 +245,6 @@ def _cmd_track_movie(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from latenttune.io import read_results
     from latenttune.movies.vtk_export import export_result_frame, result_row
-    from latenttune.quality import stagnated_frames, stagnation_threshold
 
     results = read_results(args.results)
     path, shown = export_result_frame(results, args.frame, args.out, spacing=args.spacing,
@@ -254,8 +253,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {which} of {args.results} ({shown} density) to {path} (point data: amplitude, phase)")
     if shown != "decoded":  # the hybrid's output: say when it stagnated (its LLK is that density's)
         row = result_row(results, args.frame)
-        flags = stagnated_frames(results)
+        flags = results.stagnated
         if flags is not None and flags[row]:
-            print(f"note: this frame stagnated (LLK {float(results['llk'][row]):.2f} > {stagnation_threshold(results):g} "
+            print(f"note: this frame stagnated (LLK {results.llk[row]:.2f} > {results.stagnation_threshold:g} "
                   "after the restarts): a less certain density")
     return 0

@@ -7,8 +7,9 @@ Read side
 Write side
     :class:`CXISeriesWriter` / :func:`write_series` write CXI-style series frame
     by frame; :func:`write_amplitude_frames` exports cohere-style frames;
-    :class:`ResultWriter` / :func:`read_results` handle the crash-safe,
-    resumable results file of a tracking or replay run.
+    :class:`ResultWriter` / :func:`read_results` (a :class:`Results` object) handle the
+    crash-safe, resumable results file of a tracking or replay run; its rows are named in
+    :mod:`latenttune.io.rows`.
 
 See DESIGN.md section 5.
 """
@@ -19,8 +20,9 @@ from latenttune.io.cohere import CohereDirSeries, NpySeries, write_amplitude_fra
 from latenttune.io.cxi import CXISeries
 from latenttune.io.cxi_writer import CXISeriesWriter, write_series
 from latenttune.io.errors import ResultsFileError, SeriesFormatError
-from latenttune.io.results import Reconstruction, ResultWriter, read_results, reconstruction
-from latenttune.io.series import Frame, Series, open_series
+from latenttune.io.opening import open_series
+from latenttune.io.results import Reconstruction, Results, ResultWriter, RunSummary, read_results
+from latenttune.io.series import Frame, Series
 
 __all__ = [
     "CXISeries",
@@ -34,8 +36,9 @@ __all__ = [
     "SeriesFormatError",
     "open_series",
     "read_results",
-    "reconstruction",
     "Reconstruction",
+    "Results",
+    "RunSummary",
     "write_amplitude_frames",
     "write_series",
 ]

@@ -30,6 +30,7 @@ from latenttune.io.cxi import (
     _dataset,
 )
 from latenttune.io.errors import SeriesFormatError
+from latenttune.io.partial import PartialFile
 
 __all__ = ["CXISeriesWriter", "write_series"]
 
@@ -62,14 +63,15 @@ def _mask_to_cxi(mask: Any, N: int, name: str) -> np.ndarray:
     )
 
 
-class CXISeriesWriter:
+class CXISeriesWriter(PartialFile):
     """Write a diffraction time series to a CXI-style HDF5 file, frame by frame.
 
     Frames go to ``path + ".partial"``, flushed after each :meth:`append`; a
     successful :meth:`close` (or leaving the ``with`` block normally) renames it
-    atomically to ``path``. When the ``with`` block exits with an exception, the
-    datasets are trimmed to the frames completely written and the ``.partial``
-    file is left readable with :func:`~latenttune.io.open_series`.
+    atomically to ``path``. When the ``with`` block exits with an exception (or on
+    :meth:`abort`), the datasets are trimmed to the frames completely written and the
+    ``.partial`` file is left readable with :func:`~latenttune.io.open_series`;
+    :meth:`discard` deletes it (:class:`latenttune.io.partial.PartialFile`).
 
     Parameters
     ----------
@@ -127,8 +129,7 @@ class CXISeriesWriter:
         self._dtype = np.dtype(dtype)
         if self._dtype.kind not in "iuf":
             raise ValueError(f"`dtype` must be a real integer or floating dtype, got {self._dtype}")
-        self.path = Path(path)
-        self.partial_path = Path(str(self.path) + ".partial")
+        super().__init__(path)  # partial file: path + ".partial", kept on failure
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"`path` exists (pass overwrite=True to replace it): {self.path}")
         if self.partial_path.exists():
@@ -142,7 +143,6 @@ class CXISeriesWriter:
         self._count = 0
         self._time_mode: bool | None = None  # decided at the first append
         self._mask_mode = False  # per-frame masks seen
-        self._closed = False
         if truth_attrs and not self._truth:
             raise ValueError("`truth_attrs` given but `truth` is False")
         self.partial_path.parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: a new run folder
@@ -375,44 +375,43 @@ class CXISeriesWriter:
         except Exception:  # pragma: no cover - best effort on a failing file
             logger.exception("could not trim %s after a failed append", self.partial_path)
 
-    def close(self) -> None:
-        """Close the file and rename ``path.partial`` to ``path`` atomically.
+    # -- closing (PartialFile hooks) ---------------------------------------------------
+    def close(self) -> Path:
+        """Close the file and rename ``path.partial`` to ``path`` atomically; returns ``path``.
 
         Raises
         ------
         ValueError
             If no frame was appended (the ``.partial`` file is left in place).
         """
-        if self._closed:
-            return
-        self._closed = True
+        return super().close()
+
+    def abort(self) -> None:
+        """Close without renaming: keep the readable ``.partial`` file."""
+        super().abort()
+
+    def _finish(self) -> None:
         self._f.close()
         if self._count == 0:
             raise ValueError(
                 f"no frame was appended; nothing renamed (partial file left at {self.partial_path})"
             )
-        os.replace(self.partial_path, self.path)
+
+    def _release(self) -> None:
+        if self._f:  # still open: drop an incomplete frame first
+            self._trim()
+            self._f.close()
+
+    def _on_closed(self) -> None:
         logger.info("wrote %d frame(s) to %s", self._count, self.path)
 
-    def abort(self) -> None:
-        """Close without renaming: keep the readable ``.partial`` file."""
-        if self._closed:
-            return
-        self._closed = True
-        self._trim()
-        self._f.close()
+    def _on_aborted(self) -> None:
         logger.warning(
             "left %d complete frame(s) in partial file %s", self._count, self.partial_path
         )
 
-    def __enter__(self) -> CXISeriesWriter:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    def _on_discarded(self) -> None:
+        logger.info("discarded %s", self.partial_path)
 
 
 def write_series(

@@ -5,8 +5,9 @@ A results file (:mod:`latenttune.io.results`) of a replay stores, next to its ro
 * ``series_identity`` (root attribute): where the series came from (its resolved path, and the
   run uid for a stored Bluesky run);
 * ``settings`` (root attribute): every setting that changes the numbers: the model checksum, the
-  strategy and its parameters (steps per frame, mode, ES gain and dither, reseeding, learning
-  rate, ...), the refinement and the device;
+  strategy's settings (:meth:`latenttune.tracking.strategy.Strategy.settings`: steps per frame,
+  mode, ES gain and dither, reseeding, learning rate, the physics stage's settings, ...), the views
+  and the device;
 * ``series_sha256`` (one per row): a running SHA-256 over every frame read (from the run's first
   frame, see ``replay --frames``) up to and including that row's frame (intensity, mask and time of each, in order), so it also covers frames that
   were skipped before the first estimate and got no row.
@@ -18,7 +19,6 @@ that lacks them (written before they existed) cannot be checked and is refused a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -40,7 +40,6 @@ __all__ = [
     "ReadDigest",
     "check_resume",
     "series_identity",
-    "strategy_settings",
 ]
 
 #: Root attribute: where the series came from.
@@ -49,13 +48,6 @@ IDENTITY_ATTR = "series_identity"
 SETTINGS_ATTR = "settings"
 #: Per-row field: running SHA-256 of the frames read up to that row's frame.
 DIGEST_FIELD = "series_sha256"
-
-#: Strategy attributes that change results (whichever of them a strategy has), in the order a
-#: difference is reported.
-_STRATEGY_ATTRS = ("mode", "steps_per_frame", "reseed", "residual_width", "lr")
-#: Controller parameters derived from other settings (reported after them).
-_DERIVED = ("lower", "upper")
-
 
 def _plain(value: Any) -> Any:
     """``value`` as JSON gives it back (tuples become lists, numpy scalars Python numbers)."""
@@ -68,36 +60,6 @@ def series_identity(series: Series) -> dict[str, Any]:
     path = text if "://" in text else str(Path(text).resolve())
     uid = series.metadata.get("uid") if isinstance(series.metadata, Mapping) else None
     return {"path": path, "uid": uid or None}
-
-
-def strategy_settings(strategy: Any) -> dict[str, Any]:
-    """The settings of a tracking strategy that change its results, as plain JSON values.
-
-    Parameters
-    ----------
-    strategy : Strategy
-        A strategy from :func:`latenttune.tracking.make_strategy`: its kind (``"es"``,
-        ``"gradient"``, ``"one-shot"``: its ``name`` without the mode), the attributes ``mode``,
-        ``steps_per_frame``, ``reseed``, ``residual_width`` and ``lr`` it has, and the fields of its
-        controller parameters (``params``: ES gain, dither, frequencies, ...).
-
-    Returns
-    -------
-    dict
-        In the order a difference is reported: the most specific setting first.
-    """
-    name, mode = str(strategy.name), getattr(strategy, "mode", None)
-    kind = name[: -len(mode) - 1] if isinstance(mode, str) and name.endswith(f"-{mode}") else name
-    out: dict[str, Any] = {"strategy": kind}
-    for attr in _STRATEGY_ATTRS:
-        if hasattr(strategy, attr):
-            out[attr] = getattr(strategy, attr)
-    params = getattr(strategy, "params", None)
-    if params is not None:
-        fields = params.to_dict() if hasattr(params, "to_dict") else dataclasses.asdict(params)
-        out.update({key: value for key, value in fields.items() if key not in out and key not in _DERIVED})
-        out.update({key: fields[key] for key in _DERIVED if key in fields})
-    return _plain(out)
 
 
 def _frame_bytes(frame: Frame) -> bytes:
@@ -185,7 +147,7 @@ def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: 
     if not partial.exists():
         return ReadDigest(next_index=first)
     previous = read_results(partial)
-    file_attrs = previous["attrs"]
+    file_attrs = previous.attrs
     for key in (IDENTITY_ATTR, SETTINGS_ATTR):
         if not isinstance(file_attrs.get(key), dict):
             raise ResultsFileError(
@@ -200,17 +162,17 @@ def check_resume(out: str | os.PathLike[str], attrs: Mapping[str, Any], series: 
     for key in [*settings, *sorted(set(file_settings) - set(settings))]:
         if settings.get(key, "<not set>") != file_settings.get(key, "<not set>"):
             raise _differs(partial, f"`{key}`", file_settings.get(key, "<not set>"), settings.get(key, "<not set>"))
-    rows = int(previous["num_frames"])
+    rows = previous.num_frames
     if rows == 0:
         return ReadDigest(next_index=first)
-    if DIGEST_FIELD not in previous or "index" not in previous:
+    if not (previous.has_field(DIGEST_FIELD) and previous.has_field("index")):
         raise ResultsFileError(partial, f"cannot resume: the rows carry no {DIGEST_FIELD!r}, so the frames "
                                "already processed cannot be checked; start a new --out")
-    missing = [name for name in fields if name not in previous]
+    missing = [name for name in fields if not previous.has_field(name)]
     if missing:
         raise ResultsFileError(partial, f"cannot resume: the rows lack {missing} (a damaged file); start a new --out")
-    expected = {int(i): str(d) for i, d in zip(previous["index"], previous[DIGEST_FIELD])}
-    last = int(previous["index"][rows - 1])
+    expected = {int(i): str(d) for i, d in zip(previous.index, previous.series_sha256)}
+    last = int(previous.index[rows - 1])
     if last >= len(series):
         raise ResultsFileError(partial, f"cannot resume: the file holds frame {last} but the series has only "
                                f"{len(series)} frames")

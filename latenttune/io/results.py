@@ -1,4 +1,4 @@
-"""Results file of a tracking or replay run: :class:`ResultWriter` and :func:`read_results`.
+"""Results file of a tracking or replay run: :class:`ResultWriter` writes it, :func:`read_results` reads it.
 
 Layout (HDF5, one row per processed frame, every dataset resizable along axis 0):
 
@@ -10,12 +10,18 @@ dataset        shape               dtype      meaning
 ``density``    (T, n, n, n)        complex64  decoded density
 ``time``       (T,)                float64    frame time stamp, seconds
 ``steps``      (T,)                int32      controller steps spent on the frame
-extra fields   (T, ...)            as given   e.g. ``timing_s``, ``E_r``, ``status``
+extra fields   (T, ...)            as given   the tracker's and the physics stage's
 =============  ==================  =========  ====================================
 
-Root attributes: the caller's ``attrs`` (model checksum, controller parameters,
-package versions; dicts are JSON-encoded), plus ``format``, ``n``, ``k``,
-``frames_complete``, ``complete`` and ``resume_count``.
+The per-frame fields a tracking run writes are named once, with their units and meaning, in
+:mod:`latenttune.io.rows`; every dataset the schema knows carries ``units`` and ``description``
+attributes. Root attributes: the caller's ``attrs`` (model checksum, strategy, settings, package
+versions; dicts are JSON-encoded), plus ``format``, ``n``, ``k``, ``frames_complete``, ``complete``
+and ``resume_count``.
+
+Reading gives a :class:`Results` object: attributes per field (the defaults for fields an older
+file lacks are filled here, once), densities read on first use, the reconstruction the file
+reports, the stagnation flags and a summary.
 
 Crash safety: rows go to ``path + ".partial"``; after ALL datasets of a frame
 are written, the root attribute ``frames_complete`` is updated and the file is
@@ -27,7 +33,10 @@ datasets one row longer, which is ignored on reading and truncated on resume.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import math
 import operator
 import os
 import re
@@ -41,12 +50,17 @@ import numpy as np
 
 from latenttune.io._attrs import decode_attr, encode_attr, read_attrs, write_attrs
 from latenttune.io.errors import ResultsFileError
+from latenttune.io.rows import ALIASES, FIELDS, FrameRow
+from latenttune.quality import DEFAULT_RESTART_LLK, is_stagnated, stagnation_sentence
 
-__all__ = ["ResultWriter", "read_results", "reconstruction", "Reconstruction", "RESULTS_FORMAT", "CORE_FIELDS"]
+__all__ = ["ResultWriter", "Results", "RunSummary", "read_results", "Reconstruction", "RESULTS_FORMAT",
+           "CORE_FIELDS"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FORMAT = "latenttune-results/1"
+RESULTS_FORMAT = "latenttune-results/2"
+#: Formats this version reads (older ones through :data:`latenttune.io.rows.ALIASES`).
+READABLE_FORMATS = ("latenttune-results/1", RESULTS_FORMAT)
 CORE_FIELDS = ("latent", "cost", "density", "time", "steps")
 RESERVED_ATTRS = ("format", "n", "k", "frames_complete", "complete", "resume_count")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -54,6 +68,14 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _partial(path: Path) -> Path:
     return Path(str(path) + ".partial")
+
+
+def _describe(dataset: h5py.Dataset) -> None:
+    """Give a dataset the schema's ``units`` and ``description`` attributes (when the schema knows it)."""
+    known = FIELDS.get(dataset.name.rsplit("/", 1)[-1])
+    if known is not None:
+        dataset.attrs["units"] = known.units
+        dataset.attrs["description"] = known.description
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -167,6 +189,8 @@ class ResultWriter:
             )
             f.create_dataset("time", (0,), np.float64, maxshape=(None,), chunks=(1024,))
             f.create_dataset("steps", (0,), np.int32, maxshape=(None,), chunks=(1024,))
+            for name in CORE_FIELDS:
+                _describe(f[name])
             f.attrs["frames_complete"] = 0
             f.flush()
         except BaseException:
@@ -197,7 +221,11 @@ class ResultWriter:
         self, f: h5py.File, attrs: Mapping[str, Any], match_keys: tuple[str, ...]
     ) -> None:
         p = self.partial_path
-        if decode_attr(f.attrs.get("format")) != RESULTS_FORMAT or "frames_complete" not in f.attrs:
+        found = decode_attr(f.attrs.get("format"))
+        if found in READABLE_FORMATS and found != RESULTS_FORMAT:
+            raise ResultsFileError(p, f"cannot resume: the file has the older layout {found!r} (this latenttune "
+                                   f"writes {RESULTS_FORMAT!r}); start a new --out")
+        if found != RESULTS_FORMAT or "frames_complete" not in f.attrs:
             raise ResultsFileError(p, f"not a latenttune results file (format != {RESULTS_FORMAT!r})")
         for name, v in (("n", self.n), ("k", self.k)):
             if int(f.attrs[name]) != v:
@@ -345,9 +373,9 @@ class ResultWriter:
                 if ds is None:
                     dtype = h5py.string_dtype() if a.dtype == object else a.dtype
                     chunks = (1,) + a.shape if a.size > 64 else (256,) + a.shape
-                    f.create_dataset(
+                    _describe(f.create_dataset(
                         name, (0,) + a.shape, dtype, maxshape=(None,) + a.shape, chunks=chunks
-                    )
+                    ))
             self._extras = list(extras)
         else:
             if set(extras) != set(self._extras):
@@ -371,6 +399,12 @@ class ResultWriter:
         f.flush()
         self._count = t + 1
         return t
+
+    def append_row(self, row: FrameRow) -> int:
+        """Write one tracked frame's row (:class:`latenttune.io.rows.FrameRow`) and flush it."""
+        fields = row.datasets()
+        core = {name: fields.pop(name) for name in CORE_FIELDS}
+        return self.append(**core, **fields)
 
     # -- closing ------------------------------------------------------------------
     def close(self) -> Path:
@@ -420,24 +454,8 @@ class ResultWriter:
             self.abort()
 
 
-def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a results file, final or partial, up to its last complete frame.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The final file, or a ``.partial`` file. When ``path`` does not exist
-        but ``path + ".partial"`` does, the partial file is read.
-
-    Returns
-    -------
-    dict
-        One numpy array per dataset (``latent``, ``cost``, ``density``,
-        ``time``, ``steps`` and the extra fields; string fields as object
-        arrays of str), each with ``num_frames`` rows, plus ``attrs`` (decoded
-        root attributes), ``num_frames`` (int), ``complete`` (bool) and
-        ``path`` (the file actually read).
-    """
+def _open_for_reading(path: str | os.PathLike[str]) -> tuple[Path, h5py.File]:
+    """The results file at ``path`` (or its ``.partial`` when only that exists), open for reading."""
     p = Path(path)
     if not p.exists():
         alt = _partial(p)
@@ -445,34 +463,16 @@ def read_results(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise FileNotFoundError(f"no results file {p} (nor {alt.name})")
         p = alt
     try:
-        f = h5py.File(p, "r")
+        return p, h5py.File(p, "r")
     except OSError as exc:
         if "lock" not in str(exc).lower():
             raise ResultsFileError(p, f"cannot be opened as HDF5 ({exc})") from exc
-        logger.warning("%s is locked by a writer; reading without file locking", p)
-        f = h5py.File(p, "r", locking=False)
-    with f:
-        if "frames_complete" not in f.attrs:
-            raise ResultsFileError(p, "not a latenttune results file (no frames_complete attribute)")
-        fc = int(f.attrs["frames_complete"])
-        out: dict[str, Any] = {}
-        for name, ds in f.items():
-            if not isinstance(ds, h5py.Dataset):
-                continue
-            if ds.shape[0] < fc:
-                raise ResultsFileError(
-                    p, f"dataset {name!r} has {ds.shape[0]} rows but frames_complete = {fc}"
-                )
-            if h5py.check_string_dtype(ds.dtype) is not None:
-                out[name] = np.array(ds.asstr()[:fc], dtype=object)
-            else:
-                out[name] = ds[:fc]
-        attrs = read_attrs(f)
-    out["attrs"] = attrs
-    out["num_frames"] = fc
-    out["complete"] = bool(attrs.get("complete", False))
-    out["path"] = str(p)
-    return out
+    logger.warning("%s is locked by a writer; reading without file locking", p)
+    return p, h5py.File(p, "r", locking=False)
+
+
+#: Datasets read on first use (the densities: the large ones).
+_LAZY = ("density", "output_density")
 
 
 @dataclass(frozen=True)
@@ -482,7 +482,7 @@ class Reconstruction:
     Attributes
     ----------
     density : ndarray, shape (T, n, n, n)
-        Per row: the hybrid tracker's output (``refined_density``) when the file has it, else the
+        Per row: the hybrid tracker's output (``output_density``) when the file has it, else the
         decoded density of the tracked latent (``density``).
     label : str
         ``"hybrid"`` or ``"decoded"``: which of the two ``density`` holds.
@@ -505,26 +505,286 @@ class Reconstruction:
         return "refined" if self.refined[row] else "decoded (refinement not kept)"
 
 
-def reconstruction(results: dict[str, Any], which: str = "auto") -> Reconstruction:
-    """The reconstruction a results file (:func:`read_results`) reports.
+@dataclass(frozen=True)
+class RunSummary:
+    """A run in a few numbers (what a command prints at the end; NaN where the file cannot say).
+
+    Attributes
+    ----------
+    frames : int
+        Rows in the file.
+    cost_mean, cost_final : float
+        Tracking cost over the rows and of the last row.
+    E_r_mean, E_r_max : float
+        Real-space error of the decoded latents (NaN without truth).
+    output_E_r_mean, output_E_r_max : float
+        Real-space error of the hybrid's output (NaN without truth or physics stage).
+    accepted : int
+        Rows whose refined density was kept (0 without a physics stage).
+    llk_median, llk_max : float
+        Poisson LLK of the outputs.
+    seconds_mean : float
+        The tracker's time per frame (truth metrics and writing not counted).
+    """
+
+    frames: int
+    cost_mean: float
+    cost_final: float
+    E_r_mean: float
+    E_r_max: float
+    output_E_r_mean: float
+    output_E_r_max: float
+    accepted: int
+    llk_median: float
+    llk_max: float
+    seconds_mean: float
+
+
+def _finite_stat(values: np.ndarray, how: Any) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(how(values)) if np.isfinite(values).any() else math.nan
+
+
+class Results:
+    """A results file read back, up to its last complete frame (see :func:`read_results`).
+
+    Every per-frame field of :mod:`latenttune.io.rows` is an attribute (an array with one entry per
+    row); a field an older file lacks reads as its default here (NaN metrics, index ``0..T-1``, ...),
+    so no reader needs to know which version wrote the file. The densities are read on first use.
+
+    Attributes
+    ----------
+    path : Path
+        The file actually read (the final file, or its ``.partial``).
+    attrs : dict
+        The root attributes, decoded.
+    num_frames : int
+        Complete rows.
+    complete : bool
+        Whether the run finished (a ``.partial`` file, or a run stopped early, is not complete).
+    has_physics : bool
+        Whether the run had a physics stage (hybrid tracking): the ``physics_*`` fields,
+        ``output_density`` and ``llk`` are then meaningful.
+    extra : dict
+        Datasets the schema does not know (from :meth:`ResultWriter.append` with other fields).
+    """
+
+    def __init__(self, path: Path, attrs: dict[str, Any], fields: dict[str, np.ndarray], stored: dict[str, str]) -> None:
+        self.path = path
+        self.attrs = attrs
+        self.num_frames = int(fields["cost"].shape[0])
+        self.complete = bool(attrs.get("complete", False))
+        self._stored = stored  # today's field name -> the dataset's name in this file
+        self.has_physics = "output_density" in stored
+        T, k = self.num_frames, int(fields["latent"].shape[1]) if fields["latent"].ndim == 2 else 0
+        nan = np.full(T, np.nan)
+
+        def get(name: str, default: Any) -> np.ndarray:
+            return fields[name] if name in fields else default
+
+        self.latent = fields["latent"]
+        self.cost = fields["cost"]
+        self.time = fields["time"]
+        self.steps = fields["steps"]
+        self.index = np.asarray(get("index", np.arange(T)), dtype=int)
+        self.step_costs = get("step_costs", np.empty((T, 0), dtype=np.float32))
+        self.encoded = get("encoded", np.full((T, k), np.nan, dtype=np.float32))
+        self.seconds = np.asarray(get("seconds", nan), dtype=float)
+        self.status = get("status", np.array(["ok"] * T, dtype=object))
+        self.strategy_state = get("strategy_state", np.array(["{}"] * T, dtype=object))
+        self.series_sha256 = get("series_sha256", np.array([""] * T, dtype=object))
+        self.E_r = np.asarray(get("E_r", nan), dtype=float)
+        self.E_q = np.asarray(get("E_q", nan), dtype=float)
+        self.phase_rms = np.asarray(get("phase_rms", nan), dtype=float)
+        self.physics_accepted = np.asarray(get("physics_accepted", np.full(T, self.has_physics)), dtype=bool)
+        self.physics_warm = np.asarray(get("physics_warm", np.zeros(T)), dtype=bool)
+        self.physics_start = get("physics_start", np.array([""] * T, dtype=object))
+        self.physics_restarts = np.asarray(get("physics_restarts", np.zeros(T)), dtype=int)
+        self.physics_seconds = np.asarray(get("physics_seconds", nan), dtype=float)
+        self.llk = np.asarray(get("llk", nan), dtype=float)
+        self.misfit_refined = np.asarray(get("misfit_refined", nan), dtype=float)
+        self.free_misfit_decoded = np.asarray(get("free_misfit_decoded", nan), dtype=float)
+        self.free_misfit_refined = np.asarray(get("free_misfit_refined", nan), dtype=float)
+        self.E_r_output = np.asarray(get("E_r_output", self.E_r if not self.has_physics else nan), dtype=float)
+        self.E_q_output = np.asarray(get("E_q_output", self.E_q if not self.has_physics else nan), dtype=float)
+        self.extra = {name: value for name, value in fields.items() if name not in FIELDS}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], attrs: Mapping[str, Any] | None = None,
+                    path: str | os.PathLike[str] = "<memory>") -> Results:
+        """Results held in memory (a figure of arrays computed elsewhere; tests), as if read from a file.
+
+        Parameters
+        ----------
+        fields : mapping of str to array_like
+            Per-frame arrays by field name (older names are read through the aliases); at least
+            ``cost`` and ``density``. ``latent``, ``time`` and ``steps`` default to zeros.
+        attrs : mapping, optional
+            Root attributes (e.g. ``{"settings": {...}}``).
+        """
+        data = {ALIASES.get(name, name): np.asarray(value) for name, value in fields.items()}
+        for name in ("cost", "density"):
+            if name not in data:
+                raise ValueError(f"`fields` must hold {name!r}")
+        T = len(data["cost"])
+        data.setdefault("latent", np.zeros((T, 0), np.float32))
+        data.setdefault("time", np.zeros(T))
+        data.setdefault("steps", np.zeros(T, np.int32))
+        lazy = {name: data.pop(name) for name in _LAZY if name in data}
+        results = cls(Path(path), {"complete": True, **dict(attrs or {})}, data, {name: name for name in [*data, *lazy]})
+        results.__dict__.update(lazy)  # the cached densities
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        """Datasets the schema does not know, by name (e.g. an extra field a caller wrote)."""
+        extra = self.__dict__.get("extra", {})
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute or dataset {name!r}")
+
+    def has_field(self, name: str) -> bool:
+        """Whether the file stores field ``name`` (under today's name or an older one)."""
+        return name in self._stored
+
+    # -- densities, read on first use ------------------------------------------------------------
+
+    def _read(self, name: str, rows: slice | int = slice(None)) -> np.ndarray:
+        _, f = _open_for_reading(self.path)
+        with f:
+            dataset = f[self._stored[name]]
+            if isinstance(rows, int):
+                return dataset[rows if rows >= 0 else self.num_frames + rows]
+            return dataset[: self.num_frames][rows]
+
+    @functools.cached_property
+    def density(self) -> np.ndarray:
+        """Decoded density of every row's latent, shape (T, n, n, n), complex64."""
+        return self._read("density")
+
+    @functools.cached_property
+    def output_density(self) -> np.ndarray:
+        """Every row's reconstruction: the physics stage's output (hybrid), else the decoded density."""
+        return self._read("output_density") if self.has_physics else self.density
+
+    def density_at(self, row: int, *, output: bool = True) -> np.ndarray:
+        """One row's reconstruction (``output=True``) or decoded density, read alone."""
+        if "output_density" in self.__dict__ or "density" in self.__dict__:
+            return (self.output_density if output else self.density)[row]
+        return self._read("output_density" if output and self.has_physics else "density", int(row))
+
+    # -- what the file reports -----------------------------------------------------------------
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting the run was tracked with (empty for a file that does not record them)."""
+        value = self.attrs.get("settings")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the series had ground truth (some row has a real-space error)."""
+        return bool(np.isfinite(self.E_r).any() or np.isfinite(self.E_r_output).any())
+
+    def reconstruction(self, which: str = "auto") -> Reconstruction:
+        """The reconstruction the file reports.
+
+        Parameters
+        ----------
+        which : {"auto", "hybrid", "decoded"}
+            ``"auto"``: the hybrid tracker's output when the file has it, else the decoded densities;
+            ``"hybrid"`` requires it; ``"decoded"`` always takes the decoded densities.
+        """
+        if which not in ("auto", "hybrid", "decoded"):
+            raise ValueError(f"`which` must be 'auto', 'hybrid' or 'decoded', got {which!r}")
+        if which == "hybrid" and not self.has_physics:
+            raise ValueError("these results hold no refined densities (they were not tracked with the hybrid strategy)")
+        if self.has_physics and which != "decoded":
+            return Reconstruction(self.output_density, "hybrid", self.E_r_output, self.physics_accepted)
+        return Reconstruction(self.density, "decoded", self.E_r, np.zeros(self.num_frames, dtype=bool))
+
+    @property
+    def stagnation_threshold(self) -> float:
+        """The ``restart_llk`` the run was tracked with (the default when the file does not record it)."""
+        physics = self.settings.get("physics")
+        value = physics.get("restart_llk") if isinstance(physics, dict) else None
+        try:
+            threshold = float(value)
+        except (TypeError, ValueError):
+            return DEFAULT_RESTART_LLK
+        return threshold if math.isfinite(threshold) else DEFAULT_RESTART_LLK
+
+    @property
+    def stagnated(self) -> np.ndarray | None:
+        """Per row: whether the output's LLK stayed above the threshold (None without a physics stage)."""
+        if not self.has_physics:
+            return None
+        return is_stagnated(self.llk, self.stagnation_threshold)
+
+    def stagnation_summary(self) -> str:
+        """One sentence: how many frames stagnated and which ("" without a physics stage)."""
+        flags = self.stagnated
+        return "" if flags is None else stagnation_sentence(flags, self.index, self.stagnation_threshold)
+
+    def summary(self) -> RunSummary:
+        """The run in a few numbers (:class:`RunSummary`)."""
+        return RunSummary(
+            frames=self.num_frames,
+            cost_mean=_finite_stat(self.cost, np.nanmean), cost_final=float(self.cost[-1]) if self.num_frames else math.nan,
+            E_r_mean=_finite_stat(self.E_r, np.nanmean), E_r_max=_finite_stat(self.E_r, np.nanmax),
+            output_E_r_mean=_finite_stat(self.E_r_output, np.nanmean) if self.has_physics else math.nan,
+            output_E_r_max=_finite_stat(self.E_r_output, np.nanmax) if self.has_physics else math.nan,
+            accepted=int(self.physics_accepted.sum()) if self.has_physics else 0,
+            llk_median=_finite_stat(self.llk, np.nanmedian), llk_max=_finite_stat(self.llk, np.nanmax),
+            seconds_mean=_finite_stat(self.seconds, np.nanmean),
+        )
+
+    def last_state(self) -> dict[str, Any]:
+        """The strategy's state after the last row (for a resume)."""
+        return json.loads(str(self.strategy_state[-1]))
+
+    def __repr__(self) -> str:
+        what = "hybrid" if self.has_physics else "decoded"
+        return (f"Results({str(self.path)!r}, frames={self.num_frames}, {what}, "
+                f"{'complete' if self.complete else 'partial'})")
+
+
+def read_results(path: str | os.PathLike[str]) -> Results:
+    """Read a results file, final or partial, up to its last complete frame.
 
     Parameters
     ----------
-    results : dict
-        From :func:`read_results`.
-    which : {"auto", "hybrid", "decoded"}
-        ``"auto"``: the hybrid tracker's output when the file has it, else the decoded densities;
-        ``"hybrid"`` requires it; ``"decoded"`` always takes the decoded densities.
+    path : str or os.PathLike
+        The final file, or a ``.partial`` file. When ``path`` does not exist but ``path +
+        ".partial"`` does, the partial file is read.
+
+    Returns
+    -------
+    Results
+        Per-frame fields as attributes, densities read on first use. Files written before the
+        current layout read through :data:`latenttune.io.rows.ALIASES`.
     """
-    if which not in ("auto", "hybrid", "decoded"):
-        raise ValueError(f"`which` must be 'auto', 'hybrid' or 'decoded', got {which!r}")
-    T = len(results["cost"])
-    has_hybrid = "refined_density" in results
-    if which == "hybrid" and not has_hybrid:
-        raise ValueError("these results hold no refined densities (they were not tracked with the hybrid strategy)")
-    if has_hybrid and which != "decoded":
-        accepted = np.asarray(results.get("refined_accepted", np.ones(T)), dtype=bool)
-        return Reconstruction(np.asarray(results["refined_density"]), "hybrid",
-                              np.asarray(results.get("E_r_refined", np.full(T, np.nan)), dtype=float), accepted)
-    return Reconstruction(np.asarray(results["density"]), "decoded",
-                          np.asarray(results.get("E_r", np.full(T, np.nan)), dtype=float), np.zeros(T, dtype=bool))
+    p, f = _open_for_reading(path)
+    with f:
+        if "frames_complete" not in f.attrs:
+            raise ResultsFileError(p, "not a latenttune results file (no frames_complete attribute)")
+        fc = int(f.attrs["frames_complete"])
+        fields: dict[str, np.ndarray] = {}
+        stored: dict[str, str] = {}
+        for stored_name, ds in f.items():
+            if not isinstance(ds, h5py.Dataset):
+                continue
+            name = ALIASES.get(stored_name, stored_name)
+            if ds.shape[0] < fc:
+                raise ResultsFileError(p, f"dataset {stored_name!r} has {ds.shape[0]} rows but frames_complete = {fc}")
+            stored[name] = stored_name
+            if name in _LAZY:
+                continue
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                fields[name] = np.array(ds.asstr()[:fc], dtype=object)
+            else:
+                fields[name] = ds[:fc]
+        missing = [name for name in ("latent", "cost", "time", "steps") if name not in fields]
+        if missing:
+            raise ResultsFileError(p, f"corrupt results file: datasets {missing} are missing")
+        attrs = read_attrs(f)
+    return Results(p, attrs, fields, stored)

@@ -1,9 +1,12 @@
-"""Read side of diffraction time series: :class:`Frame`, :class:`Series`, :func:`open_series`.
+"""Read side of diffraction time series: :class:`Frame` and the :class:`Series` base class.
 
 A series is a sequence of measured 3D diffraction patterns ``I(q, t)`` on an
 ``N^3`` grid (q = 0 at index ``N // 2``), each with a boolean mask
 (True = voxel not measured) and a time stamp in seconds. Frames are read lazily
 on access, so a long series never has to fit in memory.
+
+The readers subclass :class:`Series`; :func:`latenttune.io.open_series` (in
+:mod:`latenttune.io.opening`) picks one by the input. This module imports none of them.
 
 Supported inputs (DESIGN.md section 5):
 
@@ -22,7 +25,6 @@ from __future__ import annotations
 import abc
 import logging
 import operator
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.io.errors import SeriesFormatError
-
-__all__ = ["Frame", "Series", "open_series"]
+__all__ = ["Frame", "Series", "HDF5_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,59 +222,5 @@ class Series(abc.ABC):
         )
 
 
+#: File suffixes read as HDF5 (CXI-style) without sniffing the content.
 HDF5_SUFFIXES = (".cxi", ".h5", ".hdf5", ".hdf", ".nxs")
-
-
-def open_series(path: str | os.PathLike[str]) -> Series:
-    """Open a diffraction time series for lazy, validated reading.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A CXI-style HDF5 file (stacked or one entry per frame), a directory of
-        cohere-style amplitude frames (``*.npy`` or ``*.tif``), or a single
-        ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N), or a ``.msgpack`` file of a
-        stored Bluesky tracking run (:class:`latenttune.io.runs.RunSeries`; runs in
-        a tiled catalog open with :func:`latenttune.io.runs.open_run`).
-
-    Returns
-    -------
-    Series
-        Use as a context manager (or call ``close()``) to release the file.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    SeriesFormatError
-        If the content breaks a layout rule (the message names file, dataset
-        and rule).
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"`path` does not exist: {p}")
-    if p.is_dir():
-        from latenttune.io.cohere import CohereDirSeries
-
-        return CohereDirSeries(p)
-    suffix = p.suffix.lower()
-    if suffix == ".msgpack":  # a stored Bluesky tracking run (latenttune.bluesky.storage.MsgpackStorage)
-        from latenttune.io.runs import MsgpackRunSeries
-
-        return MsgpackRunSeries(p)
-    if suffix == ".npy":
-        from latenttune.io.cohere import NpySeries
-
-        return NpySeries(p)
-    import h5py
-
-    if suffix in HDF5_SUFFIXES or h5py.is_hdf5(p):
-        from latenttune.io.cxi import CXISeries
-
-        return CXISeries(p)
-    raise SeriesFormatError(
-        p,
-        "<file>",
-        "unsupported input: expected a CXI/HDF5 file (.cxi, .h5), a .npy file, "
-        f"a .msgpack Bluesky run, or a directory of .npy/.tif frames, got suffix {suffix or '(none)'!r}",
-    )

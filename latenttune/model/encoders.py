@@ -45,6 +45,11 @@ class EncoderChoice:
     latents: np.ndarray
     costs: np.ndarray
 
+    @property
+    def others(self) -> np.ndarray:
+        """The predictions of the encoders not chosen, shape (encoders - 1, k)."""
+        return np.delete(self.latents, self.index, axis=0)
+
 
 def choose_encoder(model: torch.nn.Module, cost: LatentCost) -> EncoderChoice:
     """Every encoder's prediction of the frame of ``cost``, and the one that fits it best.

@@ -346,7 +346,26 @@ class LatentAutoencoder(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _as_intensity_batch(self, intensity: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def check_intensity(self, intensity: Any, mask: Any = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Measured patterns checked and put on the model's device: the one check of the model's inputs.
+
+        Parameters
+        ----------
+        intensity : array or Tensor, shape (N, N, N) or (B, N, N, N)
+            Measured counts (real), finite, non-negative on the measured voxels.
+        mask : bool array or Tensor, shape (N, N, N) or (B, N, N, N), optional
+            True where a voxel was NOT measured.
+
+        Returns
+        -------
+        (Tensor, Tensor or None)
+            float32 intensities ``(B, N, N, N)`` and the bool mask, on the model's device.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A complex or non-numeric pattern, a wrong shape, a non-finite value, a negative count.
+        """
         N = self.config.N
         x = torch.as_tensor(np.asarray(intensity) if not isinstance(intensity, torch.Tensor) else intensity)
         if x.is_complex() or not (x.is_floating_point() or x.dtype in (torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16, torch.uint32)):
@@ -391,7 +410,7 @@ class LatentAutoencoder(nn.Module):
             ``z`` inside the open box ``(-1, 1)^k``.
         """
         encoder = self.check_encoder(encoder)
-        x, m = self._as_intensity_batch(intensity, mask)
+        x, m = self.check_intensity(intensity, mask)
         return self.encode_tensor(x, m, encoder)
 
     def check_encoder(self, encoder: Any) -> int:

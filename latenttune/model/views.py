@@ -79,8 +79,8 @@ class ViewedAutoencoder(nn.Module):
         """The model's latent box."""
         return self.base.latent_bounds
 
-    def _as_intensity_batch(self, intensity: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.base._as_intensity_batch(intensity, mask)
+    def check_intensity(self, intensity: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.base.check_intensity(intensity, mask)
 
     @property
     def encoder_count(self) -> int:
@@ -94,7 +94,7 @@ class ViewedAutoencoder(nn.Module):
     def encode(self, intensity: Any, mask: Any = None, encoder: int = 0) -> torch.Tensor:
         """:meth:`LatentAutoencoder.encode` of the viewed pattern."""
         encoder = self.base.check_encoder(encoder)
-        x, m = self.base._as_intensity_batch(intensity, mask)
+        x, m = self.base.check_intensity(intensity, mask)
         return self.encode_tensor(x, m, encoder)
 
     def decode(self, z: Any) -> torch.Tensor:

@@ -12,7 +12,7 @@ Each frame shows
 * the cost trace and the real-space error ``E_r`` trace (the amplitude error ``E_q`` when the series
   has no truth) with a cursor at the current frame.
 
-The reconstruction is the one the results report (:func:`latenttune.io.reconstruction`): the
+The reconstruction is the one the results report (:meth:`latenttune.io.Results.reconstruction`): the
 hybrid tracker's refined density when the file has it, else the decoded density; the caption
 says which each frame shows ("refined", "decoded", or "decoded (refinement not kept)"), and marks a
 frame whose output stagnated (:mod:`latenttune.quality`) as less certain.
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.io import Series, open_series, read_results, reconstruction
+from latenttune.io import Results, Series, open_series, read_results
 from latenttune.metrics import real_space_error
 from latenttune.movies.render import (
     IsoPanel,
@@ -46,8 +46,7 @@ from latenttune.movies.render import (
     view_extent,
 )
 from latenttune.movies.writer import MovieWriter, check_output
-from latenttune.physics import forward
-from latenttune.quality import stagnated_frames
+from latenttune.physics import flux_scale, forward
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ _SCALE_SAMPLES = 8  # truth frames read up front to fix the amplitude scale
 _DECADES_MAX = 9.0  # lowest colour of the log intensity scale: at most 1e-9 of the peak
 
 
-def resolve_series(results: dict[str, Any], series: str | os.PathLike[str] | None = None) -> Path:
+def resolve_series(results: Results, series: str | os.PathLike[str] | None = None) -> Path:
     """The series a results file was made on: ``series`` if given, else the recorded path.
 
     A recorded relative path is read from the results file's folder (where ``replay`` and ``track``
@@ -76,12 +75,12 @@ def resolve_series(results: dict[str, Any], series: str | os.PathLike[str] | Non
         if not path.exists():
             raise FileNotFoundError(f"`series` does not exist: {path}")
         return path
-    recorded = (results.get("attrs") or {}).get("series")
+    recorded = results.attrs.get("series")
     if not recorded:
         raise ValueError("the results file records no series; pass `series` (--series) with the measured patterns")
     path = Path(str(recorded))
-    candidates = [path] if path.is_absolute() else [Path(results.get("path", ".")).parent / path, path]
-    identity = (results.get("attrs") or {}).get("series_identity")
+    candidates = [path] if path.is_absolute() else [Path(results.path).parent / path, path]
+    identity = results.attrs.get("series_identity")
     if isinstance(identity, dict) and identity.get("path") and "://" not in str(identity["path"]):
         candidates.append(Path(str(identity["path"])))
     for candidate in candidates:
@@ -93,18 +92,17 @@ def resolve_series(results: dict[str, Any], series: str | os.PathLike[str] | Non
     )
 
 
-def _check_results(results: Any) -> dict[str, Any]:
-    if not isinstance(results, dict) or "density" not in results or "cost" not in results:
-        raise TypeError("`results` must be the dict of latenttune.io.read_results (with 'density' and 'cost')")
-    if len(results["cost"]) == 0:
+def _check_results(results: Any) -> Results:
+    if not isinstance(results, Results):
+        raise TypeError(f"`results` must be a Results (latenttune.io.read_results), got {type(results).__name__}")
+    if results.num_frames == 0:
         raise ValueError("`results` holds no frames")
     return results
 
 
-def _series_indices(results: dict[str, Any], series: Series) -> np.ndarray:
-    T = len(results["cost"])
-    index = np.asarray(results["index"], dtype=int) if "index" in results else np.arange(T)
-    n = np.asarray(results["density"]).shape[-1]
+def _series_indices(results: Results, series: Series) -> np.ndarray:
+    index = results.index
+    n = results.density_at(0, output=False).shape[-1]
     if series.N != 2 * n:
         raise ValueError(f"`series` has diffraction grid N = {series.N}, but the results' densities need N = {2 * n}")
     if index.max() >= len(series) or index.min() < 0:
@@ -122,8 +120,7 @@ def _predicted(density: np.ndarray, measured: np.ndarray, mask: np.ndarray) -> n
     """``s^2 |F d|^2`` with the amplitude flux scale ``s`` over the measured voxels."""
     predicted = np.asarray(forward(density), dtype=np.float64)
     w = ~mask
-    denominator = float((predicted * w).sum())
-    s = float((np.sqrt(predicted * np.clip(measured, 0, None)) * w).sum()) / denominator if denominator > 0 else 0.0
+    s = float(flux_scale(np.sqrt(predicted) * w, np.sqrt(np.clip(measured, 0, None)) * w))
     return s * s * predicted
 
 
@@ -293,7 +290,7 @@ def tracking_frames(
 
     Parameters
     ----------
-    results : dict
+    results : Results
         From :func:`latenttune.io.read_results`.
     series : Series
         The series the run was made on (:func:`resolve_series`, :func:`latenttune.io.open_series`).
@@ -304,15 +301,15 @@ def tracking_frames(
     settings = settings or RenderSettings()
     size = check_size(size)
     indices = _series_indices(results, series)
-    shown = reconstruction(results)
+    shown = results.reconstruction()
     density = shown.density
-    cost = np.asarray(results["cost"], dtype=float)
+    cost = np.asarray(results.cost, dtype=float)
     T = len(cost)
     has_truth = bool(series.has_truth)
     error = shown.E_r
     error_label = "E_r"
     if not np.isfinite(error).any():
-        error, error_label = np.asarray(results.get("E_q", np.full(T, np.nan)), dtype=float), "E_q"
+        error, error_label = results.E_q, "E_q"
     rows = np.unique(np.linspace(0, T - 1, min(_SCALE_SAMPLES, T)).round().astype(int))
     samples = [series.truth(int(indices[r])) for r in rows] if has_truth else []
     scale = max(float(np.abs(d).max()) for d in samples) if has_truth else float(np.abs(density).max())
@@ -328,17 +325,17 @@ def tracking_frames(
         yield view.update(row, frame.intensity, frame.mask, density[row], truth, caption)
 
 
-def frame_captions(results: dict[str, Any], indices: np.ndarray, error: np.ndarray, error_label: str) -> list[str]:
+def frame_captions(results: Results, indices: np.ndarray, error: np.ndarray, error_label: str) -> list[str]:
     """The caption of each movie frame: series frame, time, cost, error, which density it shows, and stagnation.
 
     A frame whose output stagnated (:mod:`latenttune.quality`) ends in ``STAGNATED (LLK x.xx: less
     certain)``, so a movie of measured data says which frames to read with care.
     """
-    shown = reconstruction(results)
-    cost = np.asarray(results["cost"], dtype=float)
-    times = np.asarray(results.get("time", np.zeros(len(cost))), dtype=float)
-    stagnated = stagnated_frames(results)
-    llk = np.asarray(results.get("llk", np.full(len(cost), np.nan)), dtype=float)
+    shown = results.reconstruction()
+    cost = np.asarray(results.cost, dtype=float)
+    times = np.asarray(results.time, dtype=float)
+    stagnated = results.stagnated
+    llk = results.llk
     captions = []
     for row in range(len(cost)):
         caption = f"frame {int(indices[row])}   t = {times[row]:.3g} s   cost {cost[row]:.4g}"
@@ -385,7 +382,7 @@ def write_tracking_movie(
     """
     check_output(out, size, fps)
     data = _check_results(read_results(results))
-    total = len(data["cost"])
+    total = data.num_frames
     with open_series(resolve_series(data, series)) as opened:
         frames = tracking_frames(data, opened, size=size, dpi=dpi, settings=settings)
         with MovieWriter(out, check_size(size), fps, overwrite=overwrite) as movie:

@@ -15,21 +15,21 @@ Layout of the file:
 
 No field data: pyevtk places ``FieldData`` inside ``Piece``, where VTK's readers may not look for it.
 
-The file is written under a hidden temporary name next to ``out`` and renamed atomically.
+The file is written under a hidden temporary name next to ``out`` and renamed atomically
+(:func:`latenttune.io.partial.replace_when_done`); a failure removes the temporary.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from latenttune.io import read_results, reconstruction
+from latenttune.io import Results, read_results
+from latenttune.io.partial import replace_when_done
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +94,24 @@ def export_vti(
         "amplitude": np.ascontiguousarray(np.abs(d), dtype=np.float32),
         "phase": np.ascontiguousarray(np.angle(d), dtype=np.float32),
     }
-    base = out.with_name(f".{out.stem}.{secrets.token_hex(4)}.partial")  # pyevtk appends ".vti"
-    written = Path(imageToVTK(str(base), origin=origin, spacing=step, pointData=point_data))
-    try:
-        os.replace(written, out)
-    except BaseException:
-        written.unlink(missing_ok=True)
-        raise
+    with replace_when_done(out, suffix=".vti") as tmp:  # .{stem}.{random}.partial.vti, renamed onto `out`
+        base = str(tmp.partial_path)[: -len(".vti")]  # pyevtk appends ".vti" itself
+        imageToVTK(base, origin=origin, spacing=step, pointData=point_data)
     log.info("wrote %s (%s voxels, amplitude and phase)", out, "x".join(map(str, d.shape)))
     return out
 
 
-def result_row(results: Mapping[str, Any], frame: int) -> int:
+def result_row(results: Results, frame: int) -> int:
     """Row of the results holding series frame ``frame`` (the ``index`` column; the row number without it).
 
     Negative ``frame`` counts from the last row. ValueError names the frames available.
     """
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
         raise TypeError(f"`frame` must be an integer, got {frame!r}")
-    T = len(results["cost"])
+    T = results.num_frames
     if T == 0:
         raise ValueError("the results file holds no frames")
-    index = np.asarray(results["index"], dtype=int) if "index" in results else np.arange(T)
+    index = results.index
     if frame < 0:
         if frame < -T:
             raise ValueError(f"`frame` {frame} is out of range: the results hold {T} frames")
@@ -130,7 +126,7 @@ def result_row(results: Mapping[str, Any], frame: int) -> int:
 
 
 def export_result_frame(
-    results: str | os.PathLike[str] | Mapping[str, Any],
+    results: str | os.PathLike[str] | Results,
     frame: int,
     out: str | os.PathLike[str],
     *,
@@ -142,7 +138,7 @@ def export_result_frame(
 
     ``frame`` is the series frame number (the ``frame N`` that tracking prints, the results'
     ``index`` column); negative values count from the last row. ``which`` picks the density
-    (:func:`latenttune.io.reconstruction`): ``"auto"`` exports the hybrid tracker's output when the
+    (:meth:`latenttune.io.Results.reconstruction`): ``"auto"`` exports the hybrid tracker's output when the
     file has it, else the decoded density. ``results`` is the file or what
     :func:`latenttune.io.read_results` returned for it. See :func:`export_vti` for the other parameters.
 
@@ -152,7 +148,12 @@ def export_result_frame(
         The file written and what it holds (``"refined"``, ``"decoded"`` or ``"decoded
         (refinement not kept)"``).
     """
-    data = results if isinstance(results, Mapping) else read_results(results)
+    data = results if isinstance(results, Results) else read_results(results)
     row = result_row(data, frame)
-    shown = reconstruction(data, which)
-    return export_vti(shown.density[row], out, spacing=spacing, overwrite=overwrite), shown.row_label(row)
+    if which not in ("auto", "hybrid", "decoded"):
+        raise ValueError(f"`which` must be 'auto', 'hybrid' or 'decoded', got {which!r}")
+    if which == "hybrid" and not data.has_physics:
+        data.reconstruction("hybrid")  # the one-line refusal
+    output = data.has_physics and which != "decoded"
+    label = ("refined" if data.physics_accepted[row] else "decoded (refinement not kept)") if output else "decoded"
+    return export_vti(data.density_at(row, output=output), out, spacing=spacing, overwrite=overwrite), label

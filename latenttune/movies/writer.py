@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latenttune.io.partial import PartialFile, hidden_partial_path
 from latenttune.movies.render import check_size
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,15 @@ def check_output(path: str | os.PathLike[str], size: Any, fps: float = 12.0) -> 
     return fmt, _check_size(size, fmt)
 
 
-class MovieWriter:
+class MovieWriter(PartialFile):
     """Stream RGB frames into an MP4 or GIF file.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Output file; ``.mp4`` or ``.gif``.
+        Output file; ``.mp4`` or ``.gif``. The movie is written to a hidden temporary next to it
+        (``partial_path``) and renamed onto it by :meth:`close`; :meth:`abort` (or an error)
+        removes the temporary (:class:`latenttune.io.partial.PartialFile` with ``keep_partial=False``).
     size : (int, int)
         Frame ``(width, height)`` in pixels; every frame must have shape ``(height, width, 3)``.
     fps : float
@@ -97,8 +99,9 @@ class MovieWriter:
         quality: float = 7.0,
         colors: int = 128,
     ) -> None:
-        self.path = Path(path)
-        self.format = movie_format(self.path)
+        self.format = movie_format(Path(path))
+        # hidden name next to `path`, same suffix (ffmpeg picks the container by it)
+        super().__init__(path, hidden_partial_path(path), keep_partial=False)
         self.size = _check_size(size, self.format)
         if not np.isfinite(fps) or fps <= 0:
             raise ValueError(f"`fps` must be a positive number, got {fps!r}")
@@ -114,9 +117,6 @@ class MovieWriter:
         self.quality = float(quality)
         self.colors = int(colors)
         self.frames_written = 0
-        # hidden name next to `path`, same suffix (ffmpeg picks the container by it)
-        self._tmp = self.path.with_name(f".{self.path.stem}.{secrets.token_hex(4)}.partial{self.path.suffix}")
-        self._closed = False
         self._previous: np.ndarray | None = None
         self._fh: Any = None
         self._ffmpeg: Any = None
@@ -124,9 +124,9 @@ class MovieWriter:
             if self.format == "mp4":
                 self._open_mp4()
             else:
-                self._fh = open(self._tmp, "xb")  # noqa: SIM115 - closed in close()/abort()
+                self._fh = open(self.partial_path, "xb")  # noqa: SIM115 - closed in close()/abort()
         except BaseException:
-            self._tmp.unlink(missing_ok=True)
+            self.partial_path.unlink(missing_ok=True)
             raise
 
     # -- opening ------------------------------------------------------------------
@@ -134,7 +134,7 @@ class MovieWriter:
         import imageio_ffmpeg
 
         self._ffmpeg = imageio_ffmpeg.write_frames(
-            str(self._tmp),
+            str(self.partial_path),
             self.size,
             fps=self.fps,
             codec="libx264",
@@ -190,51 +190,37 @@ class MovieWriter:
         self._fh.write(b"".join(blocks))
         self._previous = a
 
-    # -- closing ------------------------------------------------------------------
+    # -- closing (PartialFile hooks) ---------------------------------------------------
     def close(self) -> Path:
         """Finish the file and rename it to ``path`` atomically; returns ``path``."""
-        if self._closed:
-            return self.path
-        if self.frames_written == 0:
-            self.abort()
-            raise ValueError(f"no frames were written to {self.path}")
-        self._closed = True
-        try:
-            if self.format == "mp4":
-                self._ffmpeg.close()  # waits for ffmpeg to finish the file
-            else:
-                self._fh.write(b";")  # GIF trailer
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-                self._fh.close()
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        log.info("wrote %d frames to %s", self.frames_written, self.path)
-        return self.path
+        return super().close()
 
     def abort(self) -> None:
         """Stop without writing ``path``; the temporary file is removed."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            if self._ffmpeg is not None:
-                self._ffmpeg.close()
-            if self._fh is not None:
-                self._fh.close()
-        finally:
-            self._tmp.unlink(missing_ok=True)
+        super().abort()
 
-    def __enter__(self) -> MovieWriter:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
+    def _finish(self) -> None:
+        if self.frames_written == 0:
+            raise ValueError(f"no frames were written to {self.path}")  # the temporary is removed
+        if self.format == "mp4":
+            self._ffmpeg.close()  # waits for ffmpeg to finish the file
         else:
-            self.abort()
+            self._fh.write(b";")  # GIF trailer
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+
+    def _release(self) -> None:
+        if self._ffmpeg is not None:
+            self._ffmpeg.close()
+        if self._fh is not None:
+            self._fh.close()
+
+    def _on_closed(self) -> None:
+        log.info("wrote %d frames to %s", self.frames_written, self.path)
+
+    def _on_discarded(self) -> None:
+        log.info("discarded %s", self.partial_path)
 
 
 def write_movie(

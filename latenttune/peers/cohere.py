@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
-import importlib.metadata
 import io
 import logging
 import os
@@ -76,6 +75,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from latenttune.physics import crop, pad
+from latenttune.versions import installed_version
 
 __all__ = [
     "CohereRecipe",
@@ -298,10 +298,7 @@ class CohereRecipe:
 
 def cohere_version() -> str | None:
     """The installed cohere-core version, or None when it is not installed."""
-    try:
-        return importlib.metadata.version("cohere-core")
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    return installed_version("cohere-core")
 
 
 def _load_cohere() -> tuple[Any, Any]:

@@ -6,7 +6,8 @@
 end). Each frame also stores its index in the series and the strategy's state (JSON), so
 ``resume=True`` continues an interrupted run exactly where it stopped: nothing lost, nothing
 duplicated, and the same costs as an uninterrupted run. When the series carries ground truth, the real-space error ``E_r``, the
-amplitude error ``E_q`` and the phase RMS are stored per frame too.
+amplitude error ``E_q`` and the phase RMS are stored per frame too. Each frame is read from the
+series once (the tracker's record carries it to the row) and its truth once.
 
 The live demo (``latenttune track``) simulates a series and then replays it through this same
 function, so replaying a recorded run reproduces its costs exactly.
@@ -15,7 +16,6 @@ function, so replaying a recorded run reproduces its costs exactly.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import logging
 import os
@@ -27,25 +27,20 @@ import numpy as np
 
 from latenttune.frame_policy import no_usable_frame_error
 from latenttune.io import ResultsFileError, ResultWriter, Series, open_series, read_results
-from latenttune.io.identity import (
-    DIGEST_FIELD,
-    IDENTITY_ATTR,
-    SETTINGS_ATTR,
-    ReadDigest,
-    check_resume,
-    series_identity,
-    strategy_settings,
-)
+from latenttune.io.identity import IDENTITY_ATTR, SETTINGS_ATTR, ReadDigest, check_resume, series_identity
+from latenttune.io.rows import FrameRow, TruthMetrics
 from latenttune.metrics import amplitude_error, phase_rms, real_space_error
 from latenttune.model.checkpoint import LoadedModel
+from latenttune.model.views import check_view_index, check_views
 from latenttune.outputs import check_outputs
 from latenttune.physics import forward
-from latenttune.tracking import FrameRecord, Strategy, TrackResult, track
-from latenttune.model.views import check_view_index, check_views
+from latenttune.tracking.strategy import Strategy, check_strategy
+from latenttune.tracking.tracker import FrameRecord, TrackResult, track
+from latenttune.versions import versions
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameReport", "frame_line", "replay_series", "versions"]
+__all__ = ["FrameReport", "frame_line", "replay_series"]
 
 
 def frame_line(index: int, cost: float, steps: int, seconds: float, status: str, extra: str = "") -> str:
@@ -55,91 +50,66 @@ def frame_line(index: int, cost: float, steps: int, seconds: float, status: str,
 
 @dataclasses.dataclass(frozen=True)
 class FrameReport:
-    """A frame's record plus the truth metrics (NaN without ground truth)."""
+    """A frame's record plus its row's metrics (NaN without ground truth)."""
 
     record: FrameRecord
-    E_r: float
-    E_q: float
-    phase_rms: float
-    E_r_refined: float = float("nan")
+    metrics: TruthMetrics
+    output_metrics: TruthMetrics
+
+    @property
+    def E_r(self) -> float:
+        """Real-space error of the decoded latent."""
+        return self.metrics.E_r
+
+    @property
+    def E_r_output(self) -> float:
+        """Real-space error of the frame's output (the hybrid's reconstruction)."""
+        return self.output_metrics.E_r
 
     def line(self) -> str:
         """One human-readable line."""
         r = self.record
-        truth = "" if np.isnan(self.E_r) else f"  E_r {self.E_r:.4f}  phase RMS {self.phase_rms:.3f}"
+        truth = "" if np.isnan(self.E_r) else f"  E_r {self.E_r:.4f}  phase RMS {self.metrics.phase_rms:.3f}"
         if r.physics is not None:
             p = r.physics
             kept = "refined" if p.accepted else "decoded kept"
             restarted = f", restarted {p.restarts}x, kept {p.start}" if p.restarts else ""
             stagnated = ", stagnated" if p.stagnated else ""
-            truth += (f"  hybrid{'' if np.isnan(self.E_r_refined) else f' E_r {self.E_r_refined:.4f}'} ({kept}, "
+            truth += (f"  hybrid{'' if np.isnan(self.E_r_output) else f' E_r {self.E_r_output:.4f}'} ({kept}, "
                       f"LLK {p.llk:.2f}{restarted}{stagnated})")
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages that decide the numbers."""
-    out = {}
-    for name in ("latenttune", "torch", "numpy", "scipy", "h5py"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-            out[name] = "unknown"
-    return out
-
-
-def _truth_metrics(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray,
-                   density: np.ndarray | None = None) -> tuple[float, float, float]:
-    """(E_r, E_q, phase RMS) of ``density`` (default: the record's) on the record's frame."""
-    if record.status != "ok":
-        return (np.nan, np.nan, np.nan)
-    density = record.density if density is None else density
+def _metrics(density: np.ndarray, intensity: np.ndarray, mask: np.ndarray, truth: np.ndarray | None) -> TruthMetrics:
+    """``E_r``, ``E_q`` and the phase RMS of ``density`` on a frame (``truth`` None: E_q only)."""
     e_q = float(amplitude_error(forward(density), intensity, mask))
-    if not series.has_truth:
-        return (np.nan, e_q, np.nan)
-    truth = series.truth(record.index)
+    if truth is None:
+        return TruthMetrics(E_q=e_q)
     alignment = real_space_error(truth, density)
-    return (float(alignment.error), e_q, float(phase_rms(truth, alignment.aligned, align=False)))
+    return TruthMetrics(E_r=float(alignment.error), E_q=e_q, phase_rms=float(phase_rms(truth, alignment.aligned,
+                                                                                       align=False)))
 
 
-def _physics_fields(series: Series, record: FrameRecord, intensity: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """The per-frame fields of hybrid tracking's physics stage (held output and NaN on a skipped frame).
-
-    ``refined_density`` is the frame's reconstruction (the refined density when it was accepted,
-    else the decoded one; :attr:`FrameRecord.output_density`), ``refined_accepted`` says which;
-    ``refined_warm`` is 1 when the stage started from the previous frame's output, ``refined_start``
-    names the start of the kept refinement (``warm``, ``decoded`` or a restart's,
-    :data:`latenttune.tracking.physics_stage.RESTART_STARTS`), ``refined_restarts`` counts the restarts run, and
-    ``llk`` is the Poisson log-likelihood of ``refined_density`` (about 1 at the noise level).
-    """
-    outcome = record.physics
-    nan = float("nan")
-    e_r, e_q, _ = _truth_metrics(series, record, intensity, mask, record.output_density)
-    return {
-        "refined_density": record.output_density,
-        "refined_accepted": np.int8(outcome is not None and outcome.accepted),
-        "refined_warm": np.int8(outcome is not None and outcome.warm),
-        "refined_start": "" if outcome is None else outcome.start,
-        "refined_restarts": np.int8(0 if outcome is None else outcome.restarts),
-        "refined_seconds": nan if outcome is None else outcome.seconds,
-        "llk": nan if outcome is None else outcome.llk,
-        "misfit_refined": nan if outcome is None else outcome.misfit_refined,
-        "free_misfit_decoded": nan if outcome is None else outcome.free_misfit_decoded,
-        "free_misfit_refined": nan if outcome is None else outcome.free_misfit_refined,
-        "E_r_refined": e_r,
-        "E_q_refined": e_q,
-    }
+def frame_row(series: Series, record: FrameRecord, digest: str, slots: int, hybrid: bool) -> FrameRow:
+    """A tracked frame's results row: the truth read once, metrics of the decoded density and the output."""
+    metrics = output_metrics = TruthMetrics()
+    if record.status == "ok":
+        frame = record.frame
+        truth = series.truth(record.index) if series.has_truth else None
+        metrics = _metrics(record.density, frame.intensity, frame.mask, truth)
+        if hybrid:
+            output_metrics = _metrics(record.output_density, frame.intensity, frame.mask, truth)
+    return FrameRow.from_record(record, slots=slots, digest=digest, metrics=metrics, output_metrics=output_metrics,
+                                hybrid=hybrid)
 
 
 def _settings(loaded: LoadedModel, strategy: Strategy, views: int) -> dict[str, Any]:
     """Every setting that changes the results (checked on resume, :mod:`latenttune.io.identity`)."""
     parameter = next(loaded.model.parameters(), None)
-    physics = getattr(strategy, "physics", None)
     return {
-        **strategy_settings(strategy),
+        **strategy.describe().settings,
         **({"views": views} if views > 1 else {}),  # absent for 1, so older results files still resume
         "model_checksum": loaded.checksum,
-        "physics": None if physics is None else dataclasses.asdict(physics),
         "device": "cpu" if parameter is None else parameter.device.type,
     }
 
@@ -176,11 +146,11 @@ def _recorded_path(series_path: Path, out: str | Path) -> str:
         return str(source)
 
 
-def _load_state(strategy: Strategy, text: Any, partial: Path) -> int:
+def _load_state(strategy: Strategy, text: Any, output: np.ndarray | None, partial: Path) -> int:
     """Restore the strategy's state stored in a row and return the run's view; a damaged state is a one-line error."""
     try:
         state = json.loads(str(text))
-        strategy.load_state_dict(state)
+        strategy.load_state_dict(state, previous_output=output)
         view = state.get("view", 0)  # rows written before views existed: the identity
         check_view_index(view)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -237,12 +207,11 @@ def replay_series(
     The results file records the series as ``series`` (its path relative to the results file's
     folder, so the pair can move together; ``series_identity`` holds the absolute path).
 
-    A hybrid strategy (:class:`latenttune.tracking.HybridStrategy`) also stores, per frame, the
-    physics stage's output ``refined_density`` (the frame's reconstruction), ``refined_accepted``
-    (1 when the refined density replaced the decoded one), ``refined_seconds``, the misfits
-    ``misfit_refined``, ``free_misfit_decoded`` and ``free_misfit_refined``, and ``E_r_refined`` /
-    ``E_q_refined``; ``density``, ``cost``, ``E_r`` and ``E_q`` stay those of the decoded latent. On
-    resume the last stored output is the physics stage's warm start.
+    A strategy with a physics stage (:class:`latenttune.tracking.HybridStrategy`) also stores, per
+    frame, the stage's fields (:mod:`latenttune.io.rows`): ``output_density`` (the frame's
+    reconstruction), ``physics_accepted``, the misfits, ``llk``, ``E_r_output`` / ``E_q_output``;
+    ``density``, ``cost``, ``E_r`` and ``E_q`` stay those of the decoded latent. On resume the last
+    stored output is the physics stage's warm start.
 
     Returns
     -------
@@ -259,37 +228,38 @@ def replay_series(
     own_series = not isinstance(series, Series)
     check_outputs({"`out`": Path(out), "`out`.partial": Path(f"{out}.partial")},  # never write over the input
                   {"the series": series if own_series else series.path}, overwrite=True)
+    model = loaded.model
+    strategy = check_strategy(strategy, model.latent_dim)
+    views = check_views(views)
     series = open_series(series) if own_series else series
     out = Path(out)
     if out.exists() and not overwrite and not resume:
         raise FileExistsError(f"`out` {str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
-    model = loaded.model
     if series.N != model.config.N:
         raise ValueError(
             f"`series` has diffraction grid N = {series.N} but the model expects N = {model.config.N} (n = {model.config.n})"
         )
     first, stop = _frame_range(frames, len(series))
-    steps = int(getattr(strategy, "steps_per_frame", 1))
-    physics = getattr(strategy, "physics", None)
-    views = check_views(views)
+    description = strategy.describe()
+    hybrid = strategy.has_physics_stage
     settings = _settings(loaded, strategy, views)
     if frames is not None:
         settings["frames"] = [first, stop]
     file_attrs = {
         "model_checksum": loaded.checksum,
         "model_path": str(loaded.path),
-        "strategy": strategy.name,
-        "uses_network_gradient": bool(strategy.uses_network_gradient),
-        "steps_per_frame": steps,
+        "strategy": description.name,
+        "uses_network_gradient": description.uses_network_gradient,
+        "steps_per_frame": description.steps_per_frame,
+        "strategy_description": description.to_dict(),
         "controller": json.dumps(strategy.state_dict()),
         "series": _recorded_path(series.path, out),
         "versions": json.dumps(versions()),
-        "physics": json.dumps(None if physics is None else dataclasses.asdict(physics)),
         IDENTITY_ATTR: series_identity(series),
         SETTINGS_ATTR: settings,
         **(attrs or {}),
     }
-    start, held, held_output, view = first, None, None, 0
+    start, held, view = first, None, 0
     try:  # on resume: same series, same content so far, same settings, or a one-line refusal
         digest = (check_resume(out, file_attrs, series, ("strategy_state", "latent"), first=first) if resume
                   else ReadDigest(next_index=first))
@@ -301,14 +271,12 @@ def replay_series(
         raise
     try:
         if resume and writer.num_frames_written:
-            rows = writer.num_frames_written
             previous = read_results(writer.partial_path)
-            # a bad leading frame gets no row, so continue after the last frame written, not after `rows`
-            start = int(previous["index"][rows - 1]) + 1 if "index" in previous else rows
-            view = _load_state(strategy, previous["strategy_state"][rows - 1], writer.partial_path)
-            held = np.asarray(previous["latent"][rows - 1], dtype=np.float64)
-            if physics is not None and "refined_density" in previous:
-                held_output = np.asarray(previous["refined_density"][rows - 1])
+            # a bad leading frame gets no row, so continue after the last frame written, not after the row count
+            start = int(previous.index[-1]) + 1
+            output = previous.density_at(-1) if hybrid and previous.has_physics else None
+            view = _load_state(strategy, previous.strategy_state[-1], output, writer.partial_path)
+            held = np.asarray(previous.latent[-1], dtype=np.float64)
             log.info("resuming %s at frame %d of %d", out, start, len(series))
         if digest.next_index != start:  # pragma: no cover - both come from the same rows
             raise ResultsFileError(writer.partial_path, f"cannot resume: rows end at frame {start - 1}, the "
@@ -317,30 +285,9 @@ def replay_series(
         stopped = {"flag": False}
 
         def on_frame(record: FrameRecord) -> bool:
-            frame = series[record.index]
-            e_r, e_q, p_rms = _truth_metrics(series, record, frame.intensity, frame.mask)
-            refined = {} if physics is None else _physics_fields(series, record, frame.intensity, frame.mask)
-            step_costs = np.full(steps, np.nan, dtype=np.float32)
-            step_costs[: record.steps] = record.step_costs[:steps]
-            writer.append(
-                latent=record.latent.astype(np.float32),
-                cost=np.float32(record.cost),
-                density=record.density,
-                time=record.time,
-                steps=record.steps,
-                index=record.index,
-                step_costs=step_costs,
-                encoded=record.encoded.astype(np.float32),
-                seconds=record.seconds,
-                status=record.status,
-                strategy_state=json.dumps(record.state),
-                E_r=e_r,
-                E_q=e_q,
-                phase_rms=p_rms,
-                **refined,
-                **{DIGEST_FIELD: digest.at(record.index)},
-            )
-            report = FrameReport(record, e_r, e_q, p_rms, refined.get("E_r_refined", float("nan")))
+            row = frame_row(series, record, digest.at(record.index), description.steps_per_frame, hybrid)
+            writer.append_row(row)
+            report = FrameReport(record, row.metrics, row.physics.output_metrics if row.physics else row.metrics)
             if callback is not None and callback(report):
                 stopped["flag"] = True
                 return True
@@ -348,10 +295,10 @@ def replay_series(
 
         # a fresh run (no row yet) starts the strategy from the encoder, whatever its first frame
         result = track(todo, model, strategy, callback=on_frame, start_index=start if writer.num_frames_written else 0,
-                       held_latent=held, held_output=held_output, views=views, view=view)
+                       held_latent=held, views=views, view=view, keep_densities=False)
         if not stopped["flag"] and writer.num_frames_written == 0:
             writer.discard()  # nothing to keep: no file marked complete with no frame in it
-            raise no_usable_frame_error(series)
+            raise no_usable_frame_error(result.skipped, series.path)
     except BaseException:
         writer.abort()
         raise

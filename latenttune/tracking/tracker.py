@@ -1,85 +1,59 @@
 """The real-time tracking loop: keep a latent vector locked on a changing sample.
 
-For each measured frame ``(intensity, mask)`` the loop builds the frame's cost
-``C(z) = amplitude misfit of |F pad(decode(z))|^2 against the frame`` (DESIGN.md section 2;
-masked, flux-scale invariant; :class:`latenttune.model.latent_cost.LatentCost`) and lets a *strategy*
-improve the latent for ``steps_per_frame`` cost evaluations:
+For each measured frame the loop checks it once (:func:`latenttune.frame_policy.checked_frame`),
+builds the frame's cost ``C(z) = amplitude misfit of |F pad(decode(z))|^2 against the frame``
+(masked, flux-scale invariant; :class:`latenttune.model.latent_cost.LatentCost`) and lets a
+*strategy* (:mod:`latenttune.tracking.strategies`) improve the latent; the strategy may then work on
+the voxels (the hybrid's physics stage). :class:`FrameTracker` is one frame, as a few named steps:
 
-* :class:`ESStrategy` -- extremum seeking (:mod:`controllers`): cost values only, never the
-  network's gradient. Starts from the encoder's prediction of the first frame, then carries on
-  from the previous frame (``absolute`` mode), or tunes a correction ``delta`` added to the
-  encoder's prediction of each new frame, ``z_t = E(I_t) + delta`` (``residual`` mode).
-* :class:`OneShotStrategy` -- the encoder alone, ``z_t = E(I_t)``: the comparator with no
-  controller.
-* :class:`HybridStrategy` (the default of the command line) -- ES as above, then the physics stage
-  of :mod:`latenttune.tracking.physics_stage` on the voxels: RAAR/ER with shrink-wrap from the previous frame's
-  output, guided by the decoded density, kept only when it fits held-out voxels better and the
-  measured pattern no worse. The frame's reported density is then :attr:`FrameRecord.output_density`.
-* :class:`GradientStrategy` -- gradient descent on ``z`` through autograd. **Uses the network
-  gradient**; a comparator, not the project's method.
+1. :meth:`~FrameTracker._skip` -- a frame that :attr:`~latenttune.frame_policy.Frame.problem`
+   rejects (not finite, negative, no counts) is recorded as ``"skipped: <reason>"`` and the last
+   estimate is held;
+2. :meth:`~FrameTracker._choose_view` -- on the first good frame the encoder may be asked in
+   ``views`` symmetric views of the pattern (:mod:`latenttune.model.views`); the run then works
+   with the model seen through the view that fits best (densities stay in the laboratory frame;
+   the view's index is stored in every record's ``state`` as ``"view"``, so a resumed run keeps it);
+3. :meth:`~FrameTracker._predict` -- every encoder's prediction, the best-fitting one handed to the
+   strategy (:func:`latenttune.model.encoders.choose_encoder`; two cost evaluations for a
+   two-encoder model, part of the frame's record);
+4. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.run_frame`; the best latent
+   evaluated is the frame's estimate, decoded once (the cost keeps the density it evaluated);
+5. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.refine` (the hybrid's physics stage,
+   which also gets the other encoders' predictions to try when the frame stagnates).
 
-On the first good frame the tracker may ask the encoder in ``views`` symmetric views of the pattern
-(:mod:`latenttune.model.views`) and keep the view whose prediction fits the measurement best; the run then
-works with the model seen through that view (densities stay in the laboratory frame; the view's
-index is stored in every record's ``state`` as ``"view"``, so a resumed run keeps it).
-
-A model with a cycle encoder (:attr:`latenttune.model.ModelConfig.cycle_encoder`) predicts every
-frame with both encoders and hands the strategy the prediction that fits the frame better
-(:func:`latenttune.model.encoders.choose_encoder`); the two evaluations are part of the frame's record.
-The hybrid's physics stage gets the other prediction's density too, and tries it as a restart when
-the frame's refinement stagnates (:meth:`latenttune.tracking.physics_stage.PhysicsStage.run`): the encoder that fits
-the counts best before phase retrieval is not always the one that leads phase retrieval to the
-sample.
-
-Every strategy reports the best latent it evaluated on the frame. Frames that
-:func:`latenttune.frame_policy.frame_problem` rejects (not finite, negative, no counts) are skipped
-with a warning and the last estimate is held. The latent never leaves
-the model's box ``[-1, 1]^k``. :func:`track` returns a :class:`TrackResult` (one vocabulary for
-every strategy) and calls ``callback(record)`` after each frame; a callback returning True stops
-the run (``status`` 1). Its per-frame body is :class:`FrameTracker`, which live callers (the
-Bluesky plan :func:`latenttune.bluesky.track_sample`) drive one frame at a time, so a stored live
-run replays to the same costs.
+The latent never leaves the model's box ``[-1, 1]^k``. :func:`track` is a loop over frames; it
+returns a :class:`TrackResult` (one vocabulary for every strategy) and calls ``callback(record)``
+after each frame; a callback returning True stops the run (``status`` 1). Live callers (the
+Bluesky plan :func:`latenttune.bluesky.track_sample`) drive a :class:`FrameTracker` one frame at a
+time, so a stored live run replays to the same costs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from controllers import ESParams, ExtremumSeeking, from_unit_box
+from latenttune.frame_policy import Frame, checked_frame
 from latenttune.model.encoders import choose_encoder
-from latenttune.frame_policy import frame_problem as _frame_problem
 from latenttune.model.latent_cost import LatentCost
 from latenttune.model.network import LatentAutoencoder
-from latenttune.physics import COSTS, forward
-from latenttune.tracking.physics_stage import PhysicsOutcome, PhysicsSettings, PhysicsStage
 from latenttune.model.views import ViewedAutoencoder, check_views, choose_view, viewed
+from latenttune.tracking.physics_stage import PhysicsOutcome
+from latenttune.tracking.strategy import Strategy, check_strategy
+from latenttune.validation import check_int
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "FrameRecord",
-    "TrackResult",
-    "Strategy",
-    "ESStrategy",
-    "HybridStrategy",
-    "OneShotStrategy",
-    "GradientStrategy",
-    "make_strategy",
-    "FrameTracker",
-    "track",
-    "MODES",
-    "STRATEGIES",
-]
-
-MODES = ("absolute", "residual")
+__all__ = ["FrameRecord", "TrackResult", "FrameTracker", "track"]
 
 
 @dataclass(frozen=True)
@@ -100,21 +74,23 @@ class FrameRecord:
         Cost of every evaluation on this frame, in order.
     encoded : ndarray, shape (k,)
         The encoder's prediction for this frame (NaN when the strategy does not use it).
-    density : ndarray, shape (n, n, n), complex64
-        ``decode(latent)``.
+    density : ndarray, shape (n, n, n), complex64, or None
+        ``decode(latent)`` (None in the records a streaming :func:`track` keeps).
     seconds : float
-        Wall time spent on the frame (encode, evaluations, decode).
+        Wall time spent on the frame (encode, evaluations, decode, second stage).
     status : str
         ``"ok"`` or ``"skipped: <reason>"``.
     state : dict
         The strategy's serialisable state after the frame (for exact resume), with the tracker's
-        ``"view"`` (index in :data:`latenttune.model.views.VIEWS` of the model's view; 0 = identity).
+        ``"view"`` (index in :data:`latenttune.model.symmetry.VIEWS` of the model's view; 0 = identity).
     physics : PhysicsOutcome or None
         The physics stage's outcome on this frame (hybrid tracking; None otherwise and on a
         skipped frame).
     output : ndarray or None
         The frame's reconstruction when it is not ``density`` (hybrid tracking: the physics
         stage's output, held over a skipped frame); see :attr:`output_density`.
+    frame : Frame or None
+        The checked measured frame (given to the callback; None in the records :func:`track` keeps).
     """
 
     index: int
@@ -123,15 +99,16 @@ class FrameRecord:
     cost: float
     step_costs: np.ndarray
     encoded: np.ndarray
-    density: np.ndarray
+    density: np.ndarray | None
     seconds: float
     status: str
     state: dict[str, Any] = field(default_factory=dict)
     physics: PhysicsOutcome | None = None
     output: np.ndarray | None = None
+    frame: Frame | None = None
 
     @property
-    def output_density(self) -> np.ndarray:
+    def output_density(self) -> np.ndarray | None:
         """The frame's reconstruction: the physics stage's output (hybrid tracking), else ``density``."""
         return self.output if self.output is not None else self.density
 
@@ -139,6 +116,13 @@ class FrameRecord:
     def steps(self) -> int:
         """Cost evaluations spent on the frame."""
         return int(len(self.step_costs))
+
+    def light(self, keep_densities: bool = True) -> FrameRecord:
+        """This record without the measured frame (and without the densities unless ``keep_densities``)."""
+        if keep_densities:
+            return dataclasses.replace(self, frame=None)
+        physics = None if self.physics is None else dataclasses.replace(self.physics, density=None, refined=None)
+        return dataclasses.replace(self, frame=None, density=None, output=None, physics=physics)
 
 
 @dataclass
@@ -148,7 +132,7 @@ class TrackResult:
     Attributes
     ----------
     records : list of FrameRecord
-        One per processed frame.
+        One per processed frame (without the measured frames; without densities when streamed).
     x : ndarray, shape (k,)
         The final latent.
     fun : float
@@ -158,6 +142,8 @@ class TrackResult:
     status : int
         0 all frames processed; 1 stopped by the callback.
     message : str
+    skipped : Counter
+        Frames skipped, by reason (those before the first estimate, which get no record, included).
     """
 
     records: list[FrameRecord]
@@ -166,6 +152,7 @@ class TrackResult:
     nit: int
     status: int
     message: str
+    skipped: Counter[str] = field(default_factory=Counter)
 
     @property
     def latent(self) -> np.ndarray:
@@ -177,15 +164,22 @@ class TrackResult:
         """Final cost per frame, shape (T,)."""
         return np.array([r.cost for r in self.records])
 
+    def _densities(self, what: str) -> np.ndarray:
+        values = [getattr(r, what) for r in self.records]
+        if any(v is None for v in values):
+            raise ValueError("the densities were not kept (track(..., keep_densities=False) streams them to its "
+                             "callback); read them from the results file")
+        return np.stack(values)
+
     @property
     def density(self) -> np.ndarray:
         """Decoded density per frame, shape (T, n, n, n)."""
-        return np.stack([r.density for r in self.records])
+        return self._densities("density")
 
     @property
     def output_density(self) -> np.ndarray:
         """Reconstruction per frame (the physics stage's output in hybrid tracking), shape (T, n, n, n)."""
-        return np.stack([r.output_density for r in self.records])
+        return self._densities("output_density")
 
     @property
     def seconds(self) -> np.ndarray:
@@ -193,271 +187,12 @@ class TrackResult:
         return np.array([r.seconds for r in self.records])
 
 
-class Strategy(Protocol):
-    """How the loop improves the latent on one frame."""
-
-    name: str
-    uses_network_gradient: bool
-
-    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Return ``(evaluated latents (S, k), their costs (S,))`` for this frame."""
-        ...
-
-    @property
-    def needs_encoder(self) -> bool:
-        """Whether :meth:`run_frame` needs the encoder's prediction of every frame."""
-        ...
-
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable state, enough to continue exactly."""
-        ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        ...
-
-
-ES_STEPS_PER_FRAME = 100
-"""Default cost evaluations per frame of ES alone and of the gradient comparator."""
-HYBRID_STEPS_PER_FRAME = 16
-"""Default ES iterations per frame of the hybrid tracker (its physics stage does the fine work)."""
-
-
-def _check_steps(steps_per_frame: Any) -> int:
-    if isinstance(steps_per_frame, bool) or not isinstance(steps_per_frame, (int, np.integer)) or steps_per_frame < 1:
-        raise ValueError(f"`steps_per_frame` must be a positive integer, got {steps_per_frame!r}")
-    return int(steps_per_frame)
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
-    return mode
-
-
-class OneShotStrategy:
-    """The encoder alone: ``z_t = E(I_t)``, one cost evaluation (to report the cost)."""
-
-    name = "one-shot"
-    uses_network_gradient = False
-    needs_encoder = True
-
-    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
-        z = np.asarray(encoded, dtype=np.float64)[None]
-        return z, cost(z).astype(np.float64)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
-
-
-class ESStrategy:
-    """Extremum seeking on the latent (``absolute``) or on a correction to the encoder (``residual``).
-
-    Parameters
-    ----------
-    k : int
-        Latent dimension.
-    steps_per_frame : int
-        ES iterations (cost evaluations) per frame.
-    mode : {"absolute", "residual"}
-        What the controller tunes.
-    residual_width : float
-        Residual mode: the correction ``delta`` lives in ``[-residual_width, residual_width]^k``.
-    reseed : bool
-        Absolute mode: on every new frame, first evaluate the cost of the controller's current
-        latent and of the encoder's prediction of the frame (two of the frame's cost evaluations)
-        and restart the controller from the encoder's prediction when it fits the new frame better.
-        A sample that jumps, or moves faster than ES can follow, is then caught by the encoder
-        instead of being chased from the old latent; the choice uses cost values only (no
-        network gradient). Default True. Measured with the default model on the ``latent-walk``
-        scenario (5 frames): without it ES fell behind the moving truth (E_r up to 0.37 where the
-        encoder alone reached 0.03-0.13).
-    **es_options
-        :class:`controllers.ESParams` fields other than the bounds (``gain``, ``dither``, ...).
-    """
-
-    name = "es"
-    uses_network_gradient = False
-
-    def __init__(self, k: int, steps_per_frame: int = 100, mode: str = "absolute", residual_width: float = 0.5,
-                 reseed: bool = True, **es_options: Any) -> None:
-        self.steps_per_frame = _check_steps(steps_per_frame)
-        self.mode = _check_mode(mode)
-        if not isinstance(reseed, (bool, np.bool_)):
-            raise TypeError(f"`reseed` must be a bool, got {type(reseed).__name__}")
-        self.reseed = bool(reseed)
-        if not 0 < residual_width <= 2:
-            raise ValueError(f"`residual_width` must be in (0, 2], got {residual_width!r}")
-        self.residual_width = float(residual_width)
-        half = self.residual_width if mode == "residual" else 1.0
-        self.params = ESParams(lower=-half * np.ones(k), upper=half * np.ones(k), **es_options)
-        self.controller = ExtremumSeeking(self.params)
-        self.name = f"es-{mode}"
-
-    @property
-    def needs_encoder(self) -> bool:
-        return self.mode == "residual" or self.reseed
-
-    def _reseeding(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
-        """The reseeding comparison of a new frame: ``(latents (2, k), costs (2,))``, or empty arrays."""
-        k = self.params.k
-        if first or self.mode != "absolute" or not self.reseed or self.steps_per_frame < 3:
-            return np.empty((0, k)), np.empty(0)
-        current = from_unit_box(self.params, self.controller.state.z)
-        candidates = np.stack([current, np.clip(np.asarray(encoded, dtype=np.float64), self.params.lower, self.params.upper)])
-        values = cost(candidates).astype(np.float64)
-        if values[1] < values[0]:
-            self.controller.reset(candidates[1])
-        return candidates, values
-
-    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
-        if first and self.mode == "absolute":
-            self.controller.reset(np.clip(encoded, self.params.lower, self.params.upper))
-        if first and self.mode == "residual":
-            self.controller.reset(np.zeros(self.params.k))
-        seeds, seed_costs = self._reseeding(cost, encoded, first)
-        offset = np.zeros(self.params.k) if self.mode == "absolute" else np.asarray(encoded, dtype=np.float64)
-        steps = self.steps_per_frame - len(seed_costs)
-        latents = np.empty((steps, self.params.k))
-        costs = np.empty(steps)
-        for step in range(steps):
-            z = np.clip(offset + self.controller.suggest(), -1.0, 1.0)
-            value = float(cost(z)[0])
-            self.controller.ingest(value)
-            latents[step], costs[step] = z, value
-        return np.concatenate([seeds, latents]), np.concatenate([seed_costs, costs])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"controller": self.controller.to_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.controller = ExtremumSeeking.from_dict(state["controller"])
-
-
-class HybridStrategy(ESStrategy):
-    """Extremum seeking on the latent, then the physics stage on the voxels (the default tracker).
-
-    The latent part is :class:`ESStrategy` unchanged (same controller, same costs); the tracking loop
-    (:class:`FrameTracker`) runs :class:`latenttune.tracking.physics_stage.PhysicsStage` with ``physics`` after it on
-    every good frame. Neither part uses the network's gradient.
-
-    Parameters
-    ----------
-    k, mode, residual_width, reseed, **es_options
-        As for :class:`ESStrategy`.
-    steps_per_frame : int
-        ES iterations per frame (default ``HYBRID_STEPS_PER_FRAME`` = 16: the physics stage does the
-        fine work; on 8 frames of ``fcc-glide``, one torch thread on a busy 2-core CPU, 100 steps
-        gave a hybrid mean E_r of 0.0480 at 1.81 s per frame and 30 steps 0.0484 at 0.99 s; with
-        the two-encoder default model, 16 steps against 30 on the five-frame benchmark series gave
-        0.162 / 0.160 (``latent-walk`` seed 31), 0.080 / 0.080 (seed 0), 0.086 / 0.086 (``strain``
-        seed 7) and 0.076 / 0.073 (``dislocation`` seed 31), about 0.2 s less per frame).
-    physics : PhysicsSettings, optional
-        The physics stage's settings (default :class:`PhysicsSettings()`).
-    """
-
-    def __init__(self, k: int, steps_per_frame: int = HYBRID_STEPS_PER_FRAME, mode: str = "absolute",
-                 residual_width: float = 0.5, reseed: bool = True, physics: PhysicsSettings | None = None,
-                 **es_options: Any) -> None:
-        super().__init__(k, steps_per_frame=steps_per_frame, mode=mode, residual_width=residual_width, reseed=reseed,
-                         **es_options)
-        physics = PhysicsSettings() if physics is None else physics
-        if not isinstance(physics, PhysicsSettings):
-            raise TypeError(f"`physics` must be a PhysicsSettings, got {type(physics).__name__}")
-        self.physics = physics
-        self.name = "hybrid" if mode == "absolute" else f"hybrid-{mode}"
-
-
-class GradientStrategy:
-    """Adam on ``z`` through autograd of the decoder and forward model. **Uses the network gradient.**
-
-    A comparator that shows what a gradient-based tracker would do; the project's method (ES)
-    never uses it. Same modes and box as :class:`ESStrategy`.
-
-    Parameters
-    ----------
-    steps_per_frame : int
-        Gradient steps (each one cost evaluation) per frame.
-    lr : float
-        Adam learning rate (box units).
-    mode : {"absolute", "residual"}
-    """
-
-    name = "gradient"
-    uses_network_gradient = True
-
-    def __init__(self, k: int, steps_per_frame: int = 100, lr: float = 0.02, mode: str = "absolute") -> None:
-        self.steps_per_frame = _check_steps(steps_per_frame)
-        self.mode = _check_mode(mode)
-        if not lr > 0:
-            raise ValueError(f"`lr` must be > 0, got {lr!r}")
-        self.lr = float(lr)
-        self.k = k
-        self.variable = np.zeros(k)
-        self.name = f"gradient-{mode}"
-
-    @property
-    def needs_encoder(self) -> bool:
-        return True
-
-    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
-        if self.mode == "absolute" and first:
-            self.variable = np.asarray(encoded, dtype=np.float64).copy()
-        offset = np.zeros(self.k) if self.mode == "absolute" else np.asarray(encoded, dtype=np.float64)
-        model, device = cost.model, cost.device
-        param = torch.tensor(self.variable, dtype=torch.float32, device=device, requires_grad=True)
-        base = torch.tensor(offset, dtype=torch.float32, device=device)
-        cost_function = COSTS[cost.cost_name]
-        optimiser = torch.optim.Adam([param], lr=self.lr)
-        latents = np.empty((self.steps_per_frame, self.k))
-        costs = np.empty(self.steps_per_frame)
-        with torch.enable_grad():
-            for step in range(self.steps_per_frame):
-                z = (base + param).clamp(-1.0, 1.0)
-                value = cost_function(forward(model.decode_tensor(z[None])), cost.intensity, cost.mask)[0]
-                latents[step], costs[step] = z.detach().cpu().numpy(), float(value.detach())
-                optimiser.zero_grad()
-                value.backward()
-                optimiser.step()
-                with torch.no_grad():
-                    param.copy_((base + param).clamp(-1.0, 1.0) - base)
-        cost.evaluations += self.steps_per_frame
-        self.variable = param.detach().cpu().numpy().astype(np.float64)
-        return latents, costs
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"variable": self.variable.tolist()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.variable = np.asarray(state["variable"], dtype=np.float64)
-
-
-STRATEGIES = ("hybrid", "es", "one-shot", "gradient")
-
-
-def make_strategy(name: str, k: int, *, steps_per_frame: int | None = None, mode: str = "absolute",
-                  **options: Any) -> Strategy:
-    """Build a strategy by name: ``"hybrid"``, ``"es"``, ``"one-shot"`` or ``"gradient"``.
-
-    ``steps_per_frame=None`` takes the strategy's own default (``HYBRID_STEPS_PER_FRAME`` for the
-    hybrid, ``ES_STEPS_PER_FRAME`` for ES and the gradient comparator).
-    """
-    if steps_per_frame is None:
-        steps_per_frame = HYBRID_STEPS_PER_FRAME if name == "hybrid" else ES_STEPS_PER_FRAME
-    if name == "hybrid":
-        return HybridStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
-    if name == "es":
-        return ESStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
-    if name == "gradient":
-        return GradientStrategy(k, steps_per_frame=steps_per_frame, mode=mode, **options)
-    if name == "one-shot":
-        if options:
-            raise ValueError(f"the one-shot strategy takes no options, got {sorted(options)}")
-        return OneShotStrategy()
-    raise ValueError(f"`strategy` must be one of {list(STRATEGIES)}, got {name!r}")
+def _check_model(model: Any) -> LatentAutoencoder:
+    if isinstance(model, ViewedAutoencoder):
+        return model.base
+    if not isinstance(model, LatentAutoencoder):
+        raise TypeError(f"`model` must be a LatentAutoencoder (load_model(...).model), got {type(model).__name__}")
+    return model
 
 
 class FrameTracker:
@@ -473,19 +208,16 @@ class FrameTracker:
     model : LatentAutoencoder
         The model (eval mode).
     strategy : Strategy
-        :class:`ESStrategy`, :class:`OneShotStrategy` or :class:`GradientStrategy`; its state
-        evolves with every frame.
+        A strategy of :mod:`latenttune.tracking.strategies`; its state evolves with every frame (a
+        resumed run loads its state first, :meth:`Strategy.load_state_dict`).
     first : bool
         True for a fresh run: the first good frame (re)starts the strategy from the encoder.
-        False for a resumed run (the strategy's state must already be loaded).
+        False for a resumed run.
     held_latent : ndarray, optional
         Estimate to hold over skipped frames before the first good one (resume).
-    held_output : ndarray, optional
-        Hybrid tracking, resume: the last frame's output, the physics stage's warm start.
     views : {1, 24, 48}
         Symmetric views of the first good frame to choose the model's view from
-        (:func:`latenttune.model.views.choose_view`); 1 (the default everywhere: the command line,
-        :func:`track`, :func:`latenttune.tracking.replay.replay_series`, the Bluesky plan) keeps the identity.
+        (:func:`latenttune.model.views.choose_view`); 1 (the default everywhere) keeps the identity.
     view : int
         Resume: the view the run already uses (``record.state["view"]``); 0 = identity.
 
@@ -497,42 +229,45 @@ class FrameTracker:
         The current estimate (None before any).
     last_density : ndarray or None
         Density of the last record returned by :meth:`step`.
-    physics : PhysicsStage or None
-        The physics stage of a strategy that has one (:class:`HybridStrategy`).
     evaluations : int
         Cost evaluations so far.
+    skipped : Counter
+        Frames skipped so far, by reason.
     model : LatentAutoencoder or ViewedAutoencoder
         The model seen through :attr:`view`.
     """
 
     def __init__(self, model: LatentAutoencoder, strategy: Strategy, *, first: bool = True,
-                 held_latent: np.ndarray | None = None, held_output: np.ndarray | None = None,
-                 views: int = 1, view: int = 0) -> None:
+                 held_latent: np.ndarray | None = None, views: int = 1, view: int = 0) -> None:
         self.views = check_views(views)
-        self.base_model = model.base if isinstance(model, ViewedAutoencoder) else model
+        self.base_model = _check_model(model)
         self.model = viewed(self.base_model, view)
-        self.strategy = strategy
+        self.strategy = check_strategy(strategy, self.base_model.latent_dim)
         self.first = bool(first)
-        self.last_latent = None if held_latent is None else np.asarray(held_latent, dtype=np.float64)
+        if held_latent is not None:
+            held_latent = np.asarray(held_latent, dtype=np.float64)
+            if held_latent.shape != (self.base_model.latent_dim,):
+                raise ValueError(f"`held_latent` must have shape ({self.base_model.latent_dim},), got "
+                                 f"{held_latent.shape}")
+        self.last_latent = held_latent
         self.last_density: np.ndarray | None = None
-        settings = getattr(strategy, "physics", None)
-        device = next(model.parameters()).device
-        self.physics = None if settings is None else PhysicsStage(settings, device, previous=held_output)
         self.evaluations = 0
+        self.skipped: Counter[str] = Counter()
+        self._device = next(self.base_model.parameters()).device
 
-    def step(self, intensity: Any, mask: Any, index: int, time_s: float) -> FrameRecord | None:
+    def step(self, intensity: Any, mask: Any = None, index: int = 0, time_s: float = 0.0) -> FrameRecord | None:
         """Process one measured frame.
 
         Parameters
         ----------
-        intensity : array_like, shape (N, N, N)
-            Measured intensity.
+        intensity : array_like, shape (N, N, N), or Frame
+            Measured intensity (a :class:`~latenttune.frame_policy.Frame` is used as it is).
         mask : array_like of bool, shape (N, N, N), or None
             True = voxel not measured.
         index : int
-            Frame index (stored in the record).
+            Frame index (stored in the record; a Frame's own index wins).
         time_s : float
-            Frame time in seconds (stored in the record).
+            Frame time in seconds (stored in the record; a Frame's own time wins).
 
         Returns
         -------
@@ -540,81 +275,104 @@ class FrameTracker:
             The frame's record; for a bad frame (not finite, or no counts) a ``"skipped: ..."``
             record that holds the last estimate, or None when there is no estimate to hold yet.
         """
-        model, strategy = self.model, self.strategy
-        intensity = np.asarray(intensity)
-        mask = None if mask is None else np.asarray(mask, dtype=bool)
         start = time.perf_counter()
-        problem = _frame_problem(intensity, mask)
-        if problem is None and mask is not None and not np.all(np.isfinite(intensity)):
-            # non-finite values only in unmeasured voxels, which never enter a cost
-            intensity = np.where(mask, 0, intensity)
-        if problem is not None:
-            log.warning("frame %d skipped (%s); holding the last estimate", index, problem)
-            if self.last_latent is None:
-                log.warning("frame %d skipped before any estimate exists; nothing to hold", index)
-                return None
-            if self.last_density is not None:
-                held_density = self.last_density
-            else:
-                with torch.inference_mode():
-                    held_density = model.decode(self.last_latent)[0].cpu().numpy()
-            held_output = None if self.physics is None else self.physics.previous
-            record = FrameRecord(
-                index=index, time=time_s, latent=self.last_latent, cost=math.nan, step_costs=np.empty(0),
-                encoded=np.full_like(self.last_latent, np.nan), density=held_density,
-                seconds=time.perf_counter() - start, status=f"skipped: {problem}", state=self._state(),
-                output=held_output,
-            )
+        frame = checked_frame(intensity, mask, self.base_model.config.N, index=index, time=time_s)
+        if frame.problem is not None:
+            record = self._skip(frame, start)
         else:
-            encoded = None
-            if self.first and self.views > 1:
-                choice = choose_view(self.base_model, intensity, mask, views=self.views)
-                encoded = choice.latent
-                self.model = model = viewed(self.base_model, choice.index)
-                log.info("frame %d: view %d of %d fits best (cost %.5f, identity %.5f)", index, choice.index,
-                         self.views, choice.costs[choice.index], choice.costs[0])
-            cost = LatentCost(model, intensity, mask)
-            chosen = (np.empty((0, model.latent_dim)), np.empty(0))
-            others = np.empty((0, model.latent_dim))  # the other encoders' predictions
-            if (strategy.needs_encoder or self.first) and (encoded is None or model.encoder_count > 1):
-                pick = choose_encoder(model, cost)
-                encoded, chosen = pick.latent, (pick.latents, pick.costs)
-                others = np.delete(pick.latents, pick.index, axis=0)
-                if model.encoder_count > 1:
-                    log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
-                             " ".join(f"{c:.5f}" for c in pick.costs))
-            latents, costs = strategy.run_frame(cost, encoded, self.first)
-            if len(chosen[1]):  # the encoders' predictions were evaluated too: they count, and may be the best
-                latents, costs = np.concatenate([chosen[0], latents]), np.concatenate([chosen[1], costs])
-            best = int(np.argmin(costs))
-            latent = latents[best]
+            record = self._track(frame, start)
+        if record is not None:
+            self.last_density = record.density
+            log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", record.index, record.cost, record.steps,
+                     record.seconds)
+        return record
+
+    def _skip(self, frame: Frame, start: float) -> FrameRecord | None:
+        """Step 1: a frame that cannot be tracked holds the last estimate (None before any)."""
+        self.skipped[frame.problem] += 1
+        log.warning("frame %d skipped (%s); holding the last estimate", frame.index, frame.problem)
+        if self.last_latent is None:
+            log.warning("frame %d skipped before any estimate exists; nothing to hold", frame.index)
+            return None
+        held_density = self.last_density
+        if held_density is None:
             with torch.inference_mode():
-                density = model.decode(latent)[0].cpu().numpy()
-            self.evaluations += len(costs)
-            outcome = None
-            if self.physics is not None:
-                with torch.inference_mode():
-                    alternatives = list(model.decode(others).cpu().numpy()) if len(others) else []
-                outcome = self.physics.run(density, intensity, mask, index, alternatives=alternatives)
-            record = FrameRecord(
-                index=index, time=time_s, latent=latent, cost=float(costs[best]), step_costs=costs,
-                encoded=encoded if encoded is not None else np.full(model.latent_dim, np.nan),
-                density=density, seconds=time.perf_counter() - start, status="ok", state=self._state(),
-                physics=outcome, output=None if outcome is None else outcome.density,
-            )
-            self.first = False
-            self.last_latent = latent
-        self.last_density = record.density
-        log.info("frame %d: cost %.5f after %d evaluations (%.3f s)", index, record.cost, record.steps, record.seconds)
+                held_density = self.model.decode(self.last_latent)[0].cpu().numpy()
+        return FrameRecord(
+            index=frame.index, time=frame.time, latent=self.last_latent, cost=math.nan, step_costs=np.empty(0),
+            encoded=np.full_like(self.last_latent, np.nan), density=held_density,
+            seconds=time.perf_counter() - start, status=f"skipped: {frame.problem}", state=self._state(),
+            output=self.strategy.previous_output, frame=frame,
+        )
+
+    def _choose_view(self, frame: Frame) -> np.ndarray:
+        """Step 2: adopt the symmetric view whose prediction fits the first good frame best; its latent."""
+        choice = choose_view(self.base_model, frame.intensity, frame.mask, views=self.views)
+        self.model = viewed(self.base_model, choice.index)
+        log.info("frame %d: view %d of %d fits best (cost %.5f, identity %.5f)", frame.index, choice.index,
+                 self.views, choice.costs[choice.index], choice.costs[0])
+        return choice.latent
+
+    def _predict(self, cost: LatentCost, encoded: np.ndarray | None, index: int
+                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Step 3: the encoders' chosen prediction, the evaluations it took, and the others' densities."""
+        model = self.model
+        k = model.latent_dim
+        if not ((self.strategy.needs_encoder or self.first) and (encoded is None or model.encoder_count > 1)):
+            return encoded, np.empty((0, k)), np.empty(0), []
+        pick = choose_encoder(model, cost)
+        if model.encoder_count > 1:
+            log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
+                     " ".join(f"{c:.5f}" for c in pick.costs))
+        others = []
+        if model.encoder_count > 1:
+            with torch.inference_mode():
+                others = list(model.decode(pick.others).cpu().numpy())
+        return pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs, others
+
+    def _track(self, frame: Frame, start: float) -> FrameRecord:
+        """Steps 2 to 5 on a good frame."""
+        encoded = self._choose_view(frame) if self.first and self.views > 1 else None
+        cost = LatentCost(self.model, frame.intensity, frame.mask)
+        encoded, predicted, predicted_costs, others = self._predict(cost, encoded, frame.index)
+        latents, costs = self.strategy.run_frame(cost, encoded, self.first)  # step 4
+        # the encoders' predictions were evaluated too: they count, and may be the best
+        latents, costs = np.concatenate([predicted, latents]), np.concatenate([predicted_costs, costs])
+        best = int(np.argmin(costs))
+        latent = latents[best]
+        density = cost.density_of(latent)
+        self.evaluations += len(costs)
+        outcome = self.strategy.refine(density, frame.intensity, frame.mask, frame.index, others,  # step 5
+                                       device=self._device)
+        record = FrameRecord(
+            index=frame.index, time=frame.time, latent=latent, cost=float(costs[best]), step_costs=costs,
+            encoded=encoded if encoded is not None else np.full(self.model.latent_dim, np.nan),
+            density=density, seconds=time.perf_counter() - start, status="ok", state=self._state(),
+            physics=outcome, output=None if outcome is None else outcome.density, frame=frame,
+        )
+        self.first = False
+        self.last_latent = latent
         return record
 
     @property
     def view(self) -> int:
-        """The model's view (index in :data:`latenttune.model.views.VIEWS`; 0 = identity)."""
+        """The model's view (index in :data:`latenttune.model.symmetry.VIEWS`; 0 = identity)."""
         return self.model.index if isinstance(self.model, ViewedAutoencoder) else 0
 
     def _state(self) -> dict[str, Any]:
         return {**self.strategy.state_dict(), "view": self.view}
+
+
+def _frame_of(item: Any, position: int, start_index: int, N: int) -> Frame:
+    """A frame of :func:`track`'s iterable: a Frame, an object with ``intensity``/``mask``, or a pair."""
+    if isinstance(item, Frame):
+        return item
+    if hasattr(item, "intensity"):
+        index = int(getattr(item, "index", start_index + position))
+        return checked_frame(item.intensity, item.mask, N, index=index, time=float(getattr(item, "time", index)))
+    intensity, mask = item  # an (intensity, mask) pair: a tuple's ``index`` is a method, not a frame index
+    index = start_index + position
+    return checked_frame(intensity, mask, N, index=index, time=float(index))
 
 
 def track(
@@ -625,9 +383,9 @@ def track(
     callback: Callable[[FrameRecord], bool | None] | None = None,
     start_index: int = 0,
     held_latent: np.ndarray | None = None,
-    held_output: np.ndarray | None = None,
     views: int = 1,
     view: int = 0,
+    keep_densities: bool = True,
 ) -> TrackResult:
     """Track a time series of measured frames.
 
@@ -636,50 +394,50 @@ def track(
     Parameters
     ----------
     frames : iterable
-        Frames with ``intensity`` (N, N, N), ``mask`` (N, N, N) bool or None, and optionally ``time``
-        and ``index`` attributes (e.g. :class:`latenttune.io.Frame`), or ``(intensity, mask)`` pairs.
+        :class:`~latenttune.frame_policy.Frame` objects (what :class:`latenttune.io.Series`
+        yields), objects with ``intensity`` (N, N, N), ``mask`` and optionally ``time`` and
+        ``index``, or ``(intensity, mask)`` pairs.
     model : LatentAutoencoder
         The model (eval mode).
     strategy : Strategy
-        :class:`ESStrategy`, :class:`OneShotStrategy` or :class:`GradientStrategy`.
+        From :func:`latenttune.tracking.make_strategy`.
     callback : callable, optional
-        ``callback(record)`` after each frame; returning True stops the run.
+        ``callback(record)`` after each frame (the record holds the measured frame as ``frame``);
+        returning True stops the run.
     start_index : int
         Index of the first frame (for a resumed run: the strategy's state must already be loaded,
         and ``held_latent`` the last estimate).
     held_latent : ndarray, optional
         Estimate to hold over skipped frames before the first good one (resume).
-    held_output : ndarray, optional
-        Hybrid tracking, resume: the last frame's output (the physics stage's warm start).
     views : {1, 24, 48}
         Symmetric views of the first good frame to choose the model's view from (:class:`FrameTracker`).
     view : int
         Resume: the run's view (``record.state["view"]`` of its last record).
+    keep_densities : bool
+        Keep every frame's densities in the returned records (default). False streams them: the
+        callback sees each record whole, the result keeps only its scalars and latents (for long
+        runs whose densities go to a file).
 
     Returns
     -------
     TrackResult
     """
+    base = _check_model(model)
+    start_index = check_int("start_index", start_index, low=0)
     records: list[FrameRecord] = []
-    tracker = FrameTracker(model, strategy, first=start_index == 0, held_latent=held_latent, held_output=held_output,
-                           views=views, view=view)
+    tracker = FrameTracker(base if model is base else model, strategy, first=start_index == 0,
+                           held_latent=held_latent, views=views, view=view)
     status, message = 0, "all frames processed"
-    for position, frame in enumerate(frames):
-        if hasattr(frame, "intensity"):
-            intensity, mask = frame.intensity, frame.mask
-            index = int(getattr(frame, "index", start_index + position))
-            frame_time = float(getattr(frame, "time", index))
-        else:  # an (intensity, mask) pair: a tuple's ``index`` is a method, not a frame index
-            intensity, mask = frame
-            index = start_index + position
-            frame_time = float(index)
-        record = tracker.step(intensity, mask, index, frame_time)
+    for position, item in enumerate(frames):
+        frame = _frame_of(item, position, start_index, base.config.N)
+        record = tracker.step(frame)
         if record is None:
             continue
-        records.append(record)
+        records.append(record.light(keep_densities))
         if callback is not None and callback(record):
-            status, message = 1, f"stopped by the callback after frame {index}"
+            status, message = 1, f"stopped by the callback after frame {frame.index}"
             break
-    x = records[-1].latent if records else np.full(model.latent_dim, np.nan)
+    x = records[-1].latent if records else np.full(base.latent_dim, np.nan)
     fun = records[-1].cost if records else math.nan
-    return TrackResult(records=records, x=x, fun=fun, nit=tracker.evaluations, status=status, message=message)
+    return TrackResult(records=records, x=x, fun=fun, nit=tracker.evaluations, status=status, message=message,
+                       skipped=tracker.skipped)

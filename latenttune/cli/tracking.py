@@ -1,0 +1,311 @@
+"""The ``latenttune track`` and ``latenttune replay`` commands and their tracking options.
+
+:func:`add_parsers` registers them on the main parser (:func:`latenttune.cli.build_parser`); torch and
+:mod:`latenttune.tracking` are imported inside the command functions, so building the parser stays
+cheap. Ctrl-C while tracking stops after the current frame (:mod:`latenttune.cli.interrupts`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from latenttune.cli.argtypes import (
+    add_threads_option,
+    add_views_option,
+    frame_range,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from latenttune.cli.data import _latent_walk_options
+from latenttune.cli.interrupts import _INTERRUPTS, _resume_command
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``track`` and ``replay`` on ``sub`` (in that order)."""
+    _add_track(sub)
+    _add_replay(sub)
+
+
+def _add_tracking_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
+    p.add_argument("--strategy", choices=["hybrid", "es", "one-shot", "gradient"], default="hybrid",
+                   help="hybrid: extremum seeking on z, then phase retrieval on the voxels warm-started from the "
+                        "previous frame and guided by the decoded density, kept only when it fits held-out voxels "
+                        "better (neither uses the network gradient); es: extremum seeking alone; one-shot: encoder "
+                        "alone; gradient: Adam on z through the network gradient (comparator)")
+    p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
+                   help="tune z itself, or a correction added to the encoder's prediction of each frame")
+    p.add_argument("--steps-per-frame", type=positive_int, default=None, action=_Given,
+                   help="cost evaluations per frame (default: 16 for hybrid, 100 for es and gradient)")
+    p.add_argument("--gain", type=positive_float, default=None, action=_Given,
+                   help="ES gain k (default: the controller's)")
+    p.add_argument("--dither", type=positive_float, default=None, action=_Given,
+                   help="ES dither amplitude in box units")
+    p.add_argument("--no-reseed", action=_GivenTrue,
+                   help="ES, absolute mode: never restart from the encoder's prediction of a new frame, even when "
+                        "it fits better than the current latent")
+    p.add_argument("--lr", type=positive_float, default=None, action=_Given,
+                   help="gradient strategy: Adam learning rate")
+    p.add_argument("--physics-iterations", type=positive_int, default=None, action=_Given,
+                   help="hybrid: RAAR/ER iterations on the voxels per warm-started frame (default: PhysicsSettings' "
+                        "60; a cold start, e.g. the first frame, runs at least 120)")
+    p.add_argument("--guide-weight", type=non_negative_float, default=None, action=_Given,
+                   help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
+                        "(default: PhysicsSettings' 0)")
+    p.add_argument("--restarts", type=non_negative_int, default=None, action=_Given,
+                   help="hybrid: further starts from the decoded density tried on a frame whose refinement stagnated "
+                        "(Poisson LLK above --restart-llk), its phase negated, flattened or random, after the previous "
+                        "output and the other encoder's prediction (default: PhysicsSettings' 1; 0: no restart of any kind)")
+    p.add_argument("--restart-llk", type=positive_float, default=None, action=_Given,
+                   help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
+                        "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")
+    add_views_option(p, 1, "symmetric views of the first frame to choose the model's view from (1 = the "
+                           "identity; 48 fits crystals better but costs the first frame about 1-2 s; README "
+                           "'Symmetric views')")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
+    add_threads_option(p)
+    p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
+    p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
+
+
+class _Given(argparse._StoreAction):
+    """Store an option's value and remember that it was given (not a default)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given = getattr(namespace, "given", frozenset()) | {option_string}
+
+
+class _GivenTrue(argparse._StoreTrueAction):
+    """``store_true`` that remembers that the flag was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # type: ignore[override]
+        super().__call__(parser, namespace, values, option_string)
+        namespace.given = getattr(namespace, "given", frozenset()) | {option_string}
+
+
+#: Tracking options and the strategies (and ES mode) they apply to; given elsewhere, they are an error.
+_STRATEGY_OPTIONS = {
+    "--mode": ("hybrid", "es", "gradient"),
+    "--steps-per-frame": ("hybrid", "es", "gradient"),
+    "--gain": ("hybrid", "es"),
+    "--dither": ("hybrid", "es"),
+    "--no-reseed": ("hybrid", "es"),
+    "--lr": ("gradient",),
+    "--physics-iterations": ("hybrid",),
+    "--guide-weight": ("hybrid",),
+    "--restarts": ("hybrid",),
+    "--restart-llk": ("hybrid",),
+}
+
+
+def _check_strategy_options(args: argparse.Namespace) -> None:
+    """Refuse an option the chosen strategy would ignore (it would be dropped silently otherwise)."""
+    for option in sorted(getattr(args, "given", ())):
+        strategies = _STRATEGY_OPTIONS.get(option)
+        if strategies is not None and args.strategy not in strategies:
+            raise ValueError(f"`{option}` does not apply to the {args.strategy!r} strategy "
+                             f"(it applies to: {', '.join(strategies)})")
+    if args.no_reseed and args.mode != "absolute":
+        raise ValueError("`--no-reseed` applies to ES in absolute mode only (residual mode never reseeds)")
+
+
+def _strategy_from_args(args: argparse.Namespace, k: int):
+    from latenttune.tracking import make_strategy
+
+    _check_strategy_options(args)
+    options = {}
+    if args.strategy in ("es", "hybrid"):
+        options.update({key: value for key, value in (("gain", args.gain), ("dither", args.dither)) if value is not None})
+        if args.no_reseed:
+            options["reseed"] = False
+    if args.strategy == "hybrid":
+        from latenttune.tracking.physics_settings import PhysicsSettings
+
+        physics = {key: value for key, value in (("iterations", args.physics_iterations),
+                                                  ("guide_weight", args.guide_weight), ("restarts", args.restarts),
+                                                  ("restart_llk", args.restart_llk)) if value is not None}
+        if "iterations" in physics:
+            physics["er_iterations"] = min(PhysicsSettings.er_iterations, physics["iterations"])
+            physics["cold_iterations"] = max(PhysicsSettings.cold_iterations, physics["iterations"])
+        options["physics"] = PhysicsSettings(**physics)
+    if args.strategy == "gradient" and args.lr is not None:
+        options["lr"] = args.lr
+    if args.strategy == "one-shot":
+        return make_strategy("one-shot", k)
+    return make_strategy(args.strategy, k, steps_per_frame=args.steps_per_frame, mode=args.mode, **options)
+
+
+def _summary_line(results) -> str:
+    """The run in one line: cost, errors (with truth), refinements kept, LLK, time per frame."""
+    import math
+
+    s = results.summary()
+    line = f"cost: mean {s.cost_mean:.5f}, final {s.cost_final:.5f}; "
+    if math.isfinite(s.E_r_mean):
+        what = "E_r of the decoded latent" if results.has_physics else "E_r"
+        line += f"{what}: mean {s.E_r_mean:.4f}, max {s.E_r_max:.4f}; "
+    if results.has_physics:
+        line += f"refined density kept on {s.accepted} of {s.frames} frames; "
+    if math.isfinite(s.output_E_r_mean):
+        line += f"hybrid E_r: mean {s.output_E_r_mean:.4f}, max {s.output_E_r_max:.4f}; "
+    if math.isfinite(s.llk_median):
+        line += f"Poisson LLK (about 1 = fits the counts to the noise): median {s.llk_median:.2f}, max {s.llk_max:.2f}; "
+    return line + f"time per frame: mean {s.seconds_mean * 1e3:.1f} ms"
+
+
+def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) -> int:
+    from tqdm import tqdm
+
+    from latenttune.io import open_series, read_results
+    from latenttune.plots import tracking_summary
+    from latenttune.tracking.replay import replay_series
+
+    strategy = _strategy_from_args(args, loaded.model.latent_dim)
+    uid = getattr(args, "uid", None)
+    if uid is not None:  # a run in a tiled catalog (embedded catalog or server URL)
+        from latenttune.io.runs import open_run
+
+        opened = open_run(series_path, uid)
+    else:
+        opened = open_series(series_path)
+    with opened as series:
+        first, stop = getattr(args, "frame_range", None) or (0, None)
+        stop = len(series) if stop is None else stop
+        with tqdm(total=max(stop - first, 0), unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
+
+            def on_frame(report) -> bool:
+                if bar.n == 0 and report.record.index > first:
+                    bar.update(report.record.index - first)
+                bar.update(1)
+                bar.set_postfix(cost=f"{report.record.cost:.4f}")
+                tqdm.write(report.line(), file=sys.stdout)
+                return _INTERRUPTS.requested  # Ctrl-C: stop after this frame, resumable
+
+            with _INTERRUPTS.deferred():
+                path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
+                                        callback=on_frame, frames=getattr(args, "frame_range", None),
+                                        views=args.views)
+        results = read_results(path)
+        if not results.complete:  # stopped by Ctrl-C after a frame
+            print(f"stopped after series frame {int(results.index[-1])}: {results.num_frames} frames kept in "
+                  f"{path}; continue with: {_resume_command()}", file=sys.stderr)
+            return 130
+        print(f"wrote {results.num_frames} frames to {path}")
+        print(_summary_line(results))
+        stagnation = results.stagnation_summary()
+        if stagnation:
+            print(stagnation)
+        if not args.no_figure:
+            figure = Path(args.out).with_suffix(".png")
+            name = Path(str(series_path)).name if uid is None else f"run {uid[:8]}"
+            shows = "hybrid reconstruction" if results.has_physics else "decoded latents"
+            tracking_summary(results, figure, truth=series.truth if series.has_truth else None,
+                             title=f"{name}: {strategy.name}, showing the {shows}")
+            print(f"summary figure: {figure}")
+    return 0
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="track a stored time series offline and write the results file",
+        description=(
+            "Track every frame of a stored series (CXI file in either layout, a directory of cohere-style "
+            ".npy/.tif amplitude frames, a .npy stack, or a stored Bluesky tracking run: a .msgpack run file, "
+            "or a tiled catalog with --uid) and write the results frame by frame (latent, "
+            "cost, density, time, steps, timings, and E_r/E_q per frame when the series has ground truth). "
+            "An interrupted replay continues with --resume; nothing is lost or duplicated. Replaying a "
+            "Bluesky run with the live run's strategy settings reproduces the costs it recorded."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("series", help="the series to replay (with --uid: a tiled catalog directory/URI or server URL)")
+    p.add_argument("--uid", default=None,
+                   help="uid of a stored Bluesky run in the tiled catalog given as SERIES (needs the tiled extra)")
+    p.add_argument("--out", required=True, help="results file (.h5)")
+    p.add_argument("--resume", action="store_true", help="continue OUT.partial from its last complete frame")
+    p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP", dest="frame_range",
+                   help="track only series frames START to STOP-1 (as Python slices; either may be left out: "
+                        "10: or :5); rows keep their series frame numbers")
+    _add_tracking_options(p)
+    p.set_defaults(func=_cmd_replay)
+
+
+def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | None = None, *,
+                       resume: bool) -> None:
+    """Refuse ``--out`` names that collide with each other or an input, or replace a file."""
+    from latenttune.outputs import check_outputs
+
+    out = Path(args.out)
+    partial = "its partial file (OUT.partial)"
+    outputs = {"--out": out, partial: Path(str(out) + ".partial"),
+               "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"), **(extra or {})}
+    if args.model != "default":
+        inputs = {**inputs, "the model checkpoint": args.model}
+    check_outputs(outputs, inputs, overwrite=args.overwrite, may_exist={partial, "--out"} if resume else {partial})
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from latenttune.model.checkpoint import load_model
+
+    remote = "://" in str(args.series)
+    _check_run_outputs(args, {"the input series": None if remote else args.series}, resume=args.resume)
+    return _run_replay(args, args.series, load_model(args.model, device=args.device), resume=args.resume)
+
+
+def _add_track(sub: argparse._SubParsersAction) -> None:
+    from sim.scenarios import SCENARIOS
+
+    p = sub.add_parser(
+        "track",
+        help="the main demo: simulate a changing sample and track it live with a model",
+        description=(
+            "Simulate a time-varying sample (its series is saved next to --out as OUT.series.cxi), track "
+            "it frame by frame with the model and the controller, print the per-frame cost and the "
+            "real-space error E_r against the simulator's truth, write the results file, and save a "
+            "summary figure (OUT.png). Replaying OUT.series.cxi reproduces the same costs."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="growth", help="time-varying scenario")
+    p.add_argument("--frames", type=positive_int, default=50, help="number of frames")
+    p.add_argument("--photons", type=positive_float, default=1e8, help="expected total photons per frame")
+    p.add_argument("--beamstop", type=non_negative_float, default=1.5, help="beamstop radius in voxels")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the simulated series")
+    p.add_argument("--out", required=True, help="results file (.h5)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: track the rest of OUT.series.cxi into OUT.partial (same "
+                        "options required)")
+    _add_tracking_options(p)
+    p.set_defaults(func=_cmd_track)
+
+
+def _cmd_track(args: argparse.Namespace) -> int:
+    from latenttune.model.checkpoint import load_model
+    from latenttune.simulate import check_simulated_series, simulate_series
+
+    series_path = Path(args.out).with_suffix(".series.cxi")
+    series_label = "the simulated series (OUT.series.cxi)"
+    if args.resume:  # the series made before is an input now
+        _check_run_outputs(args, {series_label: series_path}, resume=True)
+    else:
+        _check_run_outputs(args, {}, {series_label: series_path}, resume=False)
+    loaded = load_model(args.model, device=args.device)
+    if args.resume:
+        check_simulated_series(series_path, scenario=args.scenario, num_frames=args.frames, n=loaded.model.config.n,
+                               photons=args.photons, beamstop_radius=args.beamstop, seed=args.seed)
+        print(f"resuming on the simulated series {series_path}")
+        return _run_replay(args, series_path, loaded, resume=True)
+    options = _latent_walk_options(loaded, print) if args.scenario == "latent-walk" else {}
+    simulate_series(
+        args.scenario, series_path, num_frames=args.frames, n=loaded.model.config.n, photons=args.photons,
+        beamstop_radius=args.beamstop, seed=args.seed, overwrite=args.overwrite, scenario_options=options,
+        callback=_INTERRUPTS.check,
+    )
+    print(f"simulated {args.frames} frames of {args.scenario!r} into {series_path}")
+    return _run_replay(args, series_path, loaded, resume=False)

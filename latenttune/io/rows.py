@@ -1,0 +1,202 @@
+"""The rows of a results file, named once: :data:`FIELDS`, :class:`FrameRow`, :data:`ALIASES`.
+
+Every per-frame dataset of a results file is listed here with its units and description (written
+as the dataset's ``units`` and ``description`` attributes). :class:`FrameRow` is one frame's row;
+:meth:`FrameRow.from_record` builds it from the tracker's record and the physics stage's outcome
+(the one place where a record's attributes become file fields), and :meth:`FrameRow.datasets` is
+the one place where the fields get their dataset names. :data:`ALIASES` maps the names older files
+used to today's, so :func:`latenttune.io.read_results` reads them the same way.
+
+Groups of fields:
+
+* the core (every results file): ``latent``, ``cost``, ``density``, ``time``, ``steps``;
+* the tracker's (every file a replay writes): ``index``, ``step_costs``, ``encoded``, ``seconds``,
+  ``status``, ``strategy_state``, ``series_sha256`` and the truth metrics ``E_r``, ``E_q``,
+  ``phase_rms`` (NaN without ground truth);
+* the physics stage's (hybrid tracking): ``output_density`` (the frame's reconstruction),
+  ``physics_accepted``, ``physics_warm``, ``physics_start``, ``physics_restarts``,
+  ``physics_seconds``, ``llk``, ``misfit_refined``, ``free_misfit_decoded``,
+  ``free_misfit_refined``, ``E_r_output``, ``E_q_output``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ALIASES", "FIELDS", "Field", "FrameRow", "PhysicsRow", "TruthMetrics"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-frame dataset: its name, units and meaning."""
+
+    name: str
+    units: str
+    description: str
+    group: str
+
+
+FIELDS: dict[str, Field] = {f.name: f for f in (
+    Field("latent", "", "latent vector after the frame (the tracked estimate), in the model's box [-1, 1]^k", "core"),
+    Field("cost", "", "amplitude misfit of the decoded latent against the frame: the tracking cost, in [0, 1]", "core"),
+    Field("density", "arbitrary", "decoded density of the latent (complex, object grid n^3)", "core"),
+    Field("time", "s", "frame time stamp", "core"),
+    Field("steps", "", "cost evaluations spent on the frame (the encoders' included)", "core"),
+    Field("index", "", "frame number in the series", "tracker"),
+    Field("step_costs", "", "cost of each of the strategy's evaluations on the frame, in order (NaN-padded)",
+          "tracker"),
+    Field("encoded", "", "the encoders' chosen prediction of the frame (NaN when the strategy did not ask)", "tracker"),
+    Field("seconds", "s", "wall time of the tracker on the frame (truth metrics and writing not included)",
+          "tracker"),
+    Field("status", "", "'ok', or 'skipped: <reason>' for a frame that could not be tracked", "tracker"),
+    Field("strategy_state", "", "the strategy's state after the frame, JSON (for an exact resume)", "tracker"),
+    Field("series_sha256", "", "running SHA-256 over every frame read up to this one (for the resume check)",
+          "tracker"),
+    Field("E_r", "", "real-space error of the decoded density against the truth (NaN without truth)", "tracker"),
+    Field("E_q", "", "amplitude error of the decoded density against the measured frame", "tracker"),
+    Field("phase_rms", "rad", "phase RMS error of the decoded density inside the support (NaN without truth)",
+          "tracker"),
+    Field("output_density", "arbitrary", "the frame's reconstruction: the physics stage's refined density when "
+          "it was accepted, else the decoded density", "physics"),
+    Field("physics_accepted", "", "1 when the physics stage's refined density was accepted as the output",
+          "physics"),
+    Field("physics_warm", "", "1 when the physics stage started from the previous frame's output", "physics"),
+    Field("physics_start", "", "where the kept refinement started: warm, decoded, alternative or a restart's kind",
+          "physics"),
+    Field("physics_restarts", "", "restarts the physics stage ran on the frame", "physics"),
+    Field("physics_seconds", "s", "wall time of the physics stage on the frame", "physics"),
+    Field("llk", "", "Poisson log-likelihood of the output (PyNX form, about 1 at the noise level)", "physics"),
+    Field("misfit_refined", "", "amplitude misfit of the refined candidate on the measured voxels", "physics"),
+    Field("free_misfit_decoded", "", "amplitude misfit of the decoded density on the held-out voxels", "physics"),
+    Field("free_misfit_refined", "", "amplitude misfit of the refined candidate on the held-out voxels", "physics"),
+    Field("E_r_output", "", "real-space error of the output against the truth (NaN without truth)", "physics"),
+    Field("E_q_output", "", "amplitude error of the output against the measured frame", "physics"),
+)}
+"""Every per-frame dataset a tracking run writes, by name."""
+
+ALIASES: dict[str, str] = {
+    "refined_density": "output_density",
+    "refined_accepted": "physics_accepted",
+    "refined_warm": "physics_warm",
+    "refined_start": "physics_start",
+    "refined_restarts": "physics_restarts",
+    "refined_seconds": "physics_seconds",
+    "E_r_refined": "E_r_output",
+    "E_q_refined": "E_q_output",
+}
+"""Dataset names of results files written before format 2, and today's name for each."""
+
+
+@dataclass(frozen=True)
+class TruthMetrics:
+    """A density's errors on one frame: ``E_r`` and ``phase_rms`` against the truth (NaN without one), ``E_q``."""
+
+    E_r: float = math.nan
+    E_q: float = math.nan
+    phase_rms: float = math.nan
+
+
+@dataclass(frozen=True, eq=False)
+class PhysicsRow:
+    """The physics stage's part of a row (hybrid tracking)."""
+
+    output_density: np.ndarray
+    accepted: bool
+    warm: bool
+    start: str
+    restarts: int
+    seconds: float
+    llk: float
+    misfit_refined: float
+    free_misfit_decoded: float
+    free_misfit_refined: float
+    output_metrics: TruthMetrics
+
+
+@dataclass(frozen=True, eq=False)
+class FrameRow:
+    """One frame's row of a results file."""
+
+    index: int
+    time: float
+    latent: np.ndarray
+    cost: float
+    steps: int
+    step_costs: np.ndarray
+    encoded: np.ndarray
+    density: np.ndarray
+    seconds: float
+    status: str
+    strategy_state: str
+    series_sha256: str
+    metrics: TruthMetrics
+    physics: PhysicsRow | None = None
+
+    @classmethod
+    def from_record(cls, record: Any, *, slots: int, digest: str, metrics: TruthMetrics,
+                    output_metrics: TruthMetrics | None = None, hybrid: bool = False) -> FrameRow:
+        """The row of a tracker's record (:class:`latenttune.tracking.tracker.FrameRecord`).
+
+        Parameters
+        ----------
+        record : FrameRecord
+            What the tracker did on the frame.
+        slots : int
+            Width of ``step_costs`` (the strategy's evaluations per frame; fixed for a run).
+        digest : str
+            The series digest after the frame.
+        metrics, output_metrics : TruthMetrics
+            Errors of the decoded density and of the output.
+        hybrid : bool
+            The run has a physics stage: the row carries its fields (held output and NaN on a skipped
+            frame).
+        """
+        step_costs = np.full(slots, np.nan, dtype=np.float32)
+        step_costs[: record.steps] = record.step_costs[:slots]
+        physics = None
+        if hybrid:
+            outcome = record.physics
+            nan = math.nan
+            physics = PhysicsRow(
+                output_density=record.output_density,
+                accepted=outcome is not None and outcome.accepted,
+                warm=outcome is not None and outcome.warm,
+                start="" if outcome is None else outcome.start,
+                restarts=0 if outcome is None else outcome.restarts,
+                seconds=nan if outcome is None else outcome.seconds,
+                llk=nan if outcome is None else outcome.llk,
+                misfit_refined=nan if outcome is None else outcome.misfit_refined,
+                free_misfit_decoded=nan if outcome is None else outcome.free_misfit_decoded,
+                free_misfit_refined=nan if outcome is None else outcome.free_misfit_refined,
+                output_metrics=output_metrics or TruthMetrics(),
+            )
+        return cls(index=record.index, time=record.time, latent=record.latent, cost=record.cost, steps=record.steps,
+                   step_costs=step_costs, encoded=record.encoded, density=record.density, seconds=record.seconds,
+                   status=record.status, strategy_state=json.dumps(record.state), series_sha256=digest,
+                   metrics=metrics, physics=physics)
+
+    def datasets(self) -> dict[str, Any]:
+        """The row as ``{dataset name: value}``, in the file's dtypes (the one place names are given)."""
+        out: dict[str, Any] = {
+            "latent": np.asarray(self.latent).astype(np.float32), "cost": np.float32(self.cost),
+            "density": self.density, "time": self.time, "steps": self.steps, "index": self.index,
+            "step_costs": self.step_costs, "encoded": np.asarray(self.encoded).astype(np.float32),
+            "seconds": self.seconds, "status": self.status, "strategy_state": self.strategy_state,
+            "E_r": self.metrics.E_r, "E_q": self.metrics.E_q, "phase_rms": self.metrics.phase_rms,
+        }
+        p = self.physics
+        if p is not None:
+            out.update({
+                "output_density": p.output_density, "physics_accepted": np.int8(p.accepted),
+                "physics_warm": np.int8(p.warm), "physics_start": p.start, "physics_restarts": np.int8(p.restarts),
+                "physics_seconds": p.seconds, "llk": p.llk, "misfit_refined": p.misfit_refined,
+                "free_misfit_decoded": p.free_misfit_decoded, "free_misfit_refined": p.free_misfit_refined,
+                "E_r_output": p.output_metrics.E_r, "E_q_output": p.output_metrics.E_q,
+            })
+        out["series_sha256"] = self.series_sha256
+        return out
