@@ -33,7 +33,7 @@ from latenttune.bluesky import (
     SimulatedCDIDetector,
     track_sample,
 )
-from latenttune.frame_policy import prepare_frame
+from latenttune.frame_policy import checked_frame
 from latenttune.model import load_model
 from latenttune.tracking import FrameTracker, make_strategy
 from sim import Detector, make_scenario
@@ -56,8 +56,9 @@ def outside(loaded, frames: int, steps: int, seed: int) -> tuple[float, np.ndarr
     for _ in range(frames):
         detector.trigger()
         reading = detector.read()
-        intensity, mask = prepare_frame(reading["cdi_pattern"]["value"], reading["cdi_mask"]["value"], model.config.N)
-        record = tracking.step(intensity, mask, reading["cdi_frame_index"]["value"], reading["cdi_sample_time"]["value"])
+        frame = checked_frame(reading["cdi_pattern"]["value"], reading["cdi_mask"]["value"], model.config.N,
+                              index=reading["cdi_frame_index"]["value"], time=reading["cdi_sample_time"]["value"])
+        record = tracking.step(frame)
         tracker.set(record)
         tracker.read()
         costs.append(record.cost)

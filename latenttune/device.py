@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from latenttune.validation import check_int
+
 __all__ = ["check_device", "set_threads"]
 
 
@@ -64,7 +66,5 @@ def set_threads(threads: int | None) -> int:
         ``threads`` is not a positive integer.
     """
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"`threads` must be a positive integer, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_int("threads", threads, low=1))
     return torch.get_num_threads()

@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SKIPPED", "Frame", "NoUsableFrameError", "checked_frame", "frame_problem", "no_usable_frame_error",
-           "prepare_frame"]
+__all__ = ["SKIPPED", "Frame", "NoUsableFrameError", "checked_frame", "frame_problem", "no_usable_frame_error"]
 
 #: Prefix of the status of a skipped frame (``"skipped: <reason>"``).
 SKIPPED = "skipped: "
@@ -102,52 +101,22 @@ def checked_frame(pattern: Any, mask: Any = None, N: int | None = None, *, index
         N = int(shape[0]) if len(shape) == 3 and len(set(shape)) == 1 else -1
         if N < 0:
             raise ValueError(f"`pattern` must be a cubic 3-D array (N, N, N), got shape {shape}")
-    intensity, unmeasured = prepare_frame(pattern, mask, N)
-    return Frame(intensity=intensity, mask=unmeasured, time=float(time), index=int(index))
-
-
-def prepare_frame(pattern: Any, mask: Any, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """The tracker's view of a measured frame: float32 intensity with masked voxels set to 0.
-
-    Checks structure only (shape and dtype); the values are judged by :func:`frame_problem`. The
-    arrays of :func:`checked_frame`, for readers that build their own frame records.
-
-    Parameters
-    ----------
-    pattern : array_like, shape (N, N, N)
-        Measured intensity (any real dtype).
-    mask : array_like of bool, shape (N, N, N), or None
-        True = voxel not measured; None = every voxel measured.
-    N : int
-        Expected diffraction grid size.
-
-    Returns
-    -------
-    (intensity, mask)
-        float32 (N, N, N) and bool (N, N, N).
-
-    Raises
-    ------
-    ValueError
-        Wrong shape of ``pattern`` or ``mask``.
-    TypeError
-        ``pattern`` is not a real numeric array.
-    """
     intensity = np.asarray(pattern)
     if intensity.shape != (N, N, N):
         raise ValueError(f"`pattern` must be a 3-D array of shape {(N, N, N)}, got {intensity.shape}")
     if intensity.dtype.kind not in "iuf":
         raise TypeError(f"`pattern` must have a real numeric dtype, got {intensity.dtype}")
     if mask is None:
-        mask = np.zeros((N, N, N), dtype=bool)
+        unmeasured = np.zeros((N, N, N), dtype=bool)
     else:
-        mask = np.asarray(mask)
-        if mask.shape != (N, N, N):
-            raise ValueError(f"`mask` must be a 3-D array of shape {(N, N, N)}, got {mask.shape}")
-        mask = np.array(mask, dtype=bool)  # a writable copy (stored runs hand out read-only arrays)
+        unmeasured = np.asarray(mask)
+        if unmeasured.shape != (N, N, N):
+            raise ValueError(f"`mask` must be a 3-D array of shape {(N, N, N)}, got {unmeasured.shape}")
+        unmeasured = np.array(unmeasured, dtype=bool)  # a writable copy (stored runs hand out read-only arrays)
     with np.errstate(over="ignore", invalid="ignore"):
         intensity = intensity.astype(np.float32)
-    return np.where(mask, np.float32(0), intensity), mask
+    intensity = np.where(unmeasured, np.float32(0), intensity)
+    return Frame(intensity=intensity, mask=unmeasured, time=float(time), index=int(index))
 
 
 def frame_problem(intensity: np.ndarray, mask: np.ndarray | None) -> str | None:

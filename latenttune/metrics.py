@@ -39,6 +39,7 @@ import scipy.fft as sfft
 
 from latenttune.physics import amplitude_misfit, flux_scale
 from latenttune.physics import poisson_llk as _poisson_llk
+from latenttune.validation import check_int, check_number
 from sim.forward import is_torch
 
 __all__ = [
@@ -395,13 +396,7 @@ def real_space_error(
         raise ValueError(
             f"`estimate` must have the shape of `reference` {d0.shape}, got {d.shape}"
         )
-    if (
-        isinstance(upsample_factor, bool)
-        or not isinstance(upsample_factor, (int, np.integer))
-        or upsample_factor < 1
-    ):
-        raise ValueError(f"`upsample_factor` must be an integer >= 1, got {upsample_factor!r}")
-    upsample_factor = int(upsample_factor)
+    upsample_factor = check_int("upsample_factor", upsample_factor, low=1)
 
     n = d0.shape
     M = tuple(2 * m for m in n)
@@ -506,8 +501,7 @@ def phase_rms(
     float
         RMS phase error in ``[0, pi]``.
     """
-    if not (0.0 <= float(support_threshold) < 1.0):
-        raise ValueError(f"`support_threshold` must be in [0, 1), got {support_threshold!r}")
+    check_number("support_threshold", float(support_threshold), low=0.0, high=1.0, open_high=True)
     d0 = _prepare_object(reference, "reference")
     if align:
         est = np.asarray(real_space_error(d0, estimate).aligned, dtype=np.complex128)

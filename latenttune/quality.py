@@ -30,9 +30,9 @@ import numpy as np
 __all__ = ["DEFAULT_RESTART_LLK", "is_stagnated", "stagnation_sentence"]
 
 DEFAULT_RESTART_LLK = 1.5
-"""LLK above which a refinement counts as stagnated, unless the run says otherwise: at 1e8 photons the
-true density gives about 1.01-1.03 and refinements that found the crystal 1.1-1.3
-(``benchmarks/results/llk_calibration.md``)."""
+"""LLK above which a refinement counts as stagnated, unless the run says otherwise: set above what the
+true density and refinements that found the crystal score at 1e8 photons, so that only refinements
+that did not reach the noise level exceed it (``benchmarks/results/llk_calibration.md``)."""
 
 
 def is_stagnated(llk: float | np.ndarray, threshold: float) -> bool | np.ndarray:

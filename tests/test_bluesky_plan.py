@@ -30,7 +30,7 @@ from latenttune.bluesky import (
     SimulationOptions,
     track_sample,
 )
-from latenttune.frame_policy import prepare_frame
+from latenttune.frame_policy import checked_frame
 from latenttune.tracking import make_strategy, track
 from sim import Detector, make_scenario
 
@@ -115,7 +115,7 @@ def test_documents_of_a_ten_frame_run(reference):
 
 def test_live_costs_match_the_offline_loop_on_the_same_frames(reference, lively_model):
     _, docs = reference
-    frames = [prepare_frame(e["data"]["cdi_pattern"], e["data"]["cdi_mask"], N) for e in _events(docs)]
+    frames = [checked_frame(e["data"]["cdi_pattern"], e["data"]["cdi_mask"], N) for e in _events(docs)]
     offline = track(frames, lively_model, make_strategy("es", K, steps_per_frame=STEPS))
     np.testing.assert_array_equal(offline.cost, _costs(docs))
     np.testing.assert_array_equal(offline.latent, np.stack([e["data"]["tracker_latent"] for e in _events(docs)]))

@@ -23,7 +23,7 @@ from latenttune.bluesky import (
     read_documents,
     track_sample,
 )
-from latenttune.frame_policy import prepare_frame
+from latenttune.frame_policy import checked_frame
 from latenttune.bluesky.live import LiveFeedback
 from latenttune.cli import main
 from latenttune.io import SeriesFormatError, open_series, read_results
@@ -94,9 +94,9 @@ def test_msgpack_run_round_trips_and_replays_to_the_live_costs(tmp_path, loaded,
         np.testing.assert_array_equal(series.recorded["cost"], live_costs)
         assert series.recorded["latent"].shape == (FRAMES, K)
         frame = series[6]
-        expected = prepare_frame(events[6]["data"]["cdi_pattern"], events[6]["data"]["cdi_mask"], N)
-        np.testing.assert_array_equal(frame.intensity, expected[0])
-        np.testing.assert_array_equal(frame.mask, expected[1])
+        expected = checked_frame(events[6]["data"]["cdi_pattern"], events[6]["data"]["cdi_mask"], N)
+        np.testing.assert_array_equal(frame.intensity, expected.intensity)
+        np.testing.assert_array_equal(frame.mask, expected.mask)
 
     costs = _replay_costs(str(path), tmp_path / "replay.h5")
     np.testing.assert_array_equal(costs, live_costs.astype(np.float32))
@@ -169,8 +169,8 @@ def test_tiled_catalog_round_trips_a_run_and_replays_it(tmp_path, loaded):
         np.testing.assert_array_equal(series.recorded["latent"],
                                       np.stack([e["data"]["tracker_latent"] for e in events]))
         frame = series[3]
-        np.testing.assert_array_equal(frame.intensity, prepare_frame(events[3]["data"]["cdi_pattern"],
-                                                                     events[3]["data"]["cdi_mask"], N)[0])
+        np.testing.assert_array_equal(frame.intensity, checked_frame(events[3]["data"]["cdi_pattern"],
+                                                                     events[3]["data"]["cdi_mask"], N).intensity)
     with pytest.raises(SeriesFormatError, match="no run with uid"):
         open_run(tmp_path / "catalog", "not-a-run")
 

@@ -42,21 +42,26 @@ def _modules(package: str) -> dict[str, Path]:
 CLI = {name for name in _modules("latenttune") if name == "latenttune.cli" or name.startswith("latenttune.cli.")}
 
 
-def _imported(path: Path, module: str) -> set[str]:
-    """Every module named by an import statement anywhere in the file (absolute names)."""
-    names = set()
+def _import_statements(path: Path, module: str):
+    """Every import statement anywhere in the file: ``(absolute source module, imported names)``.
+
+    ``import a.b`` gives ``("a.b", ())``; ``from P import n, m`` gives ``("P", ("n", "m"))``, relative
+    imports resolved against ``module``.
+    """
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            for alias in node.names:
+                yield alias.name, ()
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                names.add(".".join([*base, node.module] if node.module else base))
-            else:
-                names.add(node.module)
-    return names
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            source = ".".join([*base, node.module] if node.module else base) if node.level else node.module
+            yield source, tuple(alias.name for alias in node.names)
+
+
+def _imported(path: Path, module: str) -> set[str]:
+    """Every module named by an import statement anywhere in the file (absolute names)."""
+    return {source for source, _ in _import_statements(path, module)}
 
 
 def _is_under(name: str, roots) -> bool:
@@ -182,21 +187,9 @@ def _import_edges(path: Path, module: str, modules) -> set[str]:
     stands for its ``__init__.py``. Parent packages run by an import are not edges (every submodule of
     a package would otherwise close a loop with an ``__init__`` that re-exports it).
     """
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     named = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            named.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                source = ".".join([*base, node.module] if node.module else base)
-            else:
-                source = node.module
-            for alias in node.names:
-                sub = f"{source}.{alias.name}"
-                named.add(sub if sub in modules else source)
+    for source, names in _import_statements(path, module):
+        named.update({f"{source}.{name}" if f"{source}.{name}" in modules else source for name in names} or {source})
     return {name for name in named if name in modules}
 
 

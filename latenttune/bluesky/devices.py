@@ -35,6 +35,7 @@ from ophyd import Device, Kind, Signal
 from ophyd.status import DeviceStatus, Status
 
 from latenttune.tracking.tracker import FrameRecord
+from latenttune.validation import check_choice, is_integer
 from sim.detector import Detector
 from sim.forward import forward
 
@@ -145,8 +146,7 @@ class SimulationOptions:
     beam_loss: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.clock not in CLOCKS:
-            raise ValueError(f"`clock` must be one of {CLOCKS}, got {self.clock!r}")
+        check_choice("clock", self.clock, CLOCKS)
         for name in ("frame_interval", "nominal_current"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -159,8 +159,7 @@ class SimulationOptions:
                 trigger_number, seconds = item
             except (TypeError, ValueError):
                 raise ValueError(f"`beam_loss` entries must be (trigger number, seconds) pairs, got {item!r}") from None
-            integer = isinstance(trigger_number, (int, np.integer)) and not isinstance(trigger_number, bool)
-            if not integer or trigger_number < 0:
+            if not is_integer(trigger_number) or trigger_number < 0:
                 raise ValueError(f"`beam_loss` trigger numbers must be integers >= 0, got {trigger_number!r}")
             if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
                 raise ValueError(f"`beam_loss` durations must be finite numbers > 0 seconds, got {seconds!r}")
@@ -412,7 +411,7 @@ class LatentTracker(Device):
 
     def __init__(self, k: int, n: int, *, name: str = "tracker", **kwargs: Any) -> None:
         for arg, value, low in (("k", k, 1), ("n", n, 4)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            if not is_integer(value) or value < low:
                 raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}")
         super().__init__(name=name, **kwargs)
         self.k, self.n = int(k), int(n)

@@ -40,6 +40,7 @@ from matplotlib.ticker import MaxNLocator
 
 from latenttune.bluesky.devices import LatentTracker
 from latenttune.tracking.replay import frame_line
+from latenttune.validation import check_int, is_integer
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ class LatentComponentPlot(FramePlot):
     """
 
     def __init__(self, y: str, component: int, x: str | None = None, **kwargs: Any) -> None:
-        if isinstance(component, bool) or not isinstance(component, (int, np.integer)) or component < 0:
-            raise ValueError(f"`component` must be an integer >= 0, got {component!r}")
+        check_int("component", component, low=0)
         kwargs.setdefault("label", f"z{component}")
         super().__init__(y, x, **kwargs)
         self.component = int(component)
@@ -140,8 +140,7 @@ class SliceView(CallbackBase):
                  cost_key: str | None = None, shows_key: str | None = None,
                  save_dir: str | os.PathLike[str] | None = None, every: int = 0) -> None:
         super().__init__()
-        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-            raise ValueError(f"`every` must be an integer >= 0, got {every!r}")
+        every = check_int("every", every, low=0)
         if (ax_amplitude is None) != (ax_phase is None):
             raise ValueError("`ax_amplitude` and `ax_phase` must be given together")
         if ax_amplitude is None:
@@ -293,7 +292,7 @@ def _components(components: Sequence[int] | None, k: int) -> tuple[int, ...]:
         chosen = tuple(components)
     except TypeError:
         raise TypeError(f"`components` must be a sequence of integers, got {type(components).__name__}") from None
-    if not chosen or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < k for i in chosen):
+    if not chosen or any(not is_integer(i) or not 0 <= i < k for i in chosen):
         raise ValueError(f"`components` must be latent components in 0..{k - 1} (at least one), got {components!r}")
     if len(set(chosen)) != len(chosen):
         raise ValueError(f"`components` must not repeat a component, got {components!r}")

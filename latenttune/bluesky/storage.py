@@ -37,6 +37,7 @@ import numpy as np
 
 from latenttune.io.msgpack_safe import UnsafeContentError, unpacker
 from latenttune.io.tiled import CATALOG_FILE, DATA_DIR, _embedded_client, open_tiled
+from latenttune.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +254,8 @@ class TiledStorage:
     batch_size : int
         Events (and stream rows) the ``TiledWriter`` collects before each write (default 10);
         the catalog lags the run by fewer frames than this (the HDF5 files, written in SWMR
-        mode, never lag). 1 writes every frame at once, about 0.3 s per frame here (2-core
-        CPU), against about 0.05 s per frame for large batches.
+        mode, never lag). 1 writes every frame at once, which costs several times more per frame
+        than large batches (``docs/bluesky.md``).
 
     Attributes
     ----------
@@ -265,8 +266,7 @@ class TiledStorage:
     def __init__(self, client: Any, data_directory: str | os.PathLike[str], *, batch_size: int = 10) -> None:
         from bluesky.callbacks.tiled_writer import TiledWriter
 
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size, low=1)
         self.client = client
         self.data_directory = Path(data_directory).absolute()
         self.data_directory.mkdir(parents=True, exist_ok=True)

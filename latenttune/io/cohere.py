@@ -36,6 +36,7 @@ from latenttune.io._checks import (
 )
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.series import Series
+from latenttune.validation import check_choice
 
 __all__ = ["CohereDirSeries", "NpySeries", "natural_key", "write_amplitude_frames"]
 
@@ -255,8 +256,7 @@ def write_amplitude_frames(
     list of pathlib.Path
         The frame files, in order.
     """
-    if fmt not in ("npy", "tif"):
-        raise ValueError(f"`fmt` must be 'npy' or 'tif', got {fmt!r}")
+    check_choice("fmt", fmt, ("npy", "tif"))
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     out = []

@@ -31,6 +31,7 @@ from latenttune.io.cxi import (
 )
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.partial import PartialFile
+from latenttune.validation import check_choice, check_number, is_integer
 
 __all__ = ["CXISeriesWriter", "write_series"]
 
@@ -122,10 +123,9 @@ class CXISeriesWriter(PartialFile):
         dtype: str | np.dtype = "float32",
         compression: str | None = None,
     ) -> None:
-        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 2 or N % 2:
+        if not is_integer(N) or N < 2 or N % 2:
             raise ValueError(f"`N` must be an even integer >= 2 (N = 2n), got {N!r}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"`layout` must be one of {LAYOUTS}, got {layout!r}")
+        check_choice("layout", layout, LAYOUTS)
         self._dtype = np.dtype(dtype)
         if self._dtype.kind not in "iuf":
             raise ValueError(f"`dtype` must be a real integer or floating dtype, got {self._dtype}")
@@ -231,8 +231,7 @@ class CXISeriesWriter(PartialFile):
         int
             Index of the frame just written.
         """
-        if self._closed:
-            raise ValueError(f"writer for {self.path} is closed")
+        self._check_open("writer")
         N, n, t = self.N, self.n, self._count
         # -- validate everything before touching the file --
         I = np.asarray(intensity)
@@ -267,9 +266,7 @@ class CXISeriesWriter(PartialFile):
                     f"{'has none' if time is None else 'has one'})"
                 )
         if time is not None:
-            time = float(time)
-            if not np.isfinite(time):
-                raise ValueError(f"`time` must be a finite number of seconds, got {time}")
+            time = check_number("time", float(time))  # seconds
         d = None
         if self._truth:
             if truth is None:

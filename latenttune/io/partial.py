@@ -112,6 +112,11 @@ class PartialFile:
         """True once :meth:`close`, :meth:`abort` or :meth:`discard` was called."""
         return self._closed
 
+    def _check_open(self, what: str) -> None:
+        """Refuse to write to a closed file (one line naming ``what`` and the target)."""
+        if self._closed:
+            raise ValueError(f"{what} for {self.path} is closed")
+
     def _finalise(self) -> None:
         """Rename the partial file onto ``path`` atomically."""
         os.replace(self.partial_path, self.path)

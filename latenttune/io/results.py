@@ -1,4 +1,4 @@
-"""Results file of a tracking or replay run: :class:`ResultWriter` writes it, :func:`read_results` reads it.
+"""Results file of a tracking or replay run: :func:`read_results` reads it into a :class:`Results` object.
 
 Layout (HDF5, one row per processed frame, every dataset resizable along axis 0):
 
@@ -23,12 +23,7 @@ Reading gives a :class:`Results` object: attributes per field (the defaults for 
 file lacks are filled here, once), densities read on first use, the reconstruction the file
 reports, the stagnation flags and a summary.
 
-Crash safety: rows go to ``path + ".partial"``; after ALL datasets of a frame
-are written, the root attribute ``frames_complete`` is updated and the file is
-flushed. Readers and :class:`ResultWriter` with ``resume=True`` trust only
-``frames_complete``: a crash between dataset writes leaves at most some
-datasets one row longer, which is ignored on reading and truncated on resume.
-:meth:`ResultWriter.close` renames the file atomically to ``path``.
+Writing: :class:`latenttune.io.results_writer.ResultWriter` (frame by frame, crash-safe, resumable).
 """
 
 from __future__ import annotations
@@ -37,10 +32,8 @@ import functools
 import json
 import logging
 import math
-import operator
 import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,417 +41,23 @@ from typing import Any
 import h5py
 import numpy as np
 
-from latenttune.io._attrs import decode_attr, encode_attr, read_attrs, write_attrs
+from latenttune.io._attrs import read_attrs
 from latenttune.io.errors import ResultsFileError
-from latenttune.io.rows import ALIASES, FIELDS, FrameRow
+from latenttune.io.partial import partial_path_of
+from latenttune.io.rows import ALIASES, FIELDS
+from latenttune.io.results_writer import ResultWriter
 from latenttune.quality import DEFAULT_RESTART_LLK, is_stagnated, stagnation_sentence
 
-__all__ = ["ResultWriter", "Results", "RunSummary", "read_results", "Reconstruction", "RESULTS_FORMAT",
-           "CORE_FIELDS"]
+__all__ = ["ResultWriter", "Results", "RunSummary", "read_results", "Reconstruction"]
 
 logger = logging.getLogger(__name__)
-
-RESULTS_FORMAT = "latenttune-results/2"
-#: Formats this version reads (older ones through :data:`latenttune.io.rows.ALIASES`).
-READABLE_FORMATS = ("latenttune-results/1", RESULTS_FORMAT)
-CORE_FIELDS = ("latent", "cost", "density", "time", "steps")
-RESERVED_ATTRS = ("format", "n", "k", "frames_complete", "complete", "resume_count")
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _partial(path: Path) -> Path:
-    return Path(str(path) + ".partial")
-
-
-def _describe(dataset: h5py.Dataset) -> None:
-    """Give a dataset the schema's ``units`` and ``description`` attributes (when the schema knows it)."""
-    known = FIELDS.get(dataset.name.rsplit("/", 1)[-1])
-    if known is not None:
-        dataset.attrs["units"] = known.units
-        dataset.attrs["description"] = known.description
-
-
-def _same(a: Any, b: Any) -> bool:
-    a, b = decode_attr(encode_attr(a)), decode_attr(b)
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    return bool(a == b)
-
-
-class ResultWriter:
-    """Write a run's results frame by frame, crash-safe and resumable.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        Final results file; rows go to ``path + ".partial"`` until :meth:`close`.
-    n : int
-        Object grid size (density rows are (n, n, n)).
-    k : int
-        Latent dimension.
-    attrs : dict
-        Root attributes: model checksum, controller parameters, package
-        versions, ... (dicts/lists JSON-encoded). Must not use the reserved
-        keys ``format``, ``n``, ``k``, ``frames_complete``, ``complete``,
-        ``resume_count``.
-    resume : bool
-        Reopen an existing ``path.partial`` and continue after its last complete
-        frame. ``n``, ``k`` and the ``match_keys`` attributes must agree with
-        the file; other attributes keep the file's values.
-    overwrite : bool
-        Without ``resume``: discard an existing ``path`` / ``path.partial``.
-    match_keys : sequence of str
-        Attributes that must be equal for a resume (default: ``model_checksum``).
-        A key present on one side only is a mismatch.
-
-    Raises
-    ------
-    FileExistsError
-        A fresh run would clobber ``path`` or ``path.partial`` (pass
-        ``resume=True`` or ``overwrite=True``).
-    FileNotFoundError
-        ``resume=True`` and there is no ``path.partial``.
-    ResultsFileError
-        ``resume=True`` on a complete run, an inconsistent file, or attributes
-        that differ in a ``match_keys`` key.
-
-    Examples
-    --------
-    >>> with ResultWriter("run.h5", n=32, k=8, attrs={"model_checksum": "ab12"}) as w:
-    ...     w.append(z, cost, d, time=t, steps=40, timing_s=0.02)  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        n: int,
-        k: int,
-        attrs: Mapping[str, Any],
-        resume: bool = False,
-        overwrite: bool = False,
-        match_keys: Sequence[str] = ("model_checksum",),
-    ) -> None:
-        for name, v in (("n", n), ("k", k)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {v!r}")
-        if not isinstance(attrs, Mapping):
-            raise TypeError(f"`attrs` must be a dict, got {type(attrs).__name__}")
-        clash = sorted(set(attrs) & set(RESERVED_ATTRS))
-        if clash:
-            raise ValueError(f"`attrs` must not use the reserved keys {clash}")
-        self.path = Path(path)
-        self.partial_path = _partial(self.path)
-        self.n, self.k = int(n), int(k)
-        self._closed = False
-        if resume:
-            self._f = self._open_resume(attrs, tuple(match_keys))
-        else:
-            self._f = self._open_fresh(attrs, overwrite)
-        self._count = int(self._f.attrs["frames_complete"])
-        self._extras = [name for name in self._f.keys() if name not in CORE_FIELDS]
-
-    # -- opening ------------------------------------------------------------------
-    def _open_fresh(self, attrs: Mapping[str, Any], overwrite: bool) -> h5py.File:
-        if not overwrite:
-            if self.partial_path.exists():
-                raise FileExistsError(
-                    f"partial results file exists: {self.partial_path} (pass resume=True to "
-                    "continue it, or overwrite=True to discard it)"
-                )
-            if self.path.exists():
-                raise FileExistsError(
-                    f"results file exists: {self.path} (pass overwrite=True to replace it)"
-                )
-        if overwrite and self.path.exists():
-            self.path.unlink()
-        self.partial_path.parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`: a new run folder
-        f = h5py.File(self.partial_path, "w")
-        try:
-            write_attrs(f, attrs)
-            f.attrs["format"] = RESULTS_FORMAT
-            f.attrs["n"] = self.n
-            f.attrs["k"] = self.k
-            f.attrs["complete"] = False
-            f.attrs["resume_count"] = 0
-            n, k = self.n, self.k
-            f.create_dataset("latent", (0, k), np.float32, maxshape=(None, k), chunks=(256, k))
-            f.create_dataset("cost", (0,), np.float32, maxshape=(None,), chunks=(1024,))
-            f.create_dataset(
-                "density", (0, n, n, n), np.complex64, maxshape=(None, n, n, n), chunks=(1, n, n, n)
-            )
-            f.create_dataset("time", (0,), np.float64, maxshape=(None,), chunks=(1024,))
-            f.create_dataset("steps", (0,), np.int32, maxshape=(None,), chunks=(1024,))
-            for name in CORE_FIELDS:
-                _describe(f[name])
-            f.attrs["frames_complete"] = 0
-            f.flush()
-        except BaseException:
-            f.close()
-            raise
-        return f
-
-    def _open_resume(self, attrs: Mapping[str, Any], match_keys: tuple[str, ...]) -> h5py.File:
-        p = self.partial_path
-        if not p.exists():
-            if self.path.exists():
-                raise ResultsFileError(
-                    self.path, "the run is already complete: there is no .partial file to resume"
-                )
-            raise FileNotFoundError(f"cannot resume: no partial results file {p}")
-        try:
-            f = h5py.File(p, "r+")
-        except OSError as exc:
-            raise ResultsFileError(p, f"cannot be opened for resuming ({exc})") from exc
-        try:
-            self._check_resumable(f, attrs, match_keys)
-        except BaseException:
-            f.close()
-            raise
-        return f
-
-    def _check_resumable(
-        self, f: h5py.File, attrs: Mapping[str, Any], match_keys: tuple[str, ...]
-    ) -> None:
-        p = self.partial_path
-        found = decode_attr(f.attrs.get("format"))
-        if found in READABLE_FORMATS and found != RESULTS_FORMAT:
-            raise ResultsFileError(p, f"cannot resume: the file has the older layout {found!r} (this latenttune "
-                                   f"writes {RESULTS_FORMAT!r}); start a new --out")
-        if found != RESULTS_FORMAT or "frames_complete" not in f.attrs:
-            raise ResultsFileError(p, f"not a latenttune results file (format != {RESULTS_FORMAT!r})")
-        for name, v in (("n", self.n), ("k", self.k)):
-            if int(f.attrs[name]) != v:
-                raise ResultsFileError(
-                    p, f"cannot resume: `{name}` = {v} differs from the file's {int(f.attrs[name])}"
-                )
-        for key in match_keys:
-            here, there = key in attrs, key in f.attrs
-            if here != there or (here and not _same(attrs[key], f.attrs[key])):
-                raise ResultsFileError(
-                    p,
-                    f"cannot resume: attribute {key!r} differs (file: "
-                    f"{decode_attr(f.attrs[key]) if there else '<missing>'!r}, given: "
-                    f"{attrs[key] if here else '<missing>'!r})",
-                )
-        changed = [
-            key for key in attrs if key in f.attrs and not _same(attrs[key], f.attrs[key])
-        ]
-        if changed:
-            logger.info("resume keeps the file's values of attributes %s", changed)
-        for key in attrs:
-            if key not in f.attrs:
-                f.attrs[key] = encode_attr(attrs[key])
-        fc = int(f.attrs["frames_complete"])
-        missing = [name for name in CORE_FIELDS if not isinstance(f.get(name), h5py.Dataset)]
-        if missing:
-            raise ResultsFileError(p, f"corrupt results file: datasets {missing} are missing")
-        for name, ds in f.items():
-            if not isinstance(ds, h5py.Dataset):
-                continue
-            if ds.shape[0] < fc:
-                raise ResultsFileError(
-                    p,
-                    f"corrupt results file: dataset {name!r} has {ds.shape[0]} rows but "
-                    f"frames_complete = {fc}",
-                )
-            if ds.shape[0] > fc:
-                logger.warning(
-                    "%s: truncating dataset %r from %d to %d rows (incomplete last frame)",
-                    p, name, ds.shape[0], fc,
-                )
-                ds.resize(fc, axis=0)
-        f.attrs["resume_count"] = int(f.attrs.get("resume_count", 0)) + 1
-        f.flush()
-        logger.info("resuming %s after %d complete frame(s)", p, fc)
-
-    # -- writing ------------------------------------------------------------------
-    @property
-    def num_frames_written(self) -> int:
-        """Number of complete frames in the file (rows that readers trust)."""
-        return self._count
-
-    @property
-    def extra_fields(self) -> list[str]:
-        """Names of the extra per-frame datasets (fixed by the first frame)."""
-        return list(self._extras)
-
-    @property
-    def attrs(self) -> dict[str, Any]:
-        """The file's root attributes, decoded."""
-        return read_attrs(self._f)
-
-    def _coerce(
-        self, latent: Any, cost: Any, density: Any, time: Any, steps: Any
-    ) -> dict[str, np.ndarray]:
-        n, k = self.n, self.k
-        z = np.asarray(latent)
-        if z.shape != (k,) or z.dtype.kind not in "iuf":
-            raise ValueError(f"`latent` must be a real array of shape ({k},), got {z.dtype} {z.shape}")
-        d = np.asarray(density)
-        if d.shape != (n, n, n) or d.dtype.kind not in "iufc":
-            raise ValueError(
-                f"`density` must be a numeric array of shape {(n, n, n)}, got {d.dtype} {d.shape}"
-            )
-        out = {"latent": z.astype(np.float32), "density": d.astype(np.complex64)}
-        for name, v in (("cost", cost), ("time", time)):
-            a = np.asarray(v)
-            if a.shape != () or a.dtype.kind not in "iuf":
-                raise ValueError(f"`{name}` must be a real scalar, got {v!r}")
-            out[name] = a
-        try:
-            out["steps"] = np.int32(operator.index(steps))
-        except TypeError:
-            raise ValueError(f"`steps` must be an integer, got {steps!r}") from None
-        return out
-
-    def _coerce_extra(self, name: str, value: Any) -> np.ndarray:
-        if name in CORE_FIELDS or not _NAME_RE.match(name):
-            raise ValueError(f"extra field name {name!r} must be an identifier other than {CORE_FIELDS}")
-        a = np.asarray(value)
-        if a.dtype.kind in "US":
-            if a.shape != ():
-                raise ValueError(f"extra field `{name}`: strings must be scalars, got shape {a.shape}")
-            return np.array(str(a), dtype=object)
-        if a.dtype.kind not in "biufc":
-            raise TypeError(f"extra field `{name}` must be numeric, boolean or str, got {a.dtype}")
-        return a
-
-    def append(
-        self,
-        latent: Any,
-        cost: float,
-        density: Any,
-        time: float,
-        steps: int,
-        **extra: Any,
-    ) -> int:
-        """Write the results of one frame and flush them.
-
-        Parameters
-        ----------
-        latent : array_like
-            (k,) latent vector.
-        cost : float
-            Cost of the frame.
-        density : array_like
-            (n, n, n) decoded density.
-        time : float
-            Frame time stamp in seconds.
-        steps : int
-            Controller steps spent on the frame.
-        **extra
-            Further per-frame fields (scalars, arrays, or str); the set of names
-            and each field's shape are fixed by the first frame.
-
-        Returns
-        -------
-        int
-            Index of the row just written.
-        """
-        if self._closed:
-            raise ValueError(f"results writer for {self.path} is closed")
-        rows = self._coerce(latent, cost, density, time, steps)
-        extras = {name: self._coerce_extra(name, v) for name, v in extra.items()}
-        f, t = self._f, self._count
-        if t == 0:
-            for name in self._extras:
-                if name not in extras:
-                    del f[name]  # left over from a crashed first frame
-            for name, a in extras.items():
-                ds = f.get(name)
-                if ds is not None and ds.shape[1:] != a.shape:
-                    del f[name]
-                    ds = None
-                if ds is None:
-                    dtype = h5py.string_dtype() if a.dtype == object else a.dtype
-                    chunks = (1,) + a.shape if a.size > 64 else (256,) + a.shape
-                    _describe(f.create_dataset(
-                        name, (0,) + a.shape, dtype, maxshape=(None,) + a.shape, chunks=chunks
-                    ))
-            self._extras = list(extras)
-        else:
-            if set(extras) != set(self._extras):
-                raise ValueError(
-                    f"extra fields must be the same for every frame: expected "
-                    f"{sorted(self._extras)}, got {sorted(extras)}"
-                )
-            for name, a in extras.items():
-                if f[name].shape[1:] != a.shape:
-                    raise ValueError(
-                        f"extra field `{name}` must have shape {f[name].shape[1:]} "
-                        f"(fixed by the first frame), got {a.shape}"
-                    )
-        rows.update(extras)
-        for name, value in rows.items():
-            ds = f[name]
-            ds.resize(t + 1, axis=0)
-            ds[t] = value
-        # Only now is the frame complete: readers and resume trust this counter.
-        f.attrs["frames_complete"] = t + 1
-        f.flush()
-        self._count = t + 1
-        return t
-
-    def append_row(self, row: FrameRow) -> int:
-        """Write one tracked frame's row (:class:`latenttune.io.rows.FrameRow`) and flush it."""
-        fields = row.datasets()
-        core = {name: fields.pop(name) for name in CORE_FIELDS}
-        return self.append(**core, **fields)
-
-    # -- closing ------------------------------------------------------------------
-    def close(self) -> Path:
-        """Mark the run complete and rename ``path.partial`` to ``path`` atomically.
-
-        Returns
-        -------
-        pathlib.Path
-            The final results file.
-        """
-        if self._closed:
-            return self.path
-        self._closed = True
-        self._f.attrs["complete"] = True
-        self._f.flush()
-        self._f.close()
-        os.replace(self.partial_path, self.path)
-        logger.info("wrote %d frame(s) of results to %s", self._count, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        """Close without renaming: the ``.partial`` file stays, ready to resume."""
-        if self._closed:
-            return
-        self._closed = True
-        self._f.close()
-        logger.warning(
-            "left %d complete frame(s) in %s (resume with resume=True)",
-            self._count, self.partial_path,
-        )
-
-    def discard(self) -> None:
-        """Close and delete ``path.partial``: for a run that produced nothing worth keeping."""
-        if not self._closed:
-            self._closed = True
-            self._f.close()
-        self.partial_path.unlink(missing_ok=True)
-        logger.info("discarded %s", self.partial_path)
-
-    def __enter__(self) -> ResultWriter:
-        return self
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _open_for_reading(path: str | os.PathLike[str]) -> tuple[Path, h5py.File]:
     """The results file at ``path`` (or its ``.partial`` when only that exists), open for reading."""
     p = Path(path)
     if not p.exists():
-        alt = _partial(p)
+        alt = partial_path_of(p)
         if not alt.exists():
             raise FileNotFoundError(f"no results file {p} (nor {alt.name})")
         p = alt

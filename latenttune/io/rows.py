@@ -28,7 +28,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALIASES", "FIELDS", "Field", "FrameRow", "PhysicsRow", "TruthMetrics"]
+__all__ = ["ALIASES", "CORE_FIELDS", "FIELDS", "READABLE_FORMATS", "RESULTS_FORMAT", "Field", "FrameRow", "PhysicsRow",
+           "TruthMetrics"]
+
+RESULTS_FORMAT = "latenttune-results/2"
+"""The layout this version writes (the ``format`` root attribute)."""
+READABLE_FORMATS = ("latenttune-results/1", RESULTS_FORMAT)
+"""Layouts this version reads (format 1 through :data:`ALIASES`)."""
+CORE_FIELDS = ("latent", "cost", "density", "time", "steps")
+"""The datasets every results file has."""
 
 
 @dataclass(frozen=True)
@@ -41,42 +49,62 @@ class Field:
     group: str
 
 
-FIELDS: dict[str, Field] = {f.name: f for f in (
-    Field("latent", "", "latent vector after the frame (the tracked estimate), in the model's box [-1, 1]^k", "core"),
-    Field("cost", "", "amplitude misfit of the decoded latent against the frame: the tracking cost, in [0, 1]", "core"),
-    Field("density", "arbitrary", "decoded density of the latent (complex, object grid n^3)", "core"),
-    Field("time", "s", "frame time stamp", "core"),
-    Field("steps", "", "cost evaluations spent on the frame (the encoders' included)", "core"),
-    Field("index", "", "frame number in the series", "tracker"),
-    Field("step_costs", "", "cost of each of the strategy's evaluations on the frame, in order (NaN-padded)",
-          "tracker"),
-    Field("encoded", "", "the encoders' chosen prediction of the frame (NaN when the strategy did not ask)", "tracker"),
-    Field("seconds", "s", "wall time of the tracker on the frame (truth metrics and writing not included)",
-          "tracker"),
-    Field("status", "", "'ok', or 'skipped: <reason>' for a frame that could not be tracked", "tracker"),
-    Field("strategy_state", "", "the strategy's state after the frame, JSON (for an exact resume)", "tracker"),
-    Field("series_sha256", "", "running SHA-256 over every frame read up to this one (for the resume check)",
-          "tracker"),
-    Field("E_r", "", "real-space error of the decoded density against the truth (NaN without truth)", "tracker"),
-    Field("E_q", "", "amplitude error of the decoded density against the measured frame", "tracker"),
-    Field("phase_rms", "rad", "phase RMS error of the decoded density inside the support (NaN without truth)",
-          "tracker"),
-    Field("output_density", "arbitrary", "the frame's reconstruction: the physics stage's refined density when "
-          "it was accepted, else the decoded density", "physics"),
-    Field("physics_accepted", "", "1 when the physics stage's refined density was accepted as the output",
-          "physics"),
-    Field("physics_warm", "", "1 when the physics stage started from the previous frame's output", "physics"),
-    Field("physics_start", "", "where the kept refinement started: warm, decoded, alternative or a restart's kind",
-          "physics"),
-    Field("physics_restarts", "", "restarts the physics stage ran on the frame", "physics"),
-    Field("physics_seconds", "s", "wall time of the physics stage on the frame", "physics"),
-    Field("llk", "", "Poisson log-likelihood of the output (PyNX form, about 1 at the noise level)", "physics"),
-    Field("misfit_refined", "", "amplitude misfit of the refined candidate on the measured voxels", "physics"),
-    Field("free_misfit_decoded", "", "amplitude misfit of the decoded density on the held-out voxels", "physics"),
-    Field("free_misfit_refined", "", "amplitude misfit of the refined candidate on the held-out voxels", "physics"),
-    Field("E_r_output", "", "real-space error of the output against the truth (NaN without truth)", "physics"),
-    Field("E_q_output", "", "amplitude error of the output against the measured frame", "physics"),
-)}
+_SCHEMA = """
+latent              -         core    latent vector after the frame (the tracked estimate), in the model's box
+                                      [-1, 1]^k
+cost                -         core    amplitude misfit of the decoded latent against the frame: the tracking
+                                      cost, in [0, 1]
+density             arbitrary core    decoded density of the latent (complex, object grid n^3)
+time                s         core    frame time stamp
+steps               -         core    cost evaluations spent on the frame (the encoders' included)
+index               -         tracker frame number in the series
+step_costs          -         tracker cost of each of the strategy's evaluations on the frame, in order
+                                      (NaN-padded)
+encoded             -         tracker the encoders' chosen prediction of the frame (NaN when the strategy did
+                                      not ask)
+seconds             s         tracker wall time of the tracker on the frame (truth metrics and writing not
+                                      included)
+status              -         tracker 'ok', or 'skipped: <reason>' for a frame that could not be tracked
+strategy_state      -         tracker the strategy's state after the frame, JSON (for an exact resume)
+series_sha256       -         tracker running SHA-256 over every frame read up to this one (for the resume
+                                      check)
+E_r                 -         tracker real-space error of the decoded density against the truth (NaN without
+                                      truth)
+E_q                 -         tracker amplitude error of the decoded density against the measured frame
+phase_rms           rad       tracker phase RMS error of the decoded density inside the support (NaN without
+                                      truth)
+output_density      arbitrary physics the frame's reconstruction: the physics stage's refined density when it
+                                      was accepted, else the decoded density
+physics_accepted    -         physics 1 when the physics stage's refined density was accepted as the output
+physics_warm        -         physics 1 when the physics stage started from the previous frame's output
+physics_start       -         physics where the kept refinement started: warm, decoded, alternative or a
+                                      restart's kind
+physics_restarts    -         physics restarts the physics stage ran on the frame
+physics_seconds     s         physics wall time of the physics stage on the frame
+llk                 -         physics Poisson log-likelihood of the output (PyNX form, about 1 at the noise
+                                      level)
+misfit_refined      -         physics amplitude misfit of the refined candidate on the measured voxels
+free_misfit_decoded -         physics amplitude misfit of the decoded density on the held-out voxels
+free_misfit_refined -         physics amplitude misfit of the refined candidate on the held-out voxels
+E_r_output          -         physics real-space error of the output against the truth (NaN without truth)
+E_q_output          -         physics amplitude error of the output against the measured frame
+"""
+"""name, units ("-": none), group, description (continued on indented lines)."""
+
+
+def _parse(table: str) -> dict[str, Field]:
+    fields: dict[str, Field] = {}
+    for line in table.strip("\n").splitlines():
+        if line[:1].isspace():  # the description goes on
+            last = fields.popitem()[1]
+            fields[last.name] = Field(last.name, last.units, f"{last.description} {line.strip()}", last.group)
+            continue
+        name, units, group, description = line.split(maxsplit=3)
+        fields[name] = Field(name, "" if units == "-" else units, description, group)
+    return fields
+
+
+FIELDS: dict[str, Field] = _parse(_SCHEMA)
 """Every per-frame dataset a tracking run writes, by name."""
 
 ALIASES: dict[str, str] = {

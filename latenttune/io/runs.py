@@ -2,7 +2,7 @@
 
 :class:`RunSeries` is a :class:`latenttune.io.Series` whose frames are the events of a run's
 ``primary`` stream: the measured pattern and mask the live tracker saw (prepared with the same
-:func:`latenttune.frame_policy.prepare_frame`), with the detector's sample time. So
+:func:`latenttune.frame_policy.checked_frame`), with the detector's sample time. So
 ``latenttune replay RUN.msgpack`` (or ``latenttune replay CATALOG --uid UID``) runs the same
 tracking code on the same arrays, and with the live run's strategy settings reproduces the costs
 it recorded (:attr:`RunSeries.recorded`).
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from latenttune.frame_policy import prepare_frame
+from latenttune.frame_policy import checked_frame
 from latenttune.io._checks import check_grid
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.series import HDF5_SUFFIXES, Series
@@ -112,7 +112,8 @@ class RunSeries(Series):
     def _read_raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         pattern, mask = self._arrays(i)
         try:
-            return prepare_frame(pattern, mask, self._N)
+            frame = checked_frame(pattern, mask, self._N)
+            return frame.intensity, frame.mask
         except (TypeError, ValueError) as exc:
             raise SeriesFormatError(self._path, self.metadata["keys"]["pattern"], str(exc), frame=i) from exc
 

@@ -26,37 +26,16 @@ import abc
 import logging
 import operator
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latenttune.frame_policy import Frame
+
 __all__ = ["Frame", "Series", "HDF5_SUFFIXES"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One measured diffraction pattern of a series.
-
-    Attributes
-    ----------
-    intensity : numpy.ndarray
-        float32 (N, N, N), q = 0 at index N // 2; excluded voxels hold 0.
-    mask : numpy.ndarray
-        bool (N, N, N), True = voxel NOT measured.
-    time : float
-        Time stamp in seconds.
-    index : int
-        Position of the frame in its series (0-based, non-negative).
-    """
-
-    intensity: np.ndarray
-    mask: np.ndarray
-    time: float
-    index: int
 
 
 class Series(abc.ABC):

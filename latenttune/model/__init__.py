@@ -17,34 +17,14 @@ The names below are the ones most callers need (imported on first use); the rest
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latenttune._lazy import lazy_exports
 
-_EXPORTS = {
-    "DEFAULT_MODEL_PATH": "checkpoint",
-    "SCHEMA_VERSION": "checkpoint",
-    "LoadedModel": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "load_model": "checkpoint",
-    "model_path": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "LatentAutoencoder": "network",
-    "ModelConfig": "network",
-    "normalise_intensity": "network",
+_MODULES = {
+    "checkpoint": (
+        "DEFAULT_MODEL_PATH", "SCHEMA_VERSION", "LoadedModel", "load_checkpoint", "load_model", "model_path",
+        "save_checkpoint",
+    ),
+    "network": ("LatentAutoencoder", "ModelConfig", "normalise_intensity"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    """Import on first use, so that ``latenttune.model.symmetry`` (for the command line) loads no torch."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -2,8 +2,9 @@
 
 A learned decoder with a low-dimensional latent draws rounded blobs: a gold-like nanocrystal has
 tens of independent facets under an arbitrary orientation, more than a few latent numbers can
-hold (``benchmarks/diagnose_latent.py`` measured the old default model's representation floor at
-E_r 0.32-0.41 on the faceted scenarios, against 0.24-0.29 for the true shape with a flat phase).
+hold (``benchmarks/diagnose_latent.py`` found the old default model's representation floor on the
+faceted scenarios close to its one-shot error: the decoder could not draw them;
+``benchmarks/results/diagnosis_before.md``).
 This module renders a density from a few explicit, physically meaningful parameters instead, with
 no weights: the model's encoder predicts them and extremum seeking tunes them, from cost values
 alone, like the learned part of the latent.
@@ -54,6 +55,8 @@ import torch
 from sim.descriptor import SampleDescriptor
 from sim.geometry import centred_coords
 from sim.shapes import FACET_FAMILIES, FacetedCrystal, family_normals
+
+from latenttune.validation import check_int
 
 __all__ = [
     "NORMALS",
@@ -125,8 +128,7 @@ class PhysicalLayout:
     n: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, (int, np.integer)) or self.n < 8:
-            raise ValueError(f"`n` must be an integer >= 8, got {self.n!r}")
+        check_int("n", self.n, low=8)
 
     size: ClassVar[int] = sum(s for _, s in PARAMETER_GROUPS)
 

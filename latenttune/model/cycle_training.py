@@ -38,6 +38,7 @@ from latenttune.model.checkpoint import LoadedModel, load_checkpoint, save_check
 from latenttune.model.network import LatentAutoencoder
 from latenttune.physics import forward
 from latenttune.model.training import TrainProgress, TrainResult, last_path
+from latenttune.validation import check_int, check_number
 from sim import Detector
 
 log = logging.getLogger(__name__)
@@ -81,21 +82,16 @@ class CycleConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed!r}")
-        if not (math.isfinite(self.lr) and math.isfinite(self.lr_min) and 0 < self.lr_min <= self.lr):
-            raise ValueError(f"`lr` and `lr_min` must satisfy 0 < lr_min <= lr, got {self.lr!r}, {self.lr_min!r}")
+            check_int(name, getattr(self, name), low=1)
+        check_int("seed", self.seed, low=0)
+        lr_min = check_number("lr_min", self.lr_min, low=0, open_low=True)
+        check_number("lr", self.lr, low=lr_min)  # 0 < lr_min <= lr
         photons = tuple(float(p) for p in self.photons)
         if len(photons) != 2 or not all(math.isfinite(p) for p in photons) or not 0 < photons[0] <= photons[1]:
             raise ValueError(f"`photons` must be (low, high) with 0 < low <= high, got {self.photons!r}")
         object.__setattr__(self, "photons", photons)
-        if not math.isfinite(self.beamstop) or self.beamstop < 0:
-            raise ValueError(f"`beamstop` must be >= 0 voxels, got {self.beamstop!r}")
-        if not 0 < self.margin <= 1:
-            raise ValueError(f"`margin` must be in (0, 1], got {self.margin!r}")
+        check_number("beamstop", self.beamstop, low=0)
+        check_number("margin", self.margin, low=0, high=1, open_low=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists for tuples), for checkpoints."""

@@ -27,6 +27,7 @@ import torch
 
 from latenttune.metrics import real_space_error
 from latenttune.model.network import LatentAutoencoder
+from latenttune.validation import check_int, check_number
 
 __all__ = ["FloorResult", "invariant_error_squared", "representation_floor"]
 
@@ -108,12 +109,9 @@ def representation_floor(
     -------
     FloorResult
     """
-    if isinstance(starts, bool) or not isinstance(starts, (int, np.integer)) or starts < 1:
-        raise ValueError(f"`starts` must be a positive integer, got {starts!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"`steps` must be a positive integer, got {steps!r}")
-    if not lr > 0:
-        raise ValueError(f"`lr` must be > 0, got {lr!r}")
+    starts = check_int("starts", starts, low=1)
+    steps = check_int("steps", steps, low=1)
+    check_number("lr", lr, low=0, open_low=True)
     rng = np.random.default_rng(0) if rng is None else rng
     n, k = model.config.n, model.latent_dim
     d0 = np.asarray(truth)

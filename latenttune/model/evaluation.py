@@ -31,6 +31,7 @@ from latenttune.model.checkpoint import LoadedModel
 from latenttune.physics import forward
 from latenttune.model.training import RunConfig, training_seeds
 from latenttune.model.views import check_views, choose_view
+from latenttune.validation import check_int
 from sim.training import TrainingPairGenerator
 
 log = logging.getLogger(__name__)
@@ -165,14 +166,13 @@ def evaluate_model(
     callback : callable, optional
         ``callback(index, E_r, E_q)`` after each sample (progress reporting; the best view's figures).
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"`samples` must be a positive integer, got {samples!r}")
+    samples = check_int("samples", samples, low=1)
     views = check_views(views)
     generator = held_out_generator(loaded, seed)
     model = loaded.model
     trivial = mean_training_density(loaded)
     trivial_intensity = forward(trivial)
-    results: dict[str, list[float]] = {k: [] for k in ("E_r", "E_q", "E_r_views", "E_q_views", "view", "t_views",
+    per_sample: dict[str, list[float]] = {k: [] for k in ("E_r", "E_q", "E_r_views", "E_q_views", "view", "t_views",
                                                          "E_r_trivial", "E_q_trivial", "t", "E_r_encoders",
                                                          "E_q_encoders", "encoder")}
     families = []
@@ -182,48 +182,48 @@ def evaluate_model(
             start = time.perf_counter()
             z = model.encode(pair.intensity, pair.mask)
             prediction = model.decode(z)[0].cpu().numpy()
-            results["t"].append(time.perf_counter() - start)
-            results["E_r"].append(real_space_error(pair.density, prediction).error)
-            results["E_q"].append(amplitude_error(forward(prediction), pair.intensity, pair.mask))
+            per_sample["t"].append(time.perf_counter() - start)
+            per_sample["E_r"].append(real_space_error(pair.density, prediction).error)
+            per_sample["E_q"].append(amplitude_error(forward(prediction), pair.intensity, pair.mask))
             if views > 1:
                 start = time.perf_counter()
                 choice = choose_view(model, pair.intensity, pair.mask, views=views)
-                results["t_views"].append(time.perf_counter() - start)
-                results["view"].append(choice.index)
-                results["E_r_views"].append(real_space_error(pair.density, choice.density).error)
-                results["E_q_views"].append(amplitude_error(forward(choice.density), pair.intensity, pair.mask))
+                per_sample["t_views"].append(time.perf_counter() - start)
+                per_sample["view"].append(choice.index)
+                per_sample["E_r_views"].append(real_space_error(pair.density, choice.density).error)
+                per_sample["E_q_views"].append(amplitude_error(forward(choice.density), pair.intensity, pair.mask))
             else:
-                results["t_views"].append(results["t"][-1])
-                results["view"].append(0)
-                results["E_r_views"].append(results["E_r"][-1])
-                results["E_q_views"].append(results["E_q"][-1])
+                per_sample["t_views"].append(per_sample["t"][-1])
+                per_sample["view"].append(0)
+                per_sample["E_r_views"].append(per_sample["E_r"][-1])
+                per_sample["E_q_views"].append(per_sample["E_q"][-1])
             if model.encoder_count > 1:
                 pick = choose_encoder(model, LatentCost(model, pair.intensity, pair.mask))
                 picked = prediction if pick.index == 0 else model.decode(pick.latent)[0].cpu().numpy()
-                results["encoder"].append(pick.index)
-                results["E_r_encoders"].append(real_space_error(pair.density, picked).error)
-                results["E_q_encoders"].append(amplitude_error(forward(picked), pair.intensity, pair.mask))
-            results["E_r_trivial"].append(real_space_error(pair.density, trivial).error)
-            results["E_q_trivial"].append(amplitude_error(trivial_intensity, pair.intensity, pair.mask))
+                per_sample["encoder"].append(pick.index)
+                per_sample["E_r_encoders"].append(real_space_error(pair.density, picked).error)
+                per_sample["E_q_encoders"].append(amplitude_error(forward(picked), pair.intensity, pair.mask))
+            per_sample["E_r_trivial"].append(real_space_error(pair.density, trivial).error)
+            per_sample["E_q_trivial"].append(amplitude_error(trivial_intensity, pair.intensity, pair.mask))
             families.append(str(pair.family))
-            log.debug("sample %d (%s): E_r %.4f E_q %.4f (best view %d: E_r %.4f)", i, pair.family, results["E_r"][-1],
-                      results["E_q"][-1], results["view"][-1], results["E_r_views"][-1])
+            log.debug("sample %d (%s): E_r %.4f E_q %.4f (best view %d: E_r %.4f)", i, pair.family, per_sample["E_r"][-1],
+                      per_sample["E_q"][-1], per_sample["view"][-1], per_sample["E_r_views"][-1])
             if callback is not None:
-                callback(i, results["E_r_views"][-1], results["E_q_views"][-1])
+                callback(i, per_sample["E_r_views"][-1], per_sample["E_q_views"][-1])
     return EvaluationReport(
-        E_r=np.array(results["E_r"]),
-        E_q=np.array(results["E_q"]),
-        E_r_views=np.array(results["E_r_views"]),
-        E_q_views=np.array(results["E_q_views"]),
-        view_index=np.array(results["view"], dtype=int),
-        seconds_per_view_choice=np.array(results["t_views"]),
-        E_r_trivial=np.array(results["E_r_trivial"]),
-        E_q_trivial=np.array(results["E_q_trivial"]),
-        seconds_per_prediction=np.array(results["t"]),
+        E_r=np.array(per_sample["E_r"]),
+        E_q=np.array(per_sample["E_q"]),
+        E_r_views=np.array(per_sample["E_r_views"]),
+        E_q_views=np.array(per_sample["E_q_views"]),
+        view_index=np.array(per_sample["view"], dtype=int),
+        seconds_per_view_choice=np.array(per_sample["t_views"]),
+        E_r_trivial=np.array(per_sample["E_r_trivial"]),
+        E_q_trivial=np.array(per_sample["E_q_trivial"]),
+        seconds_per_prediction=np.array(per_sample["t"]),
         families=tuple(families),
         seed=seed,
         views=views,
         **({} if model.encoder_count == 1 else {
-            "E_r_encoders": np.array(results["E_r_encoders"]), "E_q_encoders": np.array(results["E_q_encoders"]),
-            "encoder_index": np.array(results["encoder"], dtype=int)}),
+            "E_r_encoders": np.array(per_sample["E_r_encoders"]), "E_q_encoders": np.array(per_sample["E_q_encoders"]),
+            "encoder_index": np.array(per_sample["encoder"], dtype=int)}),
     )

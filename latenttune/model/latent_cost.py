@@ -11,7 +11,7 @@ checkerboard ``c = (-1)^(i + j + k)`` on the object grid. This equals
 convention) for even ``N``: the modulation by ``c`` moves ``q = 0`` to index ``N // 2`` (the
 ``fftshift``), and the input-side ``ifftshift`` and the placement of ``d`` inside the padded box
 only multiply the transform by a phase, which the intensity does not see. It needs no padding
-copy and no shifts, about 2.3x faster per pattern (1.3 against 2.9 ms at ``N = 64`` here); the
+copy and no shifts, so it is faster per pattern (timed by ``benchmarks/bench_latent_cost.py``); the
 tests check it against :func:`~latenttune.physics.forward`. For the amplitude cost the measured
 amplitudes and their mask are prepared once.
 
@@ -34,6 +34,7 @@ import torch
 
 from latenttune.model.network import LatentAutoencoder
 from latenttune.physics import _TINY, COSTS, flux_scale, forward
+from latenttune.validation import check_choice
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ class LatentCost:
     """
 
     def __init__(self, model: LatentAutoencoder, intensity: Any, mask: Any = None, cost: str = "amplitude") -> None:
-        if cost not in COSTS:
-            raise ValueError(f"`cost` must be one of {sorted(COSTS)}, got {cost!r}")
+        check_choice("cost", cost, sorted(COSTS))
         self.model = model
         self.cost_name = cost
         self._cost = COSTS[cost]

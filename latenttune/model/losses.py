@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from latenttune.physics import amplitude_misfit, forward
+from latenttune.validation import check_number
 
 __all__ = [
     "LossWeights",
@@ -77,10 +78,8 @@ class LossWeights:
 
     def __post_init__(self) -> None:
         for name in ("amplitude", "phase", "reciprocal", "smoothness", "physical"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"loss weight `{name}` must be >= 0, got {getattr(self, name)!r}")
-        if not self.smoothness_step > 0:
-            raise ValueError(f"`smoothness_step` must be > 0, got {self.smoothness_step!r}")
+            check_number(name, getattr(self, name), low=0)
+        check_number("smoothness_step", self.smoothness_step, low=0, open_low=True)
 
 
 def centre_shifts(density: torch.Tensor) -> list[tuple[int, int, int]]:

@@ -31,7 +31,7 @@ and wrapped strain phases need no discontinuity in the network's output.
 The latent box is ``[-1, 1]^k`` (tanh bound): the extremum-seeking controller uses it directly
 (:attr:`LatentAutoencoder.latent_bounds`).
 
-Physics-structured variant (``ModelConfig(physical=True)``, the default model since 2026-12)::
+Physics-structured variant (``ModelConfig(physical=True)``, the default model; ``docs/model_card.md``)::
 
     z = [p (48 physical parameters), z_learned (latent_dim)]       all in the box (-1, 1)
     p -> faceted crystal, smooth phase, dislocation line            latenttune.model.crystal (no weights)
@@ -62,6 +62,7 @@ from torch.nn import functional as F
 
 from latenttune.model.crystal import PhysicalLayout, render_physical
 from latenttune.model.onednn import Conv3d, convolve, cpu_layout
+from latenttune.validation import check_bool, check_choice, check_int, is_integer
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +111,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("n", "latent_dim", "hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), low=1)
         for name in ("encoder_channels", "decoder_channels"):
             value = tuple(getattr(self, name))
-            if not value or any(not isinstance(c, (int, np.integer)) or c < 1 for c in value):
+            if not value or any(not is_integer(c) or c < 1 for c in value):
                 raise ValueError(f"`{name}` must be a non-empty sequence of positive integers, got {value!r}")
             object.__setattr__(self, name, tuple(int(c) for c in value))
-        if not isinstance(self.physical, (bool, np.bool_)):
-            raise TypeError(f"`physical` must be a bool, got {type(self.physical).__name__}")
-        object.__setattr__(self, "physical", bool(self.physical))
-        if not isinstance(self.cycle_encoder, (bool, np.bool_)):
-            raise TypeError(f"`cycle_encoder` must be a bool, got {type(self.cycle_encoder).__name__}")
-        object.__setattr__(self, "cycle_encoder", bool(self.cycle_encoder))
-        if self.encoder_stem not in ("full", "two-scale"):
-            raise ValueError(f"`encoder_stem` must be 'full' or 'two-scale', got {self.encoder_stem!r}")
+        object.__setattr__(self, "physical", check_bool("physical", self.physical))
+        object.__setattr__(self, "cycle_encoder", check_bool("cycle_encoder", self.cycle_encoder))
+        check_choice("encoder_stem", self.encoder_stem, ("full", "two-scale"))
         if self.physical and self.n < 8:
             raise ValueError(f"`n` must be >= 8 for a physical decoder, got {self.n}")
         if self.encoder_grid % (2 ** len(self.encoder_channels)):
@@ -278,8 +272,9 @@ class _Decoder(nn.Module):
         h = self.head(z).view(-1, self.c0, self.side, self.side, self.side)  # (B, C0, n/8, n/8, n/8)
         h = self.features(cpu_layout(h))  # (B, C_last, n, n, n)
         # Both heads in one convolution (output channels [amplitude, cos, sin]): one pass over the
-        # largest feature map instead of two; on the CPU 2.4 ms against 2.7 + 2.5 ms for the
-        # separate heads (default model, batch of one). The heads keep their own parameters.
+        # largest feature map instead of two, about half the time of the separate heads on the CPU
+        # (README.md, "Throughput of the controller's hot path"; benchmarks/bench_latent_cost.py).
+        # The heads keep their own parameters.
         weight = torch.cat([self.amplitude.weight, self.phasor.weight])
         bias = torch.cat([self.amplitude.bias, self.phasor.bias])
         return convolve(h, self.amplitude, weight, bias)  # (B, 3, n, n, n)
@@ -415,7 +410,7 @@ class LatentAutoencoder(nn.Module):
 
     def check_encoder(self, encoder: Any) -> int:
         """Check an encoder index (0, or 1 for a model with a cycle encoder) and return it as an int."""
-        if isinstance(encoder, bool) or not isinstance(encoder, (int, np.integer)) or not 0 <= int(encoder) < self.encoder_count:
+        if not is_integer(encoder) or not 0 <= int(encoder) < self.encoder_count:
             raise ValueError(
                 f"`encoder` must be an integer from 0 to {self.encoder_count - 1} for this model "
                 f"({self.encoder_count} encoder{'s' if self.encoder_count > 1 else ''}), got {encoder!r}"

@@ -33,10 +33,10 @@ def cpu_layout(x: torch.Tensor) -> torch.Tensor:
     """``x`` in the memory layout the CPU kernels here run fastest on (channels-last on oneDNN).
 
     Channels-last (``torch.channels_last_3d``) is a memory layout only: shapes, values and
-    autograd are unchanged. Measured on the project's 2-core CPU with the default model (batch of
-    one): the decoder's last trilinear upsample 2.3 -> 0.5 ms, the whole decoder 9.3 -> 5.1 ms,
-    and the encoder's features at batch 8 247 -> 144 ms, against the default (channels-first)
-    layout. Other devices keep their layout.
+    autograd are unchanged. On the CPU it speeds up the decoder (its trilinear upsamples most) at a
+    batch of one and the encoder at training batch sizes, against the default (channels-first)
+    layout (``benchmarks/bench_latent_cost.py``; the figures are in README.md, "Throughput of the
+    controller's hot path"). Other devices keep their layout.
     """
     return x.contiguous(memory_format=torch.channels_last_3d) if _takes_onednn(x) else x
 
@@ -54,15 +54,14 @@ class Conv3d(nn.Conv3d):
     """``nn.Conv3d`` that always takes oneDNN (mkldnn) on the CPU, also for a batch of one.
 
     torch's CPU ``conv3d`` dispatch sends small inputs, in particular a batch of one (what the
-    controller evaluates at every step), to ``aten::slow_conv3d``: profiled with
-    ``torch.profiler`` on the default decoder, 70 ms per decode against 8-9 ms through oneDNN,
-    and still 22 ms when the batch of one is doubled to two (DESIGN.md section 7). For float32
+    controller evaluates at every step), to ``aten::slow_conv3d``, several times slower per decode
+    than oneDNN (found with ``torch.profiler``; ``benchmarks/bench_latent_cost.py``, figures in
+    README.md, "Throughput of the controller's hot path"). For float32
     CPU tensors this layer calls oneDNN's convolution directly, the kernel torch's dispatch itself
     picks for the training batches (batch > 1), with autograd, in the input's memory layout
     (channels-first or channels-last); other devices and dtypes take the ordinary path. Same
     parameters and state-dict keys as ``nn.Conv3d``, so checkpoints are unaffected; batch-1
-    results agree with the slow path to float32 rounding (about 2e-5 on the default decoder's
-    outputs).
+    results agree with the slow path to float32 rounding (``tests/test_model.py`` compares them).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from latenttune.validation import is_integer
+
 __all__ = ["GridView", "VIEWS", "VIEW_COUNTS", "check_view_index", "check_views"]
 
 VIEW_COUNTS = (1, 24, 48)
@@ -97,7 +99,7 @@ def check_views(views: Any) -> int:
     ValueError
         Any other value.
     """
-    if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or int(views) not in VIEW_COUNTS:
+    if not is_integer(views) or int(views) not in VIEW_COUNTS:
         raise ValueError(f"`views` must be one of {VIEW_COUNTS}, got {views!r}")
     return int(views)
 
@@ -110,6 +112,6 @@ def check_view_index(index: Any) -> int:
     ValueError
         ``index`` is not an integer from 0 to 47.
     """
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= int(index) < len(VIEWS):
+    if not is_integer(index) or not 0 <= int(index) < len(VIEWS):
         raise ValueError(f"`view` must be an integer index of the {len(VIEWS)} views (0 = identity), got {index!r}")
     return int(index)

@@ -54,6 +54,7 @@ from latenttune.model.crystal import PhysicalLayout, parameter_loss, physical_ta
 from latenttune.model.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
 from latenttune.model.checkpoint import load_checkpoint, model_path, save_checkpoint, state_checksum
 from latenttune.model.network import LatentAutoencoder, ModelConfig
+from latenttune.validation import check_choice, check_int, check_number
 from sim.detector import Detector
 from sim.training import TrainingPairGenerator
 
@@ -123,22 +124,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "val_samples"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"`train.{name}` must be a positive integer, got {getattr(self, name)!r}")
+            check_int(f"train.{name}", getattr(self, name), low=1)
         for name in ("warmup", "num_workers"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"`train.{name}` must be a non-negative integer, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"`train.lr` must be > 0, got {self.lr!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"`train.min_lr_ratio` must be in [0, 1], got {self.min_lr_ratio!r}")
+            check_int(f"train.{name}", getattr(self, name), low=0)
+        check_number("train.lr", self.lr, low=0, open_low=True)
+        check_number("train.min_lr_ratio", self.min_lr_ratio, low=0, high=1)
         if isinstance(self.loss, dict):
             object.__setattr__(self, "loss", LossWeights(**self.loss))
         for name in ("init_from", "init_checksum"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"`train.{name}` must be a string, got {type(getattr(self, name)).__name__}")
-        if self.trainable not in _TRAINABLE:
-            raise ValueError(f"`train.trainable` must be one of {list(_TRAINABLE)}, got {self.trainable!r}")
+        check_choice("train.trainable", self.trainable, _TRAINABLE)
         if self.trainable != "all" and not self.init_from:
             raise ValueError(f"`train.trainable = {self.trainable!r}` needs `train.init_from`: a frozen decoder "
                              "must come from a trained model")
@@ -370,8 +366,7 @@ def train(
     -------
     TrainResult
     """
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"`device` must be 'cpu' or 'cuda', got {device!r}")
+    check_choice("device", device, ("cpu", "cuda"))
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("`device` is 'cuda' but torch sees no CUDA device")
     out = Path(out)

@@ -15,9 +15,9 @@ misorientation is tens of degrees on faceted crystals, ``benchmarks/orientation_
 view ``g`` gives a candidate density ``g^-1(D(E(g(I))))`` for the same measured pattern ``I``; the
 candidates are scored with the tracker's own cost (the amplitude misfit against the measured
 counts, masked voxels excluded) and the lowest wins. The choice uses only the measurement, never
-the truth. Measured on the default model (40+24 held-out pairs, ``latenttune evaluate``): median
-``E_r`` 0.382 with the identity view, 0.341 with the best of 48, within 0.003 of the oracle choice
-(the candidate nearest the truth).
+the truth. On the default model's held-out pairs the best of 48 lowers the median ``E_r`` of the
+identity view and comes close to the oracle choice (the candidate nearest the truth): figures in
+``docs/model_card.md`` ("Validation figures", ``latenttune evaluate``) and README.md ("Symmetric views").
 
 A tracker that adopts view ``g`` works with :class:`ViewedAutoencoder`, whose ``encode`` sees
 ``g(I)`` and whose ``decode`` returns ``g^-1(D(z))``: every density, cost and output stays in the
@@ -38,6 +38,7 @@ from torch import nn
 from latenttune.model.latent_cost import LatentCost
 from latenttune.model.network import LatentAutoencoder
 from latenttune.model.symmetry import VIEW_COUNTS, VIEWS, GridView, check_view_index, check_views
+from latenttune.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +169,7 @@ def choose_view(model: LatentAutoencoder, intensity: Any, mask: Any = None, *, v
     ViewChoice
     """
     views = check_views(views)
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"`batch` must be a positive integer, got {batch!r}")
+    check_int("batch", batch, low=1)
     cost = LatentCost(model, intensity, mask)  # checks the pattern; scores candidates in the lab frame
     x = cost.intensity
     m = cost.mask

@@ -18,43 +18,15 @@ parser) loads neither matplotlib nor torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from latenttune._lazy import lazy_exports
 
-_EXPORTS = {
-    "RenderSettings": "render",
-    "DensityView": "render",
-    "IsoPanel": "render",
-    "SlicePanels": "render",
-    "isosurface": "render",
-    "render_density": "render",
-    "line_path": "paths",
-    "axes_path": "paths",
-    "lissajous_path": "paths",
-    "PATHS": "paths",
-    "encode_patterns": "traverse",
-    "traverse_frames": "traverse",
-    "write_traverse_movie": "traverse",
-    "tracking_frames": "tracking_movie",
-    "write_tracking_movie": "tracking_movie",
-    "resolve_series": "tracking_movie",
-    "MovieWriter": "writer",
-    "write_movie": "writer",
-    "export_vti": "vtk_export",
-    "export_result_frame": "vtk_export",
+_MODULES = {
+    "render": ("RenderSettings", "DensityView", "IsoPanel", "SlicePanels", "isosurface", "render_density"),
+    "paths": ("line_path", "axes_path", "lissajous_path", "PATHS"),
+    "traverse": ("encode_patterns", "traverse_frames", "write_traverse_movie"),
+    "tracking_movie": ("tracking_frames", "write_tracking_movie", "resolve_series"),
+    "writer": ("MovieWriter", "write_movie"),
+    "vtk_export": ("export_vti", "export_result_frame"),
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _MODULES)

@@ -19,16 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from latenttune.validation import check_int, check_number
+
 __all__ = ["PATHS", "check_box", "check_latent", "line_path", "axes_path", "lissajous_path"]
 
 #: Names of the traversal paths (``--path`` of ``latenttune movie traverse``).
 PATHS = ("line", "axes", "lissajous")
-
-
-def _check_frames(frames: Any, minimum: int = 2) -> int:
-    if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < minimum:
-        raise ValueError(f"`frames` must be an integer >= {minimum}, got {frames!r}")
-    return int(frames)
 
 
 def check_latent(z: Any, k: int | None = None, name: str = "z") -> np.ndarray:
@@ -70,7 +66,7 @@ def line_path(start: Any, end: Any, frames: int) -> np.ndarray:
     """
     z0 = check_latent(start, name="start")
     z1 = check_latent(end, k=z0.size, name="end")
-    frames = _check_frames(frames)
+    frames = check_int("frames", frames, low=2)
     s = np.linspace(0.0, 1.0, frames)[:, None]
     return (1 - s) * z0 + s * z1
 
@@ -100,9 +96,8 @@ def axes_path(lower: Any, upper: Any, frames: int, *, centre: Any = None, margin
     """
     lo, hi = check_box(lower, upper)
     k = lo.size
-    frames = _check_frames(frames, minimum=2 * k)
-    if not 0 <= margin < 1:
-        raise ValueError(f"`margin` must be in [0, 1), got {margin!r}")
+    frames = check_int("frames", frames, low=2 * k)
+    check_number("margin", margin, low=0, high=1, open_high=True)
     c = (lo + hi) / 2 if centre is None else check_latent(centre, k=k, name="centre")
     if ((c < lo) | (c > hi)).any():
         raise ValueError("`centre` must lie inside the box [lower, upper]")
@@ -155,13 +150,11 @@ def lissajous_path(
     ndarray, shape (frames, k)
     """
     lo, hi = check_box(lower, upper)
-    frames = _check_frames(frames)
+    frames = check_int("frames", frames, low=2)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"`rng` must be a numpy.random.Generator, got {type(rng).__name__}")
-    if isinstance(max_cycles, bool) or not isinstance(max_cycles, (int, np.integer)) or max_cycles < 1:
-        raise ValueError(f"`max_cycles` must be a positive integer, got {max_cycles!r}")
-    if not 0 <= margin < 1:
-        raise ValueError(f"`margin` must be in [0, 1), got {margin!r}")
+    check_int("max_cycles", max_cycles, low=1)
+    check_number("margin", margin, low=0, high=1, open_high=True)
     k = lo.size
     cycles = rng.permutation(1 + np.arange(k) % max_cycles)
     phases = rng.uniform(0, 2 * np.pi, size=k)

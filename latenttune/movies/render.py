@@ -34,6 +34,7 @@ from matplotlib.figure import Figure
 from matplotlib.gridspec import SubplotSpec
 
 from latenttune.plots import central_slices
+from latenttune.validation import check_choice, check_number
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +98,15 @@ class RenderSettings:
     fit_view: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.iso_fraction < 1:
-            raise ValueError(f"`iso_fraction` must be in (0, 1), got {self.iso_fraction!r}")
+        check_number("iso_fraction", self.iso_fraction, low=0, high=1, open_low=True, open_high=True)
         for name in ("phase_cmap", "amplitude_cmap", "intensity_cmap"):
             if getattr(self, name) not in colormaps:
                 raise ValueError(f"`{name}` must be a matplotlib colour map name, got {getattr(self, name)!r}")
-        if self.slice_axis not in (0, 1, 2):
-            raise ValueError(f"`slice_axis` must be 0, 1 or 2, got {self.slice_axis!r}")
+        check_choice("slice_axis", self.slice_axis, (0, 1, 2))
         light = np.asarray(self.light, dtype=float)
         if light.shape != (3,) or not np.isfinite(light).all() or not np.linalg.norm(light) > 0:
             raise ValueError(f"`light` must be a non-zero 3-vector, got {self.light!r}")
-        if not 0 <= self.ambient <= 1:
-            raise ValueError(f"`ambient` must be in [0, 1], got {self.ambient!r}")
+        check_number("ambient", self.ambient, low=0, high=1)
 
 
 def check_size(size: Any) -> tuple[int, int]:
@@ -124,10 +122,7 @@ def check_size(size: Any) -> tuple[int, int]:
 
 def check_dpi(dpi: Any) -> float:
     """Positive finite dots per inch, else ValueError."""
-    value = float(dpi)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`dpi` must be a positive number, got {dpi!r}")
-    return value
+    return check_number("dpi", float(dpi), low=0, open_low=True)  # float() first: "300" is accepted
 
 
 def _check_density(density: Any, name: str = "density") -> np.ndarray:
@@ -188,8 +183,7 @@ def isosurface(density: Any, level: float) -> Surface:
     from skimage.measure import marching_cubes
 
     d = _check_density(density)
-    if not np.isfinite(level) or level <= 0:
-        raise ValueError(f"`level` must be a positive number, got {level!r}")
+    check_number("level", level, low=0, open_low=True)
     amplitude = np.pad(np.abs(d).astype(np.float32), 1)
     if amplitude.max() <= level:
         return Surface(np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), np.zeros(0))
@@ -302,8 +296,7 @@ class IsoPanel:
         self, ax: Any, shape: tuple[int, int, int], level: float, settings: RenderSettings, *, title: str = "",
         fontsize: float = 7.0, zoom: float = 1.0, extent: float | None = None,
     ) -> None:
-        if not np.isfinite(level) or level <= 0:
-            raise ValueError(f"`level` must be a positive number, got {level!r}")
+        check_number("level", level, low=0, open_low=True)
         self.ax = ax
         self.level = float(level)
         self.settings = settings
@@ -317,8 +310,7 @@ class IsoPanel:
         ax.view_init(elev=settings.elev, azim=settings.azim)
         self._limits = [(-(s // 2), s - s // 2 - 1) for s in shape]
         if extent is not None:
-            if not np.isfinite(extent) or extent <= 0:
-                raise ValueError(f"`extent` must be a positive number, got {extent!r}")
+            check_number("extent", extent, low=0, open_low=True)
             self._limits = [(max(lo, -extent), min(hi, extent)) for lo, hi in self._limits]
         self._fix_limits()
         ax.set_box_aspect((1, 1, 1), zoom=zoom)
@@ -397,8 +389,7 @@ class SlicePanels:
         self, ax_amplitude: Any, ax_phase: Any, shape: tuple[int, int, int], amplitude_max: float,
         settings: RenderSettings, *, fontsize: float = 7.0,
     ) -> None:
-        if not np.isfinite(amplitude_max) or amplitude_max <= 0:
-            raise ValueError(f"`amplitude_max` must be a positive number, got {amplitude_max!r}")
+        check_number("amplitude_max", amplitude_max, low=0, open_low=True)
         self.settings = settings
         self.amplitude_max = float(amplitude_max)
         axis = settings.slice_axis
@@ -455,8 +446,7 @@ class DensityView:
         self, fig: Figure, spec: SubplotSpec, shape: tuple[int, int, int], amplitude_max: float,
         settings: RenderSettings, *, fontsize: float = 7.0, title: str = "", extent: float | None = None,
     ) -> None:
-        if not np.isfinite(amplitude_max) or amplitude_max <= 0:
-            raise ValueError(f"`amplitude_max` must be a positive number, got {amplitude_max!r}")
+        check_number("amplitude_max", amplitude_max, low=0, open_low=True)
         # isosurface | slices (amplitude over phase) | phase colour bar beside the phase slice
         grid = spec.subgridspec(2, 3, width_ratios=[2.4, 1.0, 0.06], wspace=0.12, hspace=0.35)
         level = settings.iso_fraction * amplitude_max

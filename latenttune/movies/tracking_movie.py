@@ -246,7 +246,7 @@ class TrackingView:
                 image.set_data(np.log10(np.maximum(plane, 10.0 ** image.get_clim()[0])))
         if self.truth is not None and truth is not None:
             self.truth.update(truth)
-            # whole-voxel alignment is enough for a picture (the subpixel refinement costs ~0.4 s at n = 32);
+            # whole-voxel alignment is enough for a picture (the subpixel refinement would slow every frame);
             # keep the shift, twin and global phase of the alignment, not its least-squares amplitude
             # factor: the reconstruction is drawn at its own amplitude, on the truth's isosurface level
             alignment = real_space_error(truth, density, subpixel=False)

@@ -34,6 +34,7 @@ from latenttune.movies.render import (
     view_extent,
 )
 from latenttune.movies.writer import MovieWriter, check_output
+from latenttune.validation import check_int
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,7 @@ def decode_latents(model: LatentAutoencoder, latents: Any, batch: int = 8) -> It
     """Decoded densities ``(n, n, n)`` complex64 of ``latents`` ``(T, k)``, ``batch`` at a time."""
     model = _check_model(model)
     z = _check_latents(latents, model.latent_dim)
-    if batch < 1:
-        raise ValueError(f"`batch` must be a positive integer, got {batch!r}")
+    check_int("batch", batch, low=1)
     for start in range(0, z.shape[0], batch):
         with torch.inference_mode():
             chunk = model.decode(z[start : start + batch]).cpu().numpy()

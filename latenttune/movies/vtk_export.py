@@ -1,8 +1,8 @@
 """ParaView / VTK export of a density: VTK XML image data (``.vti``) with amplitude and phase.
 
 The library is **pyevtk** (``pyevtk.hl.imageToVTK``): a small pure-Python package (one dependency,
-numpy) maintained since 2010 whose only job is writing binary VTK XML files, ImageData included.
-The alternatives were heavier or did not fit: ``vtk`` itself is a 140 MB wheel, ``pyvista``
+numpy), long maintained, whose only job is writing binary VTK XML files, ImageData included.
+The alternatives were heavier or did not fit: ``vtk`` itself is a very large wheel, ``pyvista``
 depends on ``vtk``, and ``meshio`` writes unstructured meshes but no ImageData. pyevtk writes the
 arrays as raw little-endian binary in an ``AppendedData`` block with 64-bit block headers
 (``header_type="UInt64"``), which ParaView and VTK's ``vtkXMLImageDataReader`` read directly.
@@ -30,6 +30,7 @@ import numpy as np
 
 from latenttune.io import Results, read_results
 from latenttune.io.partial import replace_when_done
+from latenttune.validation import check_choice, is_integer
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def result_row(results: Results, frame: int) -> int:
 
     Negative ``frame`` counts from the last row. ValueError names the frames available.
     """
-    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+    if not is_integer(frame):
         raise TypeError(f"`frame` must be an integer, got {frame!r}")
     T = results.num_frames
     if T == 0:
@@ -150,8 +151,7 @@ def export_result_frame(
     """
     data = results if isinstance(results, Results) else read_results(results)
     row = result_row(data, frame)
-    if which not in ("auto", "hybrid", "decoded"):
-        raise ValueError(f"`which` must be 'auto', 'hybrid' or 'decoded', got {which!r}")
+    check_choice("which", which, ("auto", "hybrid", "decoded"))
     if which == "hybrid" and not data.has_physics:
         data.reconstruction("hybrid")  # the one-line refusal
     output = data.has_physics and which != "decoded"

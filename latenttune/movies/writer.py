@@ -28,6 +28,7 @@ import numpy as np
 
 from latenttune.io.partial import PartialFile, hidden_partial_path
 from latenttune.movies.render import check_size
+from latenttune.validation import check_number
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ def _check_size(size: Any, fmt: str) -> tuple[int, int]:
 def check_output(path: str | os.PathLike[str], size: Any, fps: float = 12.0) -> tuple[str, tuple[int, int]]:
     """Check a movie's file name, size and rate before any work: returns ``(format, (width, height))``."""
     fmt = movie_format(path)
-    if not np.isfinite(fps) or fps <= 0:
-        raise ValueError(f"`fps` must be a positive number, got {fps!r}")
+    check_number("fps", fps, low=0, open_low=True)
     return fmt, _check_size(size, fmt)
 
 
@@ -103,10 +103,8 @@ class MovieWriter(PartialFile):
         # hidden name next to `path`, same suffix (ffmpeg picks the container by it)
         super().__init__(path, hidden_partial_path(path), keep_partial=False)
         self.size = _check_size(size, self.format)
-        if not np.isfinite(fps) or fps <= 0:
-            raise ValueError(f"`fps` must be a positive number, got {fps!r}")
-        if not 0 <= quality <= 10:
-            raise ValueError(f"`quality` must be in [0, 10], got {quality!r}")
+        check_number("fps", fps, low=0, open_low=True)
+        check_number("quality", quality, low=0, high=10)
         if not 2 <= int(colors) <= 256:
             raise ValueError(f"`colors` must be in [2, 256], got {colors!r}")
         if self.path.exists() and not overwrite:

@@ -18,9 +18,9 @@ Conventions (read in the cohere-core 4.5.4 source and checked numerically)
   conjugate of a density that fits ``A`` under our ``fftn`` forward model (DESIGN.md section 2; the
   ``ifftshift`` there only multiplies the FFT by ``(-1)^k`` for even ``N`` and leaves amplitudes
   unchanged). So the result is ``conj(cohere image)``, and a warm start is handed to cohere as
-  ``conj(pad(initial))``. Checked: with exact data, 20 ER iterations started from
-  ``conj(pad(d))`` keep cohere's error at 5e-15 and ``E_r`` (twin search off) of the result at
-  3e-8; started from ``pad(d)`` itself, ``E_r`` is 0.19. (The conjugate alone is not the twin
+  ``conj(pad(initial))``. Checked: with exact data, ER iterations started from ``conj(pad(d))``
+  stay on ``d`` (cohere's error and ``E_r``, twin search off, at rounding level), while started
+  from ``pad(d)`` itself they leave it (``tests/test_cohere_peer.py``). (The conjugate alone is not the twin
   ``conj(d(-r))``: without it the result is a different, wrong object, not a twin the ``E_r``
   search would forgive.)
 * **Real-space placement.** cohere's image is not ``ifftshift``-ed: the object lies near the box
@@ -36,12 +36,12 @@ Conventions (read in the cohere-core 4.5.4 source and checked numerically)
   voxels keep their current amplitude and phase (unconstrained, as in PyNX) and its error is
   computed over the measured voxels. ``mask_mode="zero"`` runs cohere's plain ``Rec`` with masked
   voxels given as zero counts (a zero-amplitude constraint there): what one gets by handing cohere
-  the masked data as they are. At ``n = 16`` with a beamstop of radius 1 (7 voxels, 3 % of the
-  photons) it gives ``E_r`` about 0.7 to 0.9 where ``"free"`` gives 0.13 to 0.25.
+  the masked data as they are. Even a small beamstop then makes the reconstruction much worse
+  than ``"free"`` does (``tests/test_cohere_peer.py``; ``benchmarks/bench_vs_cohere.py --cohere-mask zero``).
 * **Scale of the start.** cohere scales its random start by ``sum|x|^2 * max(A)``, orders of
   magnitude above the data; its modulus step corrects every *measured* amplitude at once, but with
   free masked voxels the excess stays in the unmeasured ``q = 0`` region, never decays, and
-  shrink-wrap then grows the support to most of the box (``E_r`` 0.99 in the measurement above).
+  shrink-wrap then grows the support to most of the box (the reconstruction fails).
   So every start (cold or warm) is scaled so that its Fourier amplitudes over the measured voxels
   have the norm of the data.
 * **Randomness.** cohere draws its random start after reseeding numpy's *global* generator from the
@@ -76,6 +76,7 @@ import scipy.fft as sfft
 
 from latenttune.physics import crop, pad
 from latenttune.versions import installed_version
+from latenttune.validation import check_choice, check_int, check_number, is_integer
 
 __all__ = [
     "CohereRecipe",
@@ -156,8 +157,7 @@ def count_iterations(sequence: str) -> int:
 
 def _check_trigger(trigger: Any) -> tuple[int, ...]:
     values = tuple(trigger) if isinstance(trigger, (tuple, list)) else (trigger,)
-    if not 1 <= len(values) <= 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                            for v in values):
+    if not 1 <= len(values) <= 3 or not all(is_integer(v) for v in values):
         raise ValueError(f"`shrink_wrap_trigger` must be 1 to 3 integers (start[, step[, stop]]), got {trigger!r}")
     if len(values) >= 2 and values[1] < 1:
         raise ValueError(f"`shrink_wrap_trigger` step must be >= 1, got {trigger!r}")
@@ -212,30 +212,17 @@ class CohereRecipe:
         if not isinstance(self.algorithm_sequence, str):
             raise TypeError(f"`algorithm_sequence` must be a str, got {type(self.algorithm_sequence).__name__}")
         iterations = count_iterations(self.algorithm_sequence)
-        if not 0 < float(self.hio_beta) <= 1:
-            raise ValueError(f"`hio_beta` must be in (0, 1], got {self.hio_beta!r}")
+        check_number("hio_beta", float(self.hio_beta), low=0, high=1, open_low=True)
         if self.shrink_wrap_trigger is not None:
             object.__setattr__(self, "shrink_wrap_trigger", _check_trigger(self.shrink_wrap_trigger))
-        if not 0 < float(self.shrink_wrap_threshold) < 1:
-            raise ValueError(f"`shrink_wrap_threshold` must be in (0, 1), got {self.shrink_wrap_threshold!r}")
-        if not float(self.shrink_wrap_sigma) > 0:
-            raise ValueError(f"`shrink_wrap_sigma` must be > 0, got {self.shrink_wrap_sigma!r}")
-        if self.twin_trigger is not None and (
-            isinstance(self.twin_trigger, bool) or not isinstance(self.twin_trigger, (int, np.integer))
-            or not 0 <= self.twin_trigger < iterations
-        ):
-            raise ValueError(
-                f"`twin_trigger` must be None or an iteration in [0, {iterations}), got {self.twin_trigger!r}"
-            )
-        if not 0 < float(self.initial_support_area) <= 1:
-            raise ValueError(f"`initial_support_area` must be in (0, 1], got {self.initial_support_area!r}")
-        if self.mask_mode not in _MASK_MODES:
-            raise ValueError(f"`mask_mode` must be one of {list(_MASK_MODES)}, got {self.mask_mode!r}")
-        if self.precision not in _PRECISIONS:
-            raise ValueError(f"`precision` must be one of {list(_PRECISIONS)}, got {self.precision!r}")
-        if isinstance(self.fft_workers, bool) or not isinstance(self.fft_workers, (int, np.integer)) \
-                or self.fft_workers < 1:
-            raise ValueError(f"`fft_workers` must be an integer >= 1, got {self.fft_workers!r}")
+        check_number("shrink_wrap_threshold", float(self.shrink_wrap_threshold), low=0, high=1, open_low=True,
+                     open_high=True)
+        check_number("shrink_wrap_sigma", float(self.shrink_wrap_sigma), low=0, open_low=True)
+        check_int("twin_trigger", self.twin_trigger, low=0, high=iterations - 1, allow_none=True)
+        check_number("initial_support_area", float(self.initial_support_area), low=0, high=1, open_low=True)
+        check_choice("mask_mode", self.mask_mode, _MASK_MODES)
+        check_choice("precision", self.precision, list(_PRECISIONS))
+        check_int("fft_workers", self.fft_workers, low=1)
 
     @classmethod
     def standard(cls, iterations: int = 1000, **overrides: Any) -> CohereRecipe:
@@ -251,8 +238,7 @@ class CohereRecipe:
         **overrides
             Other :class:`CohereRecipe` fields.
         """
-        if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-            raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}")
+        check_int("iterations", iterations, low=1)
         blocks = max(1, round((int(iterations) - 20) / 200))
         return cls(algorithm_sequence=f"{blocks}*(20*ER+180*HIO)+20*ER", **overrides)
 
@@ -408,7 +394,7 @@ def _check_initial(initial: Any, n: int) -> np.ndarray:
 def _check_rng(rng: Any) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if rng is None or (isinstance(rng, (int, np.integer)) and not isinstance(rng, bool)):
+    if rng is None or is_integer(rng):
         return np.random.default_rng(rng)
     raise TypeError(f"`rng` must be a numpy Generator, an int seed or None, got {type(rng).__name__}")
 

@@ -60,6 +60,7 @@ from latenttune.prepare.window import (
     find_peak,
     window_start,
 )
+from latenttune.validation import is_integer
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def prepare_volume(
         close to an edge (the message names the axis, the numbers and what to change).
     """
     settings = PrepareSettings() if settings is None else settings
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 4 or N % 2:
+    if not is_integer(N) or N < 4 or N % 2:
         raise ValueError(f"`N` must be an even integer >= 4 (the model's grid, N = 2n), got {N!r}")
     if not isinstance(volume, MeasuredVolume):
         volume = MeasuredVolume(np.asarray(volume), None, None, "<array>")

@@ -27,21 +27,6 @@ from latenttune.tracking.strategies import (
 from latenttune.tracking.strategy import Strategy, StrategyDescription
 from latenttune.tracking.tracker import FrameRecord, FrameTracker, TrackResult, track
 
-__all__ = [
-    "ES_STEPS_PER_FRAME",
-    "HYBRID_STEPS_PER_FRAME",
-    "MODES",
-    "STRATEGIES",
-    "ESStrategy",
-    "FrameRecord",
-    "FrameTracker",
-    "GradientStrategy",
-    "HybridStrategy",
-    "OneShotStrategy",
-    "PhysicsSettings",
-    "Strategy",
-    "StrategyDescription",
-    "TrackResult",
-    "make_strategy",
-    "track",
-]
+__all__ = ["ES_STEPS_PER_FRAME", "HYBRID_STEPS_PER_FRAME", "MODES", "STRATEGIES", "ESStrategy", "GradientStrategy",
+           "HybridStrategy", "OneShotStrategy", "make_strategy", "PhysicsSettings", "Strategy", "StrategyDescription",
+           "FrameRecord", "FrameTracker", "TrackResult", "track"]

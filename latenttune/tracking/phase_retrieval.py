@@ -213,10 +213,10 @@ def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained:
     the threshold is relative to the maximum, so both commute with the shift. The modulus step
     multiplies by a real ratio instead of a complex ``where``, and every update works in place on
     buffers allocated once (fresh 2-4 MB tensors cost page faults on every operation; torch's complex
-    ``abs`` is replaced by numpy's on the CPU). Together: 120 iterations on 64^3 in 0.47-0.57 s on
-    one idle CPU thread, against 0.72-0.83 s before the in-place updates and 1.2 s for the plain
-    centred loop (same script, alternating), with the same iterates to float
-    rounding (tests/test_refine.py compares the two); timings in ``benchmarks/bench_latent_cost.py``.
+    ``abs`` is replaced by numpy's on the CPU). Together they more than halve the time of the plain
+    centred loop on the CPU, with the same iterates to float rounding (tests/test_physics_stage.py compares
+    the two); the hybrid tracker's time per frame, mostly this loop, is in
+    ``benchmarks/results/tracking_seed7.md`` (``benchmarks/bench_tracking.py``).
     """
     # _shift returns new tensors, so x can be updated in place below without touching the caller's
     x, guide, A, constrained, support, box = (_shift(t) for t in (x, guide, A, constrained, support, box))
@@ -264,7 +264,7 @@ def _update_maps(support: torch.Tensor, guide: torch.Tensor, beta: float, guide_
 
 
 def _abs_into(z: torch.Tensor, out: torch.Tensor) -> None:
-    """``out[...] = |z|``; numpy's complex abs on the CPU (about 10x faster than torch's there)."""
+    """``out[...] = |z|``; numpy's complex abs on the CPU (much faster than torch's there)."""
     if z.device.type == "cpu":
         np.abs(z.numpy(), out=out.numpy())
     else:
