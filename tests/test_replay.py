@@ -100,7 +100,7 @@ def test_replay_cxi_writes_the_documented_results(tmp_path, loaded, layout):
     # ground truth present: every per-frame error is finite and E_r / phase RMS are sane
     assert np.isfinite(r.E_r).all() and np.all((r.E_r >= 0) & (r.E_r <= 1))
     assert np.isfinite(r.E_q).all() and np.isfinite(r.phase_rms).all()
-    np.testing.assert_allclose([rep.E_r for rep in reports], r.E_r)
+    np.testing.assert_allclose([rep.metrics.E_r for rep in reports], r.E_r)
     attrs = r.attrs
     assert attrs["model_checksum"] == loaded.checksum
     assert attrs["strategy"] == "es-absolute" and attrs["steps_per_frame"] == 6

@@ -11,7 +11,7 @@ import math
 
 from latenttune.model.symmetry import VIEW_COUNTS
 
-__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
+__all__ = ["command", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
            "frame_range", "add_threads_option", "add_views_option"]
 
 
@@ -88,6 +88,12 @@ def frame_range(text: str) -> tuple[int, int | None]:
     if stop is not None and stop <= start:
         raise argparse.ArgumentTypeError(f"STOP must be greater than START, got {text!r}")
     return start, stop
+
+
+def command(sub: argparse._SubParsersAction, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
+    """A sub-command's parser, its help line and description (white space folded), defaults shown in ``--help``."""
+    return sub.add_parser(name, help=help_text, description=" ".join(description.split()),
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from latenttune.cli.argtypes import (
+    command,
     add_threads_option,
     binning,
     non_negative_float,
@@ -29,16 +30,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     from sim.scenarios import SCENARIOS
 
     names = sorted(SCENARIOS)
-    p = sub.add_parser(
-        "simulate",
-        help="simulate a time-varying sample and write its measured series (CXI) with the truth",
-        description=(
-            "Simulate a time-varying 3D crystal d(r, t), its diffraction |F d|^2 on the (2n)^3 grid, "
-            "and a detector (Poisson counting, background, beamstop, gaps, saturation). Writes a "
-            "CXI-style HDF5 series whose `entry_1/truth` group holds the ground-truth densities."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(
+        sub, "simulate",
+        "simulate a time-varying sample and write its measured series (CXI) with the truth", """
+        Simulate a time-varying 3D crystal d(r, t), its diffraction |F d|^2 on the (2n)^3 grid, and a
+        detector (Poisson counting, background, beamstop, gaps, saturation). Writes a CXI-style HDF5 series
+        whose `entry_1/truth` group holds the ground-truth densities.
+    """)
     p.add_argument("scenario", choices=names, help="time-varying scenario to simulate")
     p.add_argument("--frames", type=positive_int, default=20, help="number of frames T")
     p.add_argument("--n", type=positive_int, default=32, help="object grid size n (diffraction grid is 2n)")
@@ -110,20 +108,17 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     from latenttune.prepare import DEFAULT_OVERSAMPLING, PrepareSettings
 
     defaults = PrepareSettings()
-    p = sub.add_parser(
-        "prepare",
-        help="put your own measured 3D intensities on the model's grid: a series the other commands read",
-        description=(
-            "Read measured 3D intensities of any shape and axis order (.npy or .tif stacks, .npz from bcdi or "
-            "cdiutils, CXI files, an HDF5 dataset as FILE:/path/to/dataset, a cohere experiment folder, or a "
-            "folder of time steps, which becomes one series), mask detector gaps, hot pixels, NaN or negative "
-            "voxels and the user's mask, find the Bragg peak (centre of mass), bin (counts summed) and/or crop "
-            "to the model's N^3 grid with the peak at N/2, and write a CXI series for replay, movie and export. "
-            "Prints what was done to each frame. Refuses a peak too close to an edge and an oversampling too "
-            "low for the model. Guide: docs/own_data.md."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(
+        sub, "prepare",
+        "put your own measured 3D intensities on the model's grid: a series the other commands read", """
+        Read measured 3D intensities of any shape and axis order (.npy or .tif stacks, .npz from bcdi or
+        cdiutils, CXI files, an HDF5 dataset as FILE:/path/to/dataset, a cohere experiment folder, or a
+        folder of time steps, which becomes one series), mask detector gaps, hot pixels, NaN or negative
+        voxels and the user's mask, find the Bragg peak (centre of mass), bin (counts summed) and/or crop to
+        the model's N^3 grid with the peak at N/2, and write a CXI series for replay, movie and export.
+        Prints what was done to each frame. Refuses a peak too close to an edge and an oversampling too low
+        for the model. Guide: docs/own_data.md.
+    """)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="measured volume(s) or folder(s); several are time steps in the order given")
     p.add_argument("--out", required=True, help="the series to write (.cxi)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from latenttune.cli.argtypes import add_threads_option, add_views_option, positive_int
+from latenttune.cli.argtypes import add_threads_option, add_views_option, command, positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,18 +20,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train an autoencoder on simulated pairs (physics-aware loss)",
-        description=(
-            "Train the 3D autoencoder on pairs drawn on the fly from the simulator. The TOML config has "
-            "[model], [data] and [train] tables (see configs/default_model.toml). Writes the best "
-            "checkpoint (by validation loss) to --out and a resumable one next to it (OUT.last.pt). "
-            "For several GPUs or nodes, launch with torchrun: "
-            "torchrun --nproc_per_node G -m latenttune.cli train ..."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(sub, "train", "train an autoencoder on simulated pairs (physics-aware loss)", """
+        Train the 3D autoencoder on pairs drawn on the fly from the simulator. The TOML config has [model],
+        [data] and [train] tables (see configs/default_model.toml). Writes the best checkpoint (by
+        validation loss) to --out and a resumable one next to it (OUT.last.pt). For several GPUs or nodes,
+        launch with torchrun: torchrun --nproc_per_node G -m latenttune.cli train ...
+    """)
     p.add_argument("--config", required=True, help="training config (TOML)")
     p.add_argument("--out", required=True, help="best checkpoint path (.pt)")
     p.add_argument("--steps", type=positive_int, default=None,
@@ -89,19 +83,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train_cycle(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-cycle-encoder",
-        help="give a model a second encoder that inverts its decoder (better starts on samples it draws well)",
-        description=(
-            "Copy the model's encoder and train the copy on the decoder's own output: latents drawn in the "
-            "box the encoder uses, decoded, measured with Poisson noise and a beamstop. The decoder and the "
-            "model's encoder do not change; the trackers then ask both encoders and keep the prediction that "
-            "fits each frame better. Writes the two-encoder model to --out and a resumable checkpoint next "
-            "to it (OUT.last.pt). The defaults are the shipped model's settings (7000 steps, about 40 min "
-            "on one CPU core)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(
+        sub, "train-cycle-encoder",
+        "give a model a second encoder that inverts its decoder (better starts on samples it draws well)", """
+        Copy the model's encoder and train the copy on the decoder's own output: latents drawn in the box
+        the encoder uses, decoded, measured with Poisson noise and a beamstop. The decoder and the model's
+        encoder do not change; the trackers then ask both encoders and keep the prediction that fits each
+        frame better. Writes the two-encoder model to --out and a resumable checkpoint next to it
+        (OUT.last.pt). The defaults are the shipped model's settings (7000 steps, about 40 min on one CPU
+        core).
+    """)
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path (one encoder)")
     p.add_argument("--out", required=True, help="checkpoint of the two-encoder model (.pt)")
     p.add_argument("--steps", type=positive_int, default=7000, help="optimisation steps")
@@ -133,19 +124,14 @@ def _cmd_train_cycle(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="one-shot accuracy of a model on held-out simulated samples",
-        description=(
-            "Draw held-out pairs from the model's own training-data recipe with a seed training never "
-            "used, predict each density in one shot (encode, decode), and print the median and 90th "
-            "percentile of the real-space error E_r and the amplitude error E_q, next to a trivial "
-            "predictor (the mean training density), and the time per prediction. With --views 24 or 48 "
-            "(default) also the one-shot asked in that many rotated/inverted views of the pattern, the "
-            "view chosen by the measured misfit alone (what the trackers start from with --views 48)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(sub, "evaluate", "one-shot accuracy of a model on held-out simulated samples", """
+        Draw held-out pairs from the model's own training-data recipe with a seed training never used,
+        predict each density in one shot (encode, decode), and print the median and 90th percentile of the
+        real-space error E_r and the amplitude error E_q, next to a trivial predictor (the mean training
+        density), and the time per prediction. With --views 24 or 48 (default) also the one-shot asked in
+        that many rotated/inverted views of the pattern, the view chosen by the measured misfit alone (what
+        the trackers start from with --views 48).
+    """)
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
     p.add_argument("--samples", type=positive_int, default=64, help="number of held-out samples")
     p.add_argument("--seed", type=int, default=12345, help="seed of the held-out samples")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from latenttune.cli.argtypes import add_threads_option, fraction, positive_float, positive_int
+from latenttune.cli.argtypes import add_threads_option, command, fraction, positive_float, positive_int
 
 __all__ = ["add_movie_parser", "add_export_parser", "parse_size", "parse_endpoint"]
 
@@ -55,18 +55,13 @@ def add_movie_parser(sub: argparse._SubParsersAction) -> None:
     )
     kinds = movie.add_subparsers(dest="movie_command", metavar="KIND", required=True, help="what to render")
 
-    p = kinds.add_parser(
-        "traverse",
-        help="decode a path through the latent space: density beside the latent vector",
-        description=(
-            "Decode latents along a path and draw each density (isosurface of the amplitude coloured by "
-            "the phase, central slices) beside a bar chart of the latent vector. Paths: 'line' from "
-            "--start to --end; 'axes' sweeps each latent axis in turn through the box; 'lissajous' is a "
-            "smooth closed walk through the box (the movie loops without a jump). The box is the part of "
-            "the latent space the encoder uses (--box spread) or the whole tanh box (--box full)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(kinds, "traverse", "decode a path through the latent space: density beside the latent vector", """
+        Decode latents along a path and draw each density (isosurface of the amplitude coloured by the
+        phase, central slices) beside a bar chart of the latent vector. Paths: 'line' from --start to --end;
+        'axes' sweeps each latent axis in turn through the box; 'lissajous' is a smooth closed walk through
+        the box (the movie loops without a jump). The box is the part of the latent space the encoder uses
+        (--box spread) or the whole tanh box (--box full).
+    """)
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
     p.add_argument("--path", choices=PATHS, default="lissajous", help="the latent path")
     p.add_argument("--frames", type=positive_int, default=120, help="number of movie frames")
@@ -84,18 +79,14 @@ def add_movie_parser(sub: argparse._SubParsersAction) -> None:
     _add_output_options(p, fps=12.0)
     p.set_defaults(func=_cmd_traverse)
 
-    p = kinds.add_parser(
-        "track",
-        help="play back a tracking results file: diffraction, truth and reconstruction, traces",
-        description=(
-            "Draw every frame of a results file (from `latenttune track` or `replay`): the measured and "
-            "predicted central diffraction slices (log scale), the ground truth (when the series has it) "
-            "and the aligned reconstruction as phase-coloured isosurfaces, and the cost and E_r traces "
-            "with a cursor. The measured patterns come from the series the results file records; pass "
-            "--series if it has moved."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(
+        kinds, "track",
+        "play back a tracking results file: diffraction, truth and reconstruction, traces", """
+        Draw every frame of a results file (from `latenttune track` or `replay`): the measured and predicted
+        central diffraction slices (log scale), the ground truth (when the series has it) and the aligned
+        reconstruction as phase-coloured isosurfaces, and the cost and E_r traces with a cursor. The
+        measured patterns come from the series the results file records; pass --series if it has moved.
+    """)
     p.add_argument("results", help="results file (.h5) of a tracking or replay run")
     p.add_argument("--series", help="the series the run tracked (default: the path recorded in the results file)")
     _add_output_options(p, fps=8.0)
@@ -104,16 +95,11 @@ def add_movie_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_export_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``latenttune export`` on ``sub``."""
-    p = sub.add_parser(
-        "export",
-        help="export a reconstructed frame for ParaView (VTK image data, .vti)",
-        description=(
-            "Write the reconstruction of one frame of a results file as VTK XML image data (.vti) with "
-            "point data 'amplitude' and 'phase' (radians); array axes 0, 1, 2 are x, y, z and the object's "
-            "centre voxel sits at the origin. Open it in ParaView (Contour on amplitude, colour by phase)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(sub, "export", "export a reconstructed frame for ParaView (VTK image data, .vti)", """
+        Write the reconstruction of one frame of a results file as VTK XML image data (.vti) with point data
+        'amplitude' and 'phase' (radians); array axes 0, 1, 2 are x, y, z and the object's centre voxel sits
+        at the origin. Open it in ParaView (Contour on amplitude, colour by phase).
+    """)
     p.add_argument("results", help="results file (.h5) of a tracking or replay run")
     p.add_argument("--frame", type=int, default=-1,
                    help="series frame number (as tracking prints it); negative counts from the last frame")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from latenttune.cli.argtypes import (
+    command,
     add_threads_option,
     add_views_option,
     frame_range,
@@ -211,19 +212,14 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "replay",
-        help="track a stored time series offline and write the results file",
-        description=(
-            "Track every frame of a stored series (CXI file in either layout, a directory of cohere-style "
-            ".npy/.tif amplitude frames, a .npy stack, or a stored Bluesky tracking run: a .msgpack run file, "
-            "or a tiled catalog with --uid) and write the results frame by frame (latent, "
-            "cost, density, time, steps, timings, and E_r/E_q per frame when the series has ground truth). "
-            "An interrupted replay continues with --resume; nothing is lost or duplicated. Replaying a "
-            "Bluesky run with the live run's strategy settings reproduces the costs it recorded."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(sub, "replay", "track a stored time series offline and write the results file", """
+        Track every frame of a stored series (CXI file in either layout, a directory of cohere-style
+        .npy/.tif amplitude frames, a .npy stack, or a stored Bluesky tracking run: a .msgpack run file, or
+        a tiled catalog with --uid) and write the results frame by frame (latent, cost, density, time,
+        steps, timings, and E_r/E_q per frame when the series has ground truth). An interrupted replay
+        continues with --resume; nothing is lost or duplicated. Replaying a Bluesky run with the live run's
+        strategy settings reproduces the costs it recorded.
+    """)
     p.add_argument("series", help="the series to replay (with --uid: a tiled catalog directory/URI or server URL)")
     p.add_argument("--uid", default=None,
                    help="uid of a stored Bluesky run in the tiled catalog given as SERIES (needs the tiled extra)")
@@ -261,17 +257,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _add_track(sub: argparse._SubParsersAction) -> None:
     from sim.scenarios import SCENARIOS
 
-    p = sub.add_parser(
-        "track",
-        help="the main demo: simulate a changing sample and track it live with a model",
-        description=(
-            "Simulate a time-varying sample (its series is saved next to --out as OUT.series.cxi), track "
-            "it frame by frame with the model and the controller, print the per-frame cost and the "
-            "real-space error E_r against the simulator's truth, write the results file, and save a "
-            "summary figure (OUT.png). Replaying OUT.series.cxi reproduces the same costs."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = command(sub, "track", "the main demo: simulate a changing sample and track it live with a model", """
+        Simulate a time-varying sample (its series is saved next to --out as OUT.series.cxi), track it frame
+        by frame with the model and the controller, print the per-frame cost and the real-space error E_r
+        against the simulator's truth, write the results file, and save a summary figure (OUT.png).
+        Replaying OUT.series.cxi reproduces the same costs.
+    """)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="growth", help="time-varying scenario")
     p.add_argument("--frames", type=positive_int, default=50, help="number of frames")
     p.add_argument("--photons", type=positive_float, default=1e8, help="expected total photons per frame")

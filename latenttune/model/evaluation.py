@@ -29,7 +29,8 @@ from latenttune.model.losses import centre_density
 from latenttune.metrics import amplitude_error, real_space_error
 from latenttune.model.checkpoint import LoadedModel
 from latenttune.physics import forward
-from latenttune.model.training import RunConfig, training_seeds
+from latenttune.model.training import training_seeds
+from latenttune.model.training_config import RunConfig
 from latenttune.model.views import check_views, choose_view
 from latenttune.validation import check_int
 from sim.training import TrainingPairGenerator

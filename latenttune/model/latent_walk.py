@@ -18,7 +18,7 @@ import torch
 
 from latenttune.model.checkpoint import LoadedModel
 from latenttune.model.network import LatentAutoencoder
-from latenttune.model.training import RunConfig
+from latenttune.model.training_config import RunConfig
 from sim.scenarios import LatentWalkScenario, make_scenario
 from sim.training import TrainingPairGenerator
 

@@ -56,26 +56,17 @@ class FrameReport:
     metrics: TruthMetrics
     output_metrics: TruthMetrics
 
-    @property
-    def E_r(self) -> float:
-        """Real-space error of the decoded latent."""
-        return self.metrics.E_r
-
-    @property
-    def E_r_output(self) -> float:
-        """Real-space error of the frame's output (the hybrid's reconstruction)."""
-        return self.output_metrics.E_r
-
     def line(self) -> str:
         """One human-readable line."""
         r = self.record
-        truth = "" if np.isnan(self.E_r) else f"  E_r {self.E_r:.4f}  phase RMS {self.metrics.phase_rms:.3f}"
+        decoded, output = self.metrics.E_r, self.output_metrics.E_r
+        truth = "" if np.isnan(decoded) else f"  E_r {decoded:.4f}  phase RMS {self.metrics.phase_rms:.3f}"
         if r.physics is not None:
             p = r.physics
             kept = "refined" if p.accepted else "decoded kept"
             restarted = f", restarted {p.restarts}x, kept {p.start}" if p.restarts else ""
             stagnated = ", stagnated" if p.stagnated else ""
-            truth += (f"  hybrid{'' if np.isnan(self.E_r_output) else f' E_r {self.E_r_output:.4f}'} ({kept}, "
+            truth += (f"  hybrid{'' if np.isnan(output) else f' E_r {output:.4f}'} ({kept}, "
                       f"LLK {p.llk:.2f}{restarted}{stagnated})")
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
