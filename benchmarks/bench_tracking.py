@@ -92,10 +92,13 @@ def parse_physics(text: str) -> dict[str, Any]:
 
 
 def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: int | None,
-               es_options: dict[str, Any], views: int = 1, physics: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+               es_options: dict[str, Any], views: int = 1, physics: dict[str, Any] | None = None,
+               readback: bool = True) -> dict[str, np.ndarray]:
     """Track ``series_path`` with one method (the model's view chosen among ``views``); return its per-frame figures.
 
-    ``physics`` overrides :class:`latenttune.tracking.physics_settings.PhysicsSettings` fields of the ``hybrid`` method.
+    ``physics`` overrides :class:`latenttune.tracking.physics_settings.PhysicsSettings` fields of the ``hybrid``
+    method, ``readback=False`` turns its read-back off. For the hybrid, ``E_r`` is its output's and
+    ``E_r_decoded`` its decoded latent's.
     """
     from latenttune.io import open_series, read_results
     from latenttune.tracking.physics_settings import PhysicsSettings
@@ -107,6 +110,8 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
         strategy = make_strategy("one-shot", k)
     elif method in ("es", "hybrid"):
         options = {**es_options, **({"physics": PhysicsSettings(**physics)} if method == "hybrid" and physics else {})}
+        if method == "hybrid" and not readback:
+            options["readback"] = False
         strategy = make_strategy(method, k, steps_per_frame=steps, **options)
     else:
         strategy = make_strategy("gradient", k, steps_per_frame=steps)
@@ -116,6 +121,7 @@ def run_method(method: str, series_path: Path, loaded: Any, out: Path, steps: in
     # `seconds` is the whole frame's tracking work (for hybrid: ES and the physics stage)
     figures = {key: np.asarray(getattr(results, key), dtype=float) for key in ("E_r", "E_q", "cost", "seconds")}
     if method == "hybrid":
+        figures["E_r_decoded"] = figures["E_r"]
         figures["E_r"] = np.asarray(results.E_r_output, dtype=float)
         figures["E_q"] = np.asarray(results.E_q_output, dtype=float)
         figures["accepted"] = np.asarray(results.physics_accepted, dtype=float)

@@ -4,9 +4,11 @@
 central slices (amplitude and phase, labelled rows, colour bars) of truth and reconstruction,
 registered to the truth, at a few frames. The
 reconstruction is the one the results report (:meth:`latenttune.io.Results.reconstruction`): the hybrid
-tracker's refined density when the file has it, else the decoded one; every panel says which. It uses the
-object-oriented matplotlib API with the Agg canvas, so it works without a display and never
-touches pyplot's global state.
+tracker's refined density when the file has it, else the decoded one; every panel says which.
+:func:`readout_figure` draws the tracked latents read out as physical quantities (a model with explicit
+crystal parameters: :mod:`latenttune.model.readout`) against frame. Both use the object-oriented
+matplotlib API with the Agg canvas, so they work without a display and never touch pyplot's global
+state.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from latenttune.io.results import Results
+from latenttune.io.rows import PHASE_TERMS
 from latenttune.metrics import real_space_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["tracking_summary", "summary_figure", "central_slices"]
+__all__ = ["tracking_summary", "summary_figure", "central_slices", "readout_figure", "READOUT_PANELS"]
 
 
 def central_slices(density: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -196,3 +199,94 @@ def tracking_summary(
     fig.savefig(out, dpi=dpi)
     log.info("wrote %s", out)
     return out
+
+
+#: The titles of :func:`readout_figure`'s panels, in order (row by row).
+READOUT_PANELS = (
+    "orientation (rotation vector, deg)",
+    "size (equivalent-sphere radius, voxels)",
+    "smooth phase coefficients (rad)",
+    "dislocation winding (G.b)",
+    "dislocation line position (voxels)",
+    "learned residual (fraction of the density)",
+)
+
+
+def readout_figure(results: Results, out: str | Path | None = None, *, title: str = "", dpi: int = 100) -> Figure:
+    """The tracked latents read out as physical quantities, against frame (headless Agg canvas).
+
+    Panels (titles :data:`READOUT_PANELS`): the orientation's rotation vector (x, y, z, degrees); the
+    crystal's size (equivalent-sphere radius, voxels); the nine smooth-phase coefficients (radians,
+    terms ``x, y, z, x^2, ...`` with ``x = r / (n/4)``); the dislocation's winding (-1, 0, +1); the
+    coordinates of the line's point closest to the grid centre (voxels, on frames where a dislocation
+    is drawn); the share of the decoded density the learned residual draws. Frames are the series
+    frames (the results' ``index``).
+
+    Parameters
+    ----------
+    results : Results
+        From :func:`latenttune.io.read_results`, of a run whose model has explicit crystal parameters
+        (``results.has_readout``).
+    out : str or Path, optional
+        Also save the figure there (PNG).
+    title : str
+        Figure title (default: says what it shows).
+    dpi : int
+        Resolution of the saved PNG.
+
+    Raises
+    ------
+    ValueError
+        The results hold no readout (a model without explicit crystal parameters) or no frame.
+    """
+    if not isinstance(results, Results):
+        raise TypeError(f"`results` must be a Results (latenttune.io.read_results), got {type(results).__name__}")
+    if not results.has_readout:
+        raise ValueError("`results` hold no physical readout (the model has no explicit crystal parameters)")
+    if results.num_frames == 0:
+        raise ValueError("`results` holds no frames")
+    frame = results.index
+    fig = Figure(figsize=(13.5, 6.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3).ravel()
+    for ax, panel in zip(axes, READOUT_PANELS):
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("frame")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    orientation, size, phase, winding, point, learned = axes
+    for c, axis in enumerate("xyz"):
+        orientation.plot(frame, results.readout_orientation_deg[:, c], "o-", ms=3, label=axis)
+    orientation.set_ylabel("rotation vector component (deg)")
+    orientation.legend(fontsize=7)
+    size.plot(frame, results.readout_size, "o-", ms=3, color="C3")
+    size.set_ylabel("radius (voxels)")
+    for c, term in enumerate(PHASE_TERMS):
+        phase.plot(frame, results.readout_phase_coefficients[:, c], marker=".", ms=3, label=term,
+                   ls="-" if c < 3 else ("--" if c < 6 else ":"))
+    phase.set_ylabel("coefficient (rad)")
+    phase.legend(fontsize=6, ncol=3)
+    winding.step(frame, results.readout_dislocation_winding, where="mid", color="C4")
+    winding.plot(frame, results.readout_dislocation_winding, "o", ms=3, color="C4")
+    winding.set_ylabel("winding (G.b)")
+    winding.set_yticks([-1, 0, 1])
+    winding.set_ylim(-1.3, 1.3)
+    present = results.readout_dislocation_present == 1
+    for c, axis in enumerate("xyz"):
+        point.plot(frame, np.where(present, results.readout_dislocation_point[:, c], np.nan), "o-", ms=3, label=axis)
+    point.set_ylabel("point closest to the centre (voxels)")
+    point.legend(fontsize=7)
+    if not present.any():
+        point.text(0.5, 0.5, "no dislocation drawn", transform=point.transAxes, ha="center", va="center",
+                   fontsize=8, color="0.4")
+    learned.plot(frame, results.readout_learned_fraction, "o-", ms=3, color="C5")
+    learned.set_ylabel("||decoded - explicit|| / ||decoded||")
+    learned.set_ylim(bottom=0)
+    for ax in axes:  # the same frames on every panel (the line's panel has gaps where none is drawn)
+        ax.set_xlim(frame.min() - 0.5, frame.max() + 0.5)
+    fig.suptitle(title or "tracked latents read out as physical quantities (laboratory frame, centred voxels)",
+                 fontsize=10)
+    if out is not None:
+        fig.savefig(Path(out), dpi=dpi)
+        log.info("wrote %s", out)
+    return fig

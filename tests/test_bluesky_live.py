@@ -42,7 +42,7 @@ def test_a_run_prints_one_line_per_frame_from_frame_0(lively_model):
     events = [d for n, d in docs if n == "event"]
     assert len(lines) == FRAMES == len(events)
     for t, (line, event) in enumerate(zip(lines, events)):
-        assert line.startswith(f"frame {t:4d}  cost {event['data']['tracker_cost']:.5f}  steps {STEPS:4d}")
+        assert line.startswith(f"frame {t:4d}  cost {event['data']['tracker_cost']:.5f}  steps {event['data']['tracker_es_steps']:4d}")
         assert line.endswith("  ok") and "shows " in line
         assert f"LLK {event['data']['tracker_llk']:.2f}" in line
     with pytest.raises(TypeError, match="`write` must be callable"):

@@ -57,7 +57,8 @@ def _events(docs) -> list[dict]:
 
 
 def _replay_costs(series: str, out: Path, *extra: str) -> np.ndarray:
-    code = main(["replay", series, *extra, "--model", str(out.parent / "model.pt"), "--steps-per-frame", str(STEPS),
+    code = main(["replay", series, *extra, "--model", str(out.parent / "model.pt"), "--strategy", "es",
+                 "--steps-per-frame", str(STEPS),
                  "--out", str(out), "--no-figure"])
     assert code == 0
     return np.asarray(read_results(out).cost)

@@ -309,15 +309,15 @@ def test_hybrid_replay_stores_the_refined_density_and_never_fits_worse_than_es(t
     with open_series(series) as s:  # the stored LLK is the shown density's
         llk = [float(poisson_llk(forward(r.output_density[t]), s[t].intensity, s[t].mask)) for t in range(4)]
     np.testing.assert_allclose(r.llk, llk, rtol=1e-5)
-    # the latent part is ES unchanged: same costs and latents as plain ES
-    plain, _ = replay_series(series, loaded, make_strategy("es", loaded.model.latent_dim, steps_per_frame=6), tmp_path / "e.h5")
-    es = read_results(plain)
-    np.testing.assert_array_equal(es.cost, r.cost)
-    # and the frame's reconstruction never fits the measured pattern worse than ES alone
+    # the frame's reconstruction never fits the measured pattern worse than the latent that guided it
+    # (the best of the evaluations before the physics stage; the last one is the read-back latent's)
     with open_series(series) as s:
         for t in range(4):
             output = amplitude_misfit(forward(r.output_density[t]), s[t].intensity, s[t].mask)
-            assert output <= es.cost[t] + 1e-6
+            guide = np.nanmin(r.step_costs[t][: r.steps[t] - 1])
+            assert output <= guide + 1e-6
+    # the reported cost is the read-back latent's, evaluated on the measured pattern
+    np.testing.assert_array_equal(r.cost, [r.step_costs[t][r.steps[t] - 1] for t in range(4)])
     # replay streams the densities to the file: the result keeps the per-frame figures only
     np.testing.assert_array_equal(result.cost.astype(np.float32), r.cost)
     with pytest.raises(ValueError, match="densities were not kept"):

@@ -492,7 +492,7 @@ def test_bad_frames_live_and_in_the_stored_run_are_skipped_and_recorded(tmp_path
     live_status = [e["data"]["tracker_status"] for e in events]
     assert live_status == ["ok", *REASONS.values(), "ok"]
     out = tmp_path / "stored.h5"
-    code, _, err = _cli(capsys, *_replay_argv(storage.paths[-1], checkpoint, out, "--no-figure"))
+    code, _, err = _cli(capsys, *_replay_argv(storage.paths[-1], checkpoint, out, "--strategy", "es", "--no-figure"))
     assert code == 0, err
     stored = read_results(out)
     _assert_skipped_and_held(stored)

@@ -24,7 +24,7 @@ from latenttune.io import open_series, read_results, write_amplitude_frames, wri
 from latenttune.model import load_model, save_checkpoint
 from latenttune.tracking.replay import FrameReport, replay_series
 from latenttune.simulate import simulate_series
-from latenttune.tracking import ESStrategy, make_strategy
+from latenttune.tracking import make_strategy
 
 K, n, N = 4, 8, 16
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,8 +220,8 @@ def test_resume_after_a_real_kill_matches_an_uninterrupted_run(tmp_path, checkpo
     series = _simulate(tmp_path / "s.cxi", frames=frames, seed=4)
     out = tmp_path / "killed.h5"
     partial = Path(str(out) + ".partial")
-    argv = ["replay", str(series), "--model", str(checkpoint), "--out", str(out), "--steps-per-frame", str(steps),
-            "--no-figure"]
+    argv = ["replay", str(series), "--model", str(checkpoint), "--out", str(out), "--strategy", "es",
+            "--steps-per-frame", str(steps), "--no-figure"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "latenttune.cli", *argv], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -282,7 +282,7 @@ def test_track_command_writes_results_series_and_figure(tmp_path, checkpoint, lo
     assert not (tmp_path / "again.png").exists()
     _same_run(read_results(again), r)
     # and so does the library call
-    _, result = replay_series(series, loaded, ESStrategy(K, steps_per_frame=5), tmp_path / "lib.h5")
+    _, result = replay_series(series, loaded, make_strategy("hybrid", K, steps_per_frame=5), tmp_path / "lib.h5")
     np.testing.assert_array_equal(result.cost.astype(np.float32), r.cost)
 
 

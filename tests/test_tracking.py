@@ -438,9 +438,12 @@ def test_es_tracks_a_latent_walk_inside_the_latent_space(lively_model):
 def test_each_strategy_has_its_own_default_steps_per_frame():
     from latenttune.tracking import ES_STEPS_PER_FRAME, HYBRID_STEPS_PER_FRAME, make_strategy
 
-    assert make_strategy("hybrid", 4).steps_per_frame == HYBRID_STEPS_PER_FRAME == 16
+    assert make_strategy("hybrid", 4).steps_per_frame == HYBRID_STEPS_PER_FRAME == 24
     assert make_strategy("es", 4).steps_per_frame == ES_STEPS_PER_FRAME == 100
     assert make_strategy("gradient", 4).steps_per_frame == ES_STEPS_PER_FRAME
     assert make_strategy("hybrid", 4, steps_per_frame=7).steps_per_frame == 7
+    assert make_strategy("hybrid", 4, steps_per_frame=0).steps_per_frame == 0  # the read-back's ES off
     with pytest.raises(ValueError, match="`steps_per_frame`"):
-        make_strategy("hybrid", 4, steps_per_frame=0)
+        make_strategy("hybrid", 4, steps_per_frame=-1)
+    with pytest.raises(ValueError, match="`steps_per_frame`"):
+        make_strategy("es", 4, steps_per_frame=0)

@@ -11,8 +11,9 @@ its ``trigger``/``read`` coroutines (ophyd-async): the plan only ever reads the 
 next frame of a time-varying scenario with a :class:`sim.Detector` (Poisson counts, beamstop,
 gaps, saturation) at the current beam current. :class:`LatentTracker` is a soft device that
 publishes the controller's output (latent vector, cost, ES iterations, central slices of the
-reconstruction); ``bps.mv(tracker, record)`` sets it from a
-:class:`latenttune.tracking.FrameRecord`.
+reconstruction) and, given the model, the latent read out as named physical quantities
+(``readout_size``, ``readout_orientation_deg``, ...: :mod:`latenttune.model.readout`);
+``bps.mv(tracker, record)`` sets it from a :class:`latenttune.tracking.FrameRecord`.
 
 Array signals describe themselves as event-model 1.24 wants (DESIGN.md section 6):
 ``dtype="array"``, ``shape=[...]`` and ``dtype_numpy`` the numpy type string (``"<f4"``,
@@ -34,6 +35,9 @@ from ophyd import Component as Cpt
 from ophyd import Device, Kind, Signal
 from ophyd.status import DeviceStatus, Status
 
+from latenttune.io.rows import READOUT_SHAPES
+from latenttune.model.readout import read_out, readout_rows
+from latenttune.model.views import viewed
 from latenttune.tracking.tracker import FrameRecord
 from latenttune.validation import check_choice, is_integer
 from sim.detector import Detector
@@ -366,6 +370,9 @@ class LatentTracker(Device):
         Object grid size (the slices are ``(n, n)``).
     name : str
         Device name (prefix of the data keys, e.g. ``tracker_cost``).
+    model : LatentAutoencoder or LoadedModel, optional
+        The run's model, for the readout signals (a model with explicit crystal parameters, e.g. the
+        default model). Without it, or for a model without explicit parameters, they stay NaN.
     **kwargs
         Passed to :class:`ophyd.Device`.
 
@@ -396,6 +403,16 @@ class LatentTracker(Device):
         1 when the shown density's LLK stayed above the physics stage's ``restart_llk`` after its
         restarts (a less certain frame: :mod:`latenttune.quality`), else 0 (also without a physics
         stage and over a skipped frame).
+    readout_* : Signal or ArraySignal
+        The frame's latent read out as named physical quantities, one signal per name of
+        :data:`latenttune.model.readout.READOUT_FIELDS` (units and meaning in
+        :data:`latenttune.io.rows.FIELDS`: the fields a results file holds), all float64. Numbers:
+        ``readout_size`` (voxels), ``readout_dislocation_present`` (0/1), ``readout_dislocation_winding``
+        (-1/0/+1), ``readout_learned_norm``, ``readout_learned_fraction``. Arrays:
+        ``readout_orientation_deg`` (3,) degrees, ``readout_facet_distances`` (26,) voxels,
+        ``readout_active_facets`` (26,) 0/1, ``readout_phase_coefficients`` (9,) radians,
+        ``readout_dislocation_point`` (3,) voxels, ``readout_dislocation_direction`` (3,). A skipped frame publishes the readout of the latent
+        it holds; NaN without a model with explicit parameters or without an estimate.
     """
 
     latent = Cpt(ArraySignal, value=None, kind=Kind.normal)
@@ -408,22 +425,53 @@ class LatentTracker(Device):
     shows = Cpt(Signal, value="", kind=Kind.normal)
     llk = Cpt(Signal, value=math.nan, kind=Kind.hinted)
     stagnated = Cpt(Signal, value=0, kind=Kind.normal)
+    readout_orientation_deg = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    readout_facet_distances = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    readout_active_facets = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    readout_size = Cpt(Signal, value=math.nan, kind=Kind.normal)
+    readout_phase_coefficients = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    readout_dislocation_present = Cpt(Signal, value=math.nan, kind=Kind.normal)
+    readout_dislocation_winding = Cpt(Signal, value=math.nan, kind=Kind.normal)
+    readout_dislocation_point = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    readout_dislocation_direction = Cpt(ArraySignal, value=None, kind=Kind.normal)
+    readout_learned_norm = Cpt(Signal, value=math.nan, kind=Kind.normal)
+    readout_learned_fraction = Cpt(Signal, value=math.nan, kind=Kind.normal)
 
-    def __init__(self, k: int, n: int, *, name: str = "tracker", **kwargs: Any) -> None:
+    def __init__(self, k: int, n: int, *, name: str = "tracker", model: Any = None, **kwargs: Any) -> None:
         for arg, value, low in (("k", k, 1), ("n", n, 4)):
             if not is_integer(value) or value < low:
                 raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}")
+        net = getattr(model, "model", model)  # a LoadedModel's network
+        net = getattr(net, "base", net)  # a model seen through a view: the record says which view
+        if net is not None:
+            if not hasattr(net, "physical_layout"):
+                raise TypeError(f"`model` must be a LatentAutoencoder or LoadedModel, got {type(model).__name__}")
+            if (int(net.latent_dim), int(net.config.n)) != (int(k), int(n)):
+                raise ValueError(f"`model` has k = {net.latent_dim}, n = {net.config.n} but the tracker is sized for "
+                                 f"k = {k}, n = {n}")
         super().__init__(name=name, **kwargs)
         self.k, self.n = int(k), int(n)
+        self.model = net if net is not None and net.physical_layout is not None else None
         self.latent.put(np.full(self.k, np.nan))
         self.amplitude_slice.put(np.zeros((self.n, self.n), dtype=np.float32))
         self.phase_slice.put(np.zeros((self.n, self.n), dtype=np.float32))
+        self._put_readout(None, None)
 
     @classmethod
     def for_model(cls, model: Any, *, name: str = "tracker", **kwargs: Any) -> LatentTracker:
-        """A tracker sized for ``model`` (a ``LatentAutoencoder`` or ``LoadedModel``)."""
+        """A tracker sized for ``model`` (a ``LatentAutoencoder`` or ``LoadedModel``), publishing its readout."""
         net = getattr(model, "model", model)
-        return cls(int(net.latent_dim), int(net.config.n), name=name, **kwargs)
+        return cls(int(net.latent_dim), int(net.config.n), name=name, model=net, **kwargs)
+
+    def _put_readout(self, record: FrameRecord | None, stamp: float | None) -> None:
+        """Publish the readout of ``record``'s latent (NaN without a record or a model with explicit parameters)."""
+        values = None
+        if record is not None and self.model is not None:
+            physical = read_out(record.latent, viewed(self.model, record.state.get("view", 0)), record.density)
+            values = None if physical is None else readout_rows(physical)
+        for field, shape in READOUT_SHAPES.items():
+            value = np.full(shape, np.nan) if values is None else np.asarray(values[field], dtype=np.float64)
+            getattr(self, field).put(float(value) if shape == () else value, timestamp=stamp)
 
     def set(self, value: Any) -> DeviceStatus:
         """Publish a frame's record; returns a finished status.
@@ -470,6 +518,7 @@ class LatentTracker(Device):
         self.shows.put(shows, timestamp=stamp)
         self.llk.put(llk, timestamp=stamp)
         self.stagnated.put(stagnated, timestamp=stamp)
+        self._put_readout(value, stamp)
         return _finished_status(self)
 
     def __repr__(self) -> str:

@@ -34,18 +34,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
     p.add_argument("--strategy", choices=["hybrid", "es", "one-shot", "gradient"], default="hybrid",
-                   help="hybrid: extremum seeking on z, then phase retrieval on the voxels warm-started from the "
-                        "previous frame and guided by the decoded density, kept only when it fits held-out voxels "
-                        "better (neither uses the network gradient); es: extremum seeking alone; one-shot: encoder "
-                        "alone; gradient: Adam on z through the network gradient (comparator)")
+                   help="hybrid: phase retrieval on the voxels, warm-started from the previous frame and guided by "
+                        "the decoded latent, then the latent read back from its output (explicit crystal parameters "
+                        "read off, the learned part tuned by extremum seeking; no network gradient); es: extremum "
+                        "seeking on the measured pattern alone; one-shot: encoder alone; gradient: Adam on z "
+                        "through the network gradient (comparator)")
     p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
-                   help="tune z itself, or a correction added to the encoder's prediction of each frame")
-    p.add_argument("--steps-per-frame", type=positive_int, default=None, action=_Given,
-                   help="cost evaluations per frame (default: 16 for hybrid, 100 for es and gradient)")
+                   help="es, gradient: tune z itself, or a correction added to the encoder's prediction of each frame")
+    p.add_argument("--steps-per-frame", type=non_negative_int, default=None, action=_Given,
+                   help="extremum-seeking evaluations per frame (hybrid: in the read-back; es and gradient: cost "
+                        "evaluations) (default: 24 for hybrid, 100 for es and gradient)")
     p.add_argument("--gain", type=positive_float, default=None, action=_Given,
                    help="ES gain k (default: the controller's)")
     p.add_argument("--dither", type=positive_float, default=None, action=_Given,
                    help="ES dither amplitude in box units")
+    p.add_argument("--no-readback", action=_GivenTrue,
+                   help="hybrid: keep the guide's latent instead of reading the latent back from the physics "
+                        "stage's output (the one-shot + physics comparator)")
     p.add_argument("--no-reseed", action=_GivenTrue,
                    help="ES, absolute mode: never restart from the encoder's prediction of a new frame, even when "
                         "it fits better than the current latent")
@@ -56,7 +61,7 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                         "60; a cold start, e.g. the first frame, runs at least 120)")
     p.add_argument("--guide-weight", type=non_negative_float, default=None, action=_Given,
                    help="hybrid: pull of the voxel iterate towards the decoded density per iteration, in [0, 1) "
-                        "(default: PhysicsSettings' 0)")
+                        "(default: derived from the counts, stronger the fewer they are)")
     p.add_argument("--restarts", type=non_negative_int, default=None, action=_Given,
                    help="hybrid: further starts from the decoded density tried on a frame whose refinement stagnated "
                         "(Poisson LLK above --restart-llk), its phase negated, flattened or random, after the previous "
@@ -70,7 +75,9 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
-    p.add_argument("--no-figure", action="store_true", help="do not save the summary PNG next to --out")
+    p.add_argument("--no-figure", action="store_true",
+                   help="do not save the summary PNG (nor the readout PNG of a model with explicit crystal "
+                        "parameters) next to --out")
 
 
 class _Given(argparse._StoreAction):
@@ -91,11 +98,12 @@ class _GivenTrue(argparse._StoreTrueAction):
 
 #: Tracking options and the strategies (and ES mode) they apply to; given elsewhere, they are an error.
 _STRATEGY_OPTIONS = {
-    "--mode": ("hybrid", "es", "gradient"),
+    "--mode": ("es", "gradient"),
     "--steps-per-frame": ("hybrid", "es", "gradient"),
     "--gain": ("hybrid", "es"),
     "--dither": ("hybrid", "es"),
-    "--no-reseed": ("hybrid", "es"),
+    "--no-reseed": ("es",),
+    "--no-readback": ("hybrid",),
     "--lr": ("gradient",),
     "--physics-iterations": ("hybrid",),
     "--guide-weight": ("hybrid",),
@@ -122,9 +130,11 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
     options = {}
     if args.strategy in ("es", "hybrid"):
         options.update({key: value for key, value in (("gain", args.gain), ("dither", args.dither)) if value is not None})
-        if args.no_reseed:
-            options["reseed"] = False
+    if args.no_reseed:
+        options["reseed"] = False
     if args.strategy == "hybrid":
+        if args.no_readback:
+            options["readback"] = False
         from latenttune.tracking.physics_settings import PhysicsSettings
 
         physics = {key: value for key, value in (("iterations", args.physics_iterations),
@@ -138,6 +148,10 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
         options["lr"] = args.lr
     if args.strategy == "one-shot":
         return make_strategy("one-shot", k)
+    if args.strategy == "hybrid":
+        return make_strategy("hybrid", k, steps_per_frame=args.steps_per_frame, **options)
+    if args.steps_per_frame == 0:
+        raise ValueError(f"`--steps-per-frame` must be a positive integer for the {args.strategy!r} strategy, got 0")
     return make_strategy(args.strategy, k, steps_per_frame=args.steps_per_frame, mode=args.mode, **options)
 
 
@@ -163,7 +177,7 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
     from tqdm import tqdm
 
     from latenttune.io import open_series, read_results
-    from latenttune.plots import tracking_summary
+    from latenttune.plots import readout_figure, tracking_summary
     from latenttune.tracking.replay import replay_series
 
     strategy = _strategy_from_args(args, loaded.model.latent_dim)
@@ -208,6 +222,11 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
             tracking_summary(results, figure, truth=series.truth if series.has_truth else None,
                              title=f"{name}: {strategy.name}, showing the {shows}")
             print(f"summary figure: {figure}")
+            if results.has_readout:
+                readout = _readout_figure_path(args.out)
+                readout_figure(results, readout, title=f"{name}: {strategy.name}, the tracked latents read out as "
+                                                       "physical quantities")
+                print(f"readout figure: {readout}")
     return 0
 
 
@@ -232,6 +251,11 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_replay)
 
 
+def _readout_figure_path(out) -> Path:
+    """Where the readout figure goes: ``OUT.readout.png`` (its suffix replaced, like the summary's ``OUT.png``)."""
+    return Path(out).with_suffix(".readout.png")
+
+
 def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | None = None, *,
                        resume: bool) -> None:
     """Refuse ``--out`` names that collide with each other or an input, or replace a file."""
@@ -240,7 +264,9 @@ def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | Non
     out = Path(args.out)
     partial = "its partial file (OUT.partial)"
     outputs = {"--out": out, partial: Path(str(out) + ".partial"),
-               "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"), **(extra or {})}
+               "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"),
+               "the readout figure (OUT.readout.png)": None if args.no_figure else _readout_figure_path(out),
+               **(extra or {})}
     if args.model != "default":
         inputs = {**inputs, "the model checkpoint": args.model}
     check_outputs(outputs, inputs, overwrite=args.overwrite, may_exist={partial, "--out"} if resume else {partial})

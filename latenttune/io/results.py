@@ -44,7 +44,7 @@ import numpy as np
 from latenttune.io._attrs import read_attrs
 from latenttune.io.errors import ResultsFileError
 from latenttune.io.partial import partial_path_of
-from latenttune.io.rows import ALIASES, FIELDS
+from latenttune.io.rows import ALIASES, FIELDS, READOUT_SHAPES
 from latenttune.io.results_writer import ResultWriter
 from latenttune.quality import DEFAULT_RESTART_LLK, is_stagnated, stagnation_sentence
 
@@ -164,6 +164,11 @@ class Results:
     has_physics : bool
         Whether the run had a physics stage (hybrid tracking): the ``physics_*`` fields,
         ``output_density`` and ``llk`` are then meaningful.
+    has_readout : bool
+        Whether the file holds the latents' physical readout (a model with explicit crystal
+        parameters: :mod:`latenttune.model.readout`). The ``readout_*`` attributes are float arrays
+        of shape ``(T,) + READOUT_SHAPES[name]`` either way: NaN for a file without the readout, and
+        the 0/1 and winding fields as 0.0/1.0 and -1.0/0.0/1.0.
     extra : dict
         Datasets the schema does not know (from :meth:`ResultWriter.append` with other fields).
     """
@@ -175,6 +180,7 @@ class Results:
         self.complete = bool(attrs.get("complete", False))
         self._stored = stored  # today's field name -> the dataset's name in this file
         self.has_physics = "output_density" in stored
+        self.has_readout = all(name in stored for name in READOUT_SHAPES)
         T, k = self.num_frames, int(fields["latent"].shape[1]) if fields["latent"].ndim == 2 else 0
         nan = np.full(T, np.nan)
 
@@ -206,6 +212,22 @@ class Results:
         self.free_misfit_refined = np.asarray(get("free_misfit_refined", nan), dtype=float)
         self.E_r_output = np.asarray(get("E_r_output", self.E_r if not self.has_physics else nan), dtype=float)
         self.E_q_output = np.asarray(get("E_q_output", self.E_q if not self.has_physics else nan), dtype=float)
+
+        def readout(name: str) -> np.ndarray:
+            value = fields[name] if self.has_readout else np.full((T, *READOUT_SHAPES[name]), np.nan)
+            return np.asarray(value, dtype=float)
+
+        self.readout_orientation_deg = readout("readout_orientation_deg")
+        self.readout_facet_distances = readout("readout_facet_distances")
+        self.readout_active_facets = readout("readout_active_facets")
+        self.readout_size = readout("readout_size")
+        self.readout_phase_coefficients = readout("readout_phase_coefficients")
+        self.readout_dislocation_present = readout("readout_dislocation_present")
+        self.readout_dislocation_winding = readout("readout_dislocation_winding")
+        self.readout_dislocation_point = readout("readout_dislocation_point")
+        self.readout_dislocation_direction = readout("readout_dislocation_direction")
+        self.readout_learned_norm = readout("readout_learned_norm")
+        self.readout_learned_fraction = readout("readout_learned_fraction")
         self.extra = {name: value for name, value in fields.items() if name not in FIELDS}
 
     @classmethod

@@ -16,7 +16,13 @@ Groups of fields:
 * the physics stage's (hybrid tracking): ``output_density`` (the frame's reconstruction),
   ``physics_accepted``, ``physics_warm``, ``physics_start``, ``physics_restarts``,
   ``physics_seconds``, ``llk``, ``misfit_refined``, ``free_misfit_decoded``,
-  ``free_misfit_refined``, ``E_r_output``, ``E_q_output``.
+  ``free_misfit_refined``, ``E_r_output``, ``E_q_output``;
+* the readout's (models with explicit crystal parameters: :mod:`latenttune.model.readout`): the
+  tracked latent read out as named physical quantities, ``readout_orientation_deg``,
+  ``readout_facet_distances``, ``readout_active_facets``, ``readout_size``,
+  ``readout_phase_coefficients``, ``readout_dislocation_present``, ``readout_dislocation_winding``,
+  ``readout_dislocation_point``, ``readout_dislocation_direction``, ``readout_learned_norm``,
+  ``readout_learned_fraction`` (:data:`READOUT_SHAPES` gives each one's per-frame shape).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALIASES", "CORE_FIELDS", "FIELDS", "READABLE_FORMATS", "RESULTS_FORMAT", "Field", "FrameRow", "PhysicsRow",
-           "TruthMetrics"]
+__all__ = ["ALIASES", "CORE_FIELDS", "FIELDS", "PHASE_TERMS", "READABLE_FORMATS", "READOUT_SHAPES", "RESULTS_FORMAT",
+           "Field", "FrameRow", "PhysicsRow", "TruthMetrics"]
 
 RESULTS_FORMAT = "latenttune-results/2"
 """The layout this version writes (the ``format`` root attribute)."""
@@ -50,44 +56,68 @@ class Field:
 
 
 _SCHEMA = """
-latent              -         core    latent vector after the frame (the tracked estimate), in the model's box
-                                      [-1, 1]^k
-cost                -         core    amplitude misfit of the decoded latent against the frame: the tracking
-                                      cost, in [0, 1]
-density             arbitrary core    decoded density of the latent (complex, object grid n^3)
-time                s         core    frame time stamp
-steps               -         core    cost evaluations spent on the frame (the encoders' included)
-index               -         tracker frame number in the series
-step_costs          -         tracker cost of each of the strategy's evaluations on the frame, in order
-                                      (NaN-padded)
-encoded             -         tracker the encoders' chosen prediction of the frame (NaN when the strategy did
-                                      not ask)
-seconds             s         tracker wall time of the tracker on the frame (truth metrics and writing not
-                                      included)
-status              -         tracker 'ok', or 'skipped: <reason>' for a frame that could not be tracked
-strategy_state      -         tracker the strategy's state after the frame, JSON (for an exact resume)
-series_sha256       -         tracker running SHA-256 over every frame read up to this one (for the resume
-                                      check)
-E_r                 -         tracker real-space error of the decoded density against the truth (NaN without
-                                      truth)
-E_q                 -         tracker amplitude error of the decoded density against the measured frame
-phase_rms           rad       tracker phase RMS error of the decoded density inside the support (NaN without
-                                      truth)
-output_density      arbitrary physics the frame's reconstruction: the physics stage's refined density when it
-                                      was accepted, else the decoded density
-physics_accepted    -         physics 1 when the physics stage's refined density was accepted as the output
-physics_warm        -         physics 1 when the physics stage started from the previous frame's output
-physics_start       -         physics where the kept refinement started: warm, decoded, alternative or a
-                                      restart's kind
-physics_restarts    -         physics restarts the physics stage ran on the frame
-physics_seconds     s         physics wall time of the physics stage on the frame
-llk                 -         physics Poisson log-likelihood of the output (PyNX form, about 1 at the noise
-                                      level)
-misfit_refined      -         physics amplitude misfit of the refined candidate on the measured voxels
-free_misfit_decoded -         physics amplitude misfit of the decoded density on the held-out voxels
-free_misfit_refined -         physics amplitude misfit of the refined candidate on the held-out voxels
-E_r_output          -         physics real-space error of the output against the truth (NaN without truth)
-E_q_output          -         physics amplitude error of the output against the measured frame
+latent                         -         core    latent vector after the frame (the tracked estimate), in the model's
+                                                 box [-1, 1]^k
+cost                           -         core    amplitude misfit of the decoded latent against the frame: the
+                                                 tracking cost, in [0, 1]
+density                        arbitrary core    decoded density of the latent (complex, object grid n^3)
+time                           s         core    frame time stamp
+steps                          -         core    cost evaluations spent on the frame (the encoders' included)
+index                          -         tracker frame number in the series
+step_costs                     -         tracker cost of each of the strategy's evaluations on the frame, in order
+                                                 (NaN-padded)
+encoded                        -         tracker the encoders' chosen prediction of the frame (NaN when the strategy
+                                                 did not ask)
+seconds                        s         tracker wall time of the tracker on the frame (truth metrics and writing not
+                                                 included)
+status                         -         tracker 'ok', or 'skipped: <reason>' for a frame that could not be tracked
+strategy_state                 -         tracker the strategy's state after the frame, JSON (for an exact resume)
+series_sha256                  -         tracker running SHA-256 over every frame read up to this one (for the resume
+                                                 check)
+E_r                            -         tracker real-space error of the decoded density against the truth (NaN
+                                                 without truth)
+E_q                            -         tracker amplitude error of the decoded density against the measured frame
+phase_rms                      rad       tracker phase RMS error of the decoded density inside the support (NaN
+                                                 without truth)
+output_density                 arbitrary physics the frame's reconstruction: the physics stage's refined density when
+                                                 it was accepted, else the decoded density
+physics_accepted               -         physics 1 when the physics stage's refined density was accepted as the output
+physics_warm                   -         physics 1 when the physics stage started from the previous frame's output
+physics_start                  -         physics where the kept refinement started: warm, decoded, alternative or a
+                                                 restart's kind
+physics_restarts               -         physics restarts the physics stage ran on the frame
+physics_seconds                s         physics wall time of the physics stage on the frame
+llk                            -         physics Poisson log-likelihood of the output (PyNX form, about 1 at the noise
+                                                 level)
+misfit_refined                 -         physics amplitude misfit of the refined candidate on the measured voxels
+free_misfit_decoded            -         physics amplitude misfit of the decoded density on the held-out voxels
+free_misfit_refined            -         physics amplitude misfit of the refined candidate on the held-out voxels
+E_r_output                     -         physics real-space error of the output against the truth (NaN without truth)
+E_q_output                     -         physics amplitude error of the output against the measured frame
+readout_orientation_deg        deg       readout rotation vector (x, y, z components) of the crystal's cubic axes,
+                                                 read out of the latent's explicit parameters in the laboratory frame
+                                                 (the 24 cubic-equivalent rotations describe the same crystal)
+readout_facet_distances        voxel     readout distances from the grid centre of the 26 {100}, {110}, {111} facet
+                                                 planes (in the order of latenttune.model.crystal.NORMALS, crystal
+                                                 frame of readout_orientation_deg)
+readout_active_facets          -         readout 1 for each of the 26 planes that bounds the rendered crystal (the
+                                                 nearest plane at some voxel inside it: a face of positive area), 0
+                                                 for one beyond it or touching it only at an edge or a corner
+readout_size                   voxel     readout equivalent-sphere radius (3 V / 4 pi)^(1/3) of the occupancy V of the
+                                                 explicitly rendered crystal
+readout_phase_coefficients     rad       readout coefficients of the smooth Bragg phase in x, y, z, x^2, y^2, z^2, xy,
+                                                 xz, yz with x = r / (n/4) (r centred voxel coordinates)
+readout_dislocation_present    -         readout 1 when the latent draws a dislocation line (|winding| >= 0.5), else 0
+readout_dislocation_winding    -         readout the line's winding G.b rounded to -1, 0 or +1: the phase turns by 2
+                                                 pi times it counter-clockwise about readout_dislocation_direction
+                                                 (the pair (direction, winding) equals (-direction, -winding))
+readout_dislocation_point      voxel     readout point of the dislocation line closest to the grid centre (centred
+                                                 coordinates; meaningful when readout_dislocation_present is 1)
+readout_dislocation_direction  -         readout unit direction of the dislocation line
+readout_learned_norm           -         readout Euclidean norm of the learned part of the latent (box units)
+readout_learned_fraction       -         readout share of the decoded density drawn by the learned residual: ||decoded
+                                                 - explicit|| / ||decoded||, explicit = the rendered crystal amplitude
+                                                 * exp(i phase)
 """
 """name, units ("-": none), group, description (continued on indented lines)."""
 
@@ -118,6 +148,27 @@ ALIASES: dict[str, str] = {
     "E_q_refined": "E_q_output",
 }
 """Dataset names of results files written before format 2, and today's name for each."""
+
+READOUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "readout_orientation_deg": (3,),
+    "readout_facet_distances": (26,),
+    "readout_active_facets": (26,),
+    "readout_size": (),
+    "readout_phase_coefficients": (9,),
+    "readout_dislocation_present": (),
+    "readout_dislocation_winding": (),
+    "readout_dislocation_point": (3,),
+    "readout_dislocation_direction": (3,),
+    "readout_learned_norm": (),
+    "readout_learned_fraction": (),
+}
+"""The readout fields (group ``readout`` of :data:`FIELDS`, in order) and each one's shape per frame."""
+
+PHASE_TERMS: tuple[str, ...] = ("x", "y", "z", "x^2", "y^2", "z^2", "xy", "xz", "yz")
+"""The terms of ``readout_phase_coefficients``, in order (``x = r / (n/4)``)."""
+
+#: The readout fields written as 0/1 (or -1/0/+1) integers.
+_READOUT_INTEGERS = ("readout_active_facets", "readout_dislocation_present", "readout_dislocation_winding")
 
 
 @dataclass(frozen=True)
@@ -164,10 +215,12 @@ class FrameRow:
     series_sha256: str
     metrics: TruthMetrics
     physics: PhysicsRow | None = None
+    readout: dict[str, np.ndarray] | None = None
 
     @classmethod
     def from_record(cls, record: Any, *, slots: int, digest: str, metrics: TruthMetrics,
-                    output_metrics: TruthMetrics | None = None, hybrid: bool = False) -> FrameRow:
+                    output_metrics: TruthMetrics | None = None, hybrid: bool = False,
+                    readout: dict[str, np.ndarray] | None = None) -> FrameRow:
         """The row of a tracker's record (:class:`latenttune.tracking.tracker.FrameRecord`).
 
         Parameters
@@ -183,6 +236,9 @@ class FrameRow:
         hybrid : bool
             The run has a physics stage: the row carries its fields (held output and NaN on a skipped
             frame).
+        readout : dict of str to ndarray, optional
+            The latent's physical readout (:func:`latenttune.model.readout.readout_rows`: every name of
+            :data:`READOUT_SHAPES`); None for a model without explicit parameters.
         """
         step_costs = np.full(slots, np.nan, dtype=np.float32)
         step_costs[: record.steps] = record.step_costs[:slots]
@@ -206,7 +262,7 @@ class FrameRow:
         return cls(index=record.index, time=record.time, latent=record.latent, cost=record.cost, steps=record.steps,
                    step_costs=step_costs, encoded=record.encoded, density=record.density, seconds=record.seconds,
                    status=record.status, strategy_state=json.dumps(record.state), series_sha256=digest,
-                   metrics=metrics, physics=physics)
+                   metrics=metrics, physics=physics, readout=readout)
 
     def datasets(self) -> dict[str, Any]:
         """The row as ``{dataset name: value}``, in the file's dtypes (the one place names are given)."""
@@ -226,5 +282,23 @@ class FrameRow:
                 "free_misfit_decoded": p.free_misfit_decoded, "free_misfit_refined": p.free_misfit_refined,
                 "E_r_output": p.output_metrics.E_r, "E_q_output": p.output_metrics.E_q,
             })
+        if self.readout is not None:
+            out.update(_readout_datasets(self.readout))
         out["series_sha256"] = self.series_sha256
         return out
+
+
+def _readout_datasets(readout: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The readout's values in the file's dtypes (float64; int8 for the 0/1 and winding fields), shapes checked."""
+    missing = sorted(set(READOUT_SHAPES) - set(readout))
+    unknown = sorted(set(readout) - set(READOUT_SHAPES))
+    if missing or unknown:
+        raise ValueError(f"`readout` must hold exactly the fields {list(READOUT_SHAPES)}; missing {missing}, "
+                         f"unknown {unknown}")
+    out = {}
+    for name, shape in READOUT_SHAPES.items():
+        value = np.asarray(readout[name])
+        if value.shape != shape:
+            raise ValueError(f"`readout[{name!r}]` must have shape {shape}, got {value.shape}")
+        out[name] = value.astype(np.int8) if name in _READOUT_INTEGERS else value.astype(np.float64)
+    return out

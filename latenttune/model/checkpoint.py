@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from latenttune.device import check_device
@@ -175,5 +176,8 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         detail = " ".join(str(exc).split())
         raise ValueError(f"{str(path)!r}: the weights do not match the checkpoint's config: {detail[:300]}") from None
     model.eval().requires_grad_(False).to(device)
+    start = ckpt["extra"].get("learned_start")
+    if start is not None and np.shape(start) == (model.latent_dim - model.config.physical_dim,):
+        model.learned_start = np.asarray(start, dtype=np.float64)
     log.info("loaded model %s (checksum %s, k=%d)", path, ckpt["checksum"], model.latent_dim)
     return LoadedModel(model=model, path=path, checksum=ckpt["checksum"], recipe=ckpt["recipe"], extra=ckpt["extra"])

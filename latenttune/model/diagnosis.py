@@ -86,6 +86,7 @@ def representation_floor(
     steps: int = 150,
     lr: float = 0.05,
     rng: np.random.Generator | None = None,
+    extra_starts: Any = (),
 ) -> FloorResult:
     """Fit the decoder to a true density: the best E_r any latent reaches.
 
@@ -104,6 +105,9 @@ def representation_floor(
         Adam learning rate on ``atanh(z)``.
     rng : numpy.random.Generator, optional
         Source of the random starts (default ``default_rng(0)``).
+    extra_starts : sequence of array_like, shape (k,)
+        More starts besides ``starts`` (e.g. a tracker's latent, so that the floor is never above
+        what that tracker found).
 
     Returns
     -------
@@ -125,6 +129,11 @@ def representation_floor(
         if z0.shape != (k,):
             raise ValueError(f"`z0` must have shape ({k},), got {z0.shape}")
         initial[0] = z0
+    extra = [np.asarray(e, dtype=np.float64).ravel() for e in extra_starts]
+    if any(e.shape != (k,) for e in extra):
+        raise ValueError(f"every one of `extra_starts` must have shape ({k},)")
+    if extra:
+        initial = np.concatenate([initial, np.stack(extra)])
     device = next(model.parameters()).device
     target = torch.as_tensor(d0.astype(np.complex64), device=device)
     u = torch.atanh(torch.as_tensor(np.clip(initial, -0.995, 0.995), dtype=torch.float32, device=device))

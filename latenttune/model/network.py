@@ -315,6 +315,10 @@ class LatentAutoencoder(nn.Module):
         self.decoder = _Decoder(self.config)
         # registered only when present, so checkpoints of single-encoder models load unchanged
         self.cycle_encoder = _Encoder(self.config) if self.config.cycle_encoder else None
+        #: Where the tracker's read-back starts the learned part of the latent (its "neutral" code,
+        #: calibrated for the model from cost values and stored in the checkpoint's metadata); None:
+        #: the centre of the box.
+        self.learned_start: np.ndarray | None = None
 
     @property
     def encoder_count(self) -> int:

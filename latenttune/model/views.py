@@ -80,6 +80,15 @@ class ViewedAutoencoder(nn.Module):
         """The model's latent box."""
         return self.base.latent_bounds
 
+    @property
+    def learned_start(self) -> np.ndarray | None:
+        """The model's neutral learned code (:attr:`latenttune.model.LatentAutoencoder.learned_start`)."""
+        return self.base.learned_start
+
+    def to_view(self, density: np.ndarray) -> np.ndarray:
+        """A laboratory-frame density seen in this view (what the base model's latent describes)."""
+        return np.ascontiguousarray(self.view.apply(density))
+
     def check_intensity(self, intensity: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         return self.base.check_intensity(intensity, mask)
 

@@ -46,10 +46,14 @@ class Measurement:
         ``sqrt(counts)`` on the constrained voxels, 0 elsewhere.
     constrained : Tensor of bool, shape (N, N, N)
         Voxels the modulus constraint applies to: measured and not held out.
+    unmeasured : Tensor of bool or None
+        Voxels the detector did not measure (the guide's amplitudes may stand in for them there).
     """
 
     amplitude: torch.Tensor
     constrained: torch.Tensor
+    unmeasured: torch.Tensor | None = None
+    """Voxels the detector did not measure (held-out ones excluded), or None when there are none."""
 
     @classmethod
     def prepare(cls, counts: np.ndarray, unmeasured: np.ndarray, held_out: np.ndarray | None,
@@ -57,7 +61,9 @@ class Measurement:
         """From checked float32 counts and bool masks (``held_out`` is left out of the constraint too)."""
         free = unmeasured if held_out is None else unmeasured | held_out
         amplitude = np.sqrt(np.where(free, 0.0, counts.clip(min=0))).astype(np.float32)
-        return cls(torch.from_numpy(amplitude).to(device), torch.from_numpy(~free).to(device))
+        fillable = unmeasured if held_out is None else unmeasured & ~held_out
+        return cls(torch.from_numpy(amplitude).to(device), torch.from_numpy(~free).to(device),
+                   torch.from_numpy(fillable).to(device) if fillable.any() else None)
 
     @property
     def n(self) -> int:
@@ -97,8 +103,13 @@ def _threshold_support(amplitude: torch.Tensor, threshold: float) -> torch.Tenso
 
 
 def retrieve(guide: np.ndarray, measurement: Measurement, settings: PhysicsSettings, *,
-             start: np.ndarray | None = None, iterations: int | None = None) -> np.ndarray:
+             start: np.ndarray | None = None, iterations: int | None = None, guide_weight: float = 0.0,
+             fill: bool = False) -> np.ndarray:
     """Phase retrieval from checked inputs (see :func:`refine_density` for the arguments).
+
+    ``guide_weight`` is the pull towards the guide per iteration (:func:`refine_density` takes it
+    from the settings); ``fill`` gives the unmeasured voxels the guide's amplitudes (scaled to the
+    data) instead of leaving them free.
 
     Returns
     -------
@@ -110,7 +121,8 @@ def retrieve(guide: np.ndarray, measurement: Measurement, settings: PhysicsSetti
     x = guide_t if start is None else torch.from_numpy(pad(start.astype(np.complex64))).to(device)
     scale = _flux_scale(x, measurement)
     x = x * scale
-    guide_t = guide_t * scale
+    # the guide on its own flux scale (what its amplitudes and a pull towards it must match)
+    guide_t = guide_t * (scale if start is None or (guide_weight == 0 and not fill) else _flux_scale(guide_t, measurement))
     # the guide's global phase is invisible to the data: align it to the iterate before any pull
     overlap = (guide_t.conj() * x).sum()
     guide_t = guide_t * (overlap / (overlap.abs() + _EPS))
@@ -121,7 +133,12 @@ def retrieve(guide: np.ndarray, measurement: Measurement, settings: PhysicsSetti
     support &= box
     if iterations is None:
         iterations = settings.iterations if start is not None else settings.cold_iterations
-    x = _iterate(x, guide_t, measurement.amplitude, measurement.constrained, support, box, settings, iterations)
+    amplitude, constrained = measurement.amplitude, measurement.constrained
+    if fill and measurement.unmeasured is not None:  # the prior's amplitudes where nothing was measured
+        filled = fft_centred(guide_t).abs()
+        amplitude = torch.where(measurement.unmeasured, filled, amplitude)
+        constrained = constrained | measurement.unmeasured
+    x = _iterate(x, guide_t, amplitude, constrained, support, box, settings, iterations, guide_weight)
     return (crop(x.cpu().numpy()) / scale).astype(np.complex64)
 
 
@@ -192,7 +209,8 @@ def refine_density(
     if iterations is not None:
         iterations = check_int("iterations", iterations, low=max(1, settings.er_iterations))
     measurement = Measurement.prepare(counts, unmeasured, held, torch.device(device))
-    return retrieve(g, measurement, settings, start=start, iterations=iterations)
+    weight = 0.0 if settings.guide_weight is None else settings.guide_weight
+    return retrieve(g, measurement, settings, start=start, iterations=iterations, guide_weight=weight)
 
 
 def _shift(x: torch.Tensor) -> torch.Tensor:
@@ -204,7 +222,7 @@ def _unshift(x: torch.Tensor) -> torch.Tensor:
 
 
 def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained: torch.Tensor, support: torch.Tensor,
-             box: torch.Tensor, settings: PhysicsSettings, iterations: int) -> torch.Tensor:
+             box: torch.Tensor, settings: PhysicsSettings, iterations: int, guide_weight: float = 0.0) -> torch.Tensor:
     """``iterations`` of RAAR then ER with shrink-wrap; returns the iterate on the support (centred grid).
 
     Everything lives in the FFT's own (uncentred) layout during the loop: the data, the masks and the
@@ -220,7 +238,7 @@ def _iterate(x: torch.Tensor, guide: torch.Tensor, A: torch.Tensor, constrained:
     """
     # _shift returns new tensors, so x can be updated in place below without touching the caller's
     x, guide, A, constrained, support, box = (_shift(t) for t in (x, guide, A, constrained, support, box))
-    beta, w = settings.beta, settings.guide_weight
+    beta, w = settings.beta, guide_weight
     raar = iterations - settings.er_iterations
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     # modulus step as ratio = A_c / (|F| + eps) + free: A / (|F| + eps) where constrained, 1 where free

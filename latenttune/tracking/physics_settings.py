@@ -44,9 +44,15 @@ class PhysicsSettings:
     guide_dilation : int
         Voxels by which the decoded density's support is dilated into the frame's first support
         (>= 0). Default 1.
-    guide_weight : float
-        Pull of the iterate towards the decoded density per iteration, in [0, 1) (0: none).
-        Default 0: with a poor guide any constant pull cost accuracy on the benchmark series.
+    guide_weight : float or None
+        Pull of the iterate towards the guide (the decoded latent) per iteration, in [0, 1) (0: none).
+        Default None: derived from the counts by the physics stage, stronger the less the data
+        constrain the frame (:func:`latenttune.tracking.physics_stage.guide_weight`).
+    fill_unmeasured : bool
+        Give the voxels the detector did not measure (beamstop, gaps) the guide's amplitudes,
+        scaled to the data, instead of leaving them free. Default False: on the tuning series
+        forcing a decoded guide's low-q amplitudes cost accuracy, most behind a 3-voxel beamstop
+        (the ablation benchmark reports it).
     free_fraction : float
         Fraction of the measured voxels held out to judge the result, in (0, 0.5). Default 0.05.
     seed : int
@@ -82,7 +88,8 @@ class PhysicsSettings:
     shrinkwrap_every: int = 10
     shrinkwrap_sigma: float = 1.0
     guide_dilation: int = 1
-    guide_weight: float = 0.0
+    guide_weight: float | None = None
+    fill_unmeasured: bool = False
     free_fraction: float = 0.05
     seed: int = 0
     warm_start: bool = True
@@ -102,7 +109,8 @@ class PhysicsSettings:
         check_int("shrinkwrap_every", self.shrinkwrap_every, low=0)
         check_number("shrinkwrap_sigma", self.shrinkwrap_sigma, low=0.0, open_low=True)
         check_int("guide_dilation", self.guide_dilation, low=0)
-        check_number("guide_weight", self.guide_weight, low=0.0, high=1.0, open_high=True)
+        check_number("guide_weight", self.guide_weight, low=0.0, high=1.0, open_high=True, allow_none=True)
+        check_bool("fill_unmeasured", self.fill_unmeasured)
         check_number("free_fraction", self.free_fraction, low=0.0, high=0.5, open_low=True, open_high=True)
         check_int("seed", self.seed, low=0)
         check_bool("warm_start", self.warm_start)

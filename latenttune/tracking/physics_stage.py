@@ -40,7 +40,30 @@ from latenttune.quality import is_stagnated
 from latenttune.tracking.phase_retrieval import Measurement, retrieve
 from latenttune.tracking.physics_settings import PhysicsSettings
 
-__all__ = ["PhysicsOutcome", "PhysicsStage", "PlannedStart", "RESTART_STARTS", "restart_plan", "restart_start"]
+__all__ = ["PhysicsOutcome", "PhysicsStage", "PlannedStart", "RESTART_STARTS", "guide_weight", "restart_plan",
+           "restart_start"]
+
+#: The guide's largest pull per iteration (data that constrain nothing).
+GUIDE_WEIGHT_MAX = 0.3
+#: Mean counts per measured voxel at which the pull is half its largest.
+GUIDE_HALF_COUNTS = 10.0
+
+
+def guide_weight(settings: PhysicsSettings, counts: np.ndarray, unmeasured: np.ndarray, jumped: bool) -> float:
+    """The pull towards the guide per iteration: the settings' value, or one derived from the counts.
+
+    Derived: ``w = GUIDE_WEIGHT_MAX / (1 + (c / c0)^2)`` with ``c`` the mean counts per measured voxel
+    and ``c0 = GUIDE_HALF_COUNTS``: the relative noise of a measured amplitude is about
+    ``1 / (2 sqrt(c))``, so the fewer the counts the less the modulus constraint says and the more
+    the prior holds; with plenty of counts the pull vanishes (a prior then only costs accuracy). After a jump (the frame cannot continue the previous output) the phase has to
+    be found again and the prior weighs twice as much (at most ``GUIDE_WEIGHT_MAX``).
+    """
+    if settings.guide_weight is not None:
+        return float(settings.guide_weight)
+    measured = ~unmeasured
+    mean_counts = float(counts[measured].sum(dtype=np.float64)) / max(int(measured.sum()), 1)
+    weight = GUIDE_WEIGHT_MAX / (1.0 + (mean_counts / GUIDE_HALF_COUNTS) ** 2)
+    return min(GUIDE_WEIGHT_MAX, 2.0 * weight) if jumped else weight
 
 
 @dataclass(frozen=True)
@@ -231,8 +254,11 @@ class PhysicsStage:
             fits = amplitude_misfit(np.stack([decoded_intensity, forward(previous)]), intensity, unmeasured)
             warm = bool(fits[1] <= fits[0])
 
+        weight = guide_weight(settings, intensity, unmeasured, jumped=previous is not None and not warm)
+
         def attempt(guide: np.ndarray, start: np.ndarray | None, iterations: int | None) -> tuple[np.ndarray, np.ndarray]:
-            x = retrieve(guide, measurement, settings, start=start, iterations=iterations)
+            x = retrieve(guide, measurement, settings, start=start, iterations=iterations, guide_weight=weight,
+                         fill=settings.fill_unmeasured)
             return x, forward(x)
 
         refined, predicted = attempt(decoded, previous if warm else None, None)

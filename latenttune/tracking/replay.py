@@ -31,7 +31,9 @@ from latenttune.io.identity import IDENTITY_ATTR, SETTINGS_ATTR, ReadDigest, che
 from latenttune.io.rows import FrameRow, TruthMetrics
 from latenttune.metrics import amplitude_error, phase_rms, real_space_error
 from latenttune.model.checkpoint import LoadedModel
-from latenttune.model.views import check_view_index, check_views
+from latenttune.model.network import LatentAutoencoder
+from latenttune.model.readout import read_out, readout_rows
+from latenttune.model.views import check_view_index, check_views, viewed
 from latenttune.outputs import check_outputs
 from latenttune.physics import forward
 from latenttune.tracking.strategy import Strategy, check_strategy
@@ -81,8 +83,14 @@ def _metrics(density: np.ndarray, intensity: np.ndarray, mask: np.ndarray, truth
                                                                                        align=False)))
 
 
-def frame_row(series: Series, record: FrameRecord, digest: str, slots: int, hybrid: bool) -> FrameRow:
-    """A tracked frame's results row: the truth read once, metrics of the decoded density and the output."""
+def frame_row(series: Series, record: FrameRecord, digest: str, slots: int, hybrid: bool,
+              model: LatentAutoencoder | None = None) -> FrameRow:
+    """A tracked frame's results row: the truth read once, metrics of the decoded density and the output.
+
+    With ``model`` (the run's model) and a model with explicit crystal parameters, the row also
+    carries the latent's physical readout (:mod:`latenttune.model.readout`, in the laboratory frame
+    of the record's view); a skipped frame gets the readout of the latent it holds.
+    """
     metrics = output_metrics = TruthMetrics()
     if record.status == "ok":
         frame = record.frame
@@ -90,8 +98,12 @@ def frame_row(series: Series, record: FrameRecord, digest: str, slots: int, hybr
         metrics = _metrics(record.density, frame.intensity, frame.mask, truth)
         if hybrid:
             output_metrics = _metrics(record.output_density, frame.intensity, frame.mask, truth)
+    readout = None
+    if model is not None and model.physical_layout is not None:
+        physical = read_out(record.latent, viewed(model, record.state.get("view", 0)), record.density)
+        readout = None if physical is None else readout_rows(physical)
     return FrameRow.from_record(record, slots=slots, digest=digest, metrics=metrics, output_metrics=output_metrics,
-                                hybrid=hybrid)
+                                hybrid=hybrid, readout=readout)
 
 
 def _settings(loaded: LoadedModel, strategy: Strategy, views: int) -> dict[str, Any]:
@@ -274,9 +286,12 @@ def replay_series(
                                    f"series digest at frame {digest.next_index - 1}")
         todo = digest.frames(series, stop)  # from `start` on, each folded into the series digest
         stopped = {"flag": False}
+        # the readout fields, unless a resumed file was begun without them (every row has the same fields)
+        readout_model = model if not writer.num_frames_written or "readout_size" in writer.extra_fields else None
 
         def on_frame(record: FrameRecord) -> bool:
-            row = frame_row(series, record, digest.at(record.index), description.steps_per_frame, hybrid)
+            row = frame_row(series, record, digest.at(record.index), strategy.cost_slots, hybrid,
+                            readout_model)
             writer.append_row(row)
             report = FrameReport(record, row.metrics, row.physics.output_metrics if row.physics else row.metrics)
             if callback is not None and callback(report):

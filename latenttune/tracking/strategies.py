@@ -28,6 +28,7 @@ from controllers import Controller, ESParams, ExtremumSeeking
 from latenttune.model.latent_cost import LatentCost
 from latenttune.tracking.physics_settings import PhysicsSettings
 from latenttune.tracking.physics_stage import PhysicsOutcome, PhysicsStage
+from latenttune.tracking.readback import LatentReadback, ReadbackOutcome, ReadbackSettings
 from latenttune.tracking.strategy import Strategy
 from latenttune.validation import check_bool, check_choice, check_number
 
@@ -48,8 +49,8 @@ STRATEGIES = ("hybrid", "es", "one-shot", "gradient")
 
 ES_STEPS_PER_FRAME = 100
 """Default cost evaluations per frame of ES alone and of the gradient comparator."""
-HYBRID_STEPS_PER_FRAME = 16
-"""Default ES iterations per frame of the hybrid tracker (its physics stage does the fine work)."""
+HYBRID_STEPS_PER_FRAME = 24
+"""Default extremum-seeking evaluations per frame of the hybrid tracker's read-back."""
 
 
 class OneShotStrategy(Strategy):
@@ -177,42 +178,70 @@ class ESStrategy(_LatentModes):
         return out
 
 
-class HybridStrategy(ESStrategy):
-    """Extremum seeking on the latent, then the physics stage on the voxels (the default tracker).
+class HybridStrategy(Strategy):
+    """The default tracker: the physics stage on the voxels, and the latent read back from its output.
 
-    The latent part is :class:`ESStrategy` unchanged (same controller, same costs); :meth:`refine`
-    runs the strategy's own :class:`~latenttune.tracking.physics_stage.PhysicsStage` on every good
-    frame. Neither part uses the network's gradient.
+    Per frame:
+
+    1. **guide**: the previous frame's latent (the prior: a changing sample changes little) and the
+       encoders' prediction are evaluated on the measured pattern; the better fit guides the frame;
+    2. **physics stage** (:class:`~latenttune.tracking.physics_stage.PhysicsStage`, owned by the
+       strategy): phase retrieval on the voxels, warm-started from the previous output and guided
+       by the decoded guide (support, a pull weighted by how little the counts constrain, the guide's
+       amplitudes where the detector measured nothing);
+    3. **read-back** (:class:`~latenttune.tracking.readback.LatentReadback`): the latent's explicit
+       crystal parameters are read off the output, and extremum seeking tunes the learned part on
+       the real-space misfit to it. The result is the frame's latent and the next frame's prior.
+
+    No part uses the network's gradient.
 
     Parameters
     ----------
-    k, mode, residual_width, reseed, **es_options
-        As for :class:`ESStrategy`.
+    k : int
+        Latent dimension.
     steps_per_frame : int
-        ES iterations per frame (default :data:`HYBRID_STEPS_PER_FRAME`: the physics stage does the
-        fine work, and more ES iterations did not improve the hybrid's output on the benchmark series).
+        Extremum-seeking evaluations per frame in the read-back (default :data:`HYBRID_STEPS_PER_FRAME`).
     physics : PhysicsSettings, optional
         The physics stage's settings (default :class:`PhysicsSettings()`).
+    readback : bool
+        Read the latent back from the output (default). False keeps the guide's latent as the
+        frame's latent (the physics stage still runs): the "one-shot + physics" comparator.
+    gain, dither : float
+        The read-back controller's gain and dither amplitude.
     """
 
     kind = "hybrid"
     has_physics_stage = True
+    min_steps = 0
 
-    def __init__(self, k: int, steps_per_frame: int = HYBRID_STEPS_PER_FRAME, mode: str = "absolute",
-                 residual_width: float = 0.5, reseed: bool = True, physics: PhysicsSettings | None = None,
-                 **es_options: Any) -> None:
-        super().__init__(k, steps_per_frame=steps_per_frame, mode=mode, residual_width=residual_width, reseed=reseed,
-                         **es_options)
+    def __init__(self, k: int, steps_per_frame: int = HYBRID_STEPS_PER_FRAME, physics: PhysicsSettings | None = None,
+                 readback: bool = True, gain: float = ReadbackSettings.gain,
+                 dither: float = ReadbackSettings.dither) -> None:
+        super().__init__(k, steps_per_frame)
         physics = PhysicsSettings() if physics is None else physics
         if not isinstance(physics, PhysicsSettings):
             raise TypeError(f"`physics` must be a PhysicsSettings, got {type(physics).__name__}")
         self.physics = physics
+        self.readback = check_bool("readback", readback)
+        self.readback_settings = ReadbackSettings(steps=self.steps_per_frame, gain=gain, dither=dither)
         self._stage: PhysicsStage | None = None
         self._previous: np.ndarray | None = None
+        self._readback: LatentReadback | None = None
+        self._readback_state: dict[str, Any] | None = None
+        self._prior: np.ndarray | None = None
 
-    @property
-    def name(self) -> str:
-        return "hybrid" if self.mode == "absolute" else f"hybrid-{self.mode}"
+    def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The guide's candidates: the prior (the previous frame's latent) and, when nothing has evaluated it
+        yet (a one-encoder model), the encoders' prediction."""
+        candidates = []
+        if encoded is not None and cost.evaluations == 0:
+            candidates.append(np.asarray(encoded, dtype=np.float64))
+        if not first and self._prior is not None:
+            candidates.append(self._prior)
+        if not candidates:
+            return np.empty((0, self.k)), np.empty(0)
+        z = np.stack(candidates)
+        return z, np.concatenate([cost(row) for row in z]).astype(np.float64)
 
     def refine(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray, index: int,
                alternatives: list[np.ndarray], device: torch.device | str = "cpu") -> PhysicsOutcome:
@@ -220,20 +249,46 @@ class HybridStrategy(ESStrategy):
             self._stage = PhysicsStage(self.physics, device, previous=self._previous)
         return self._stage.run(decoded, intensity, mask, index, alternatives=alternatives)
 
+    def settle(self, model: Any, output: np.ndarray, latent: np.ndarray) -> ReadbackOutcome | None:
+        if not self.readback:
+            self._prior = np.asarray(latent, dtype=np.float64)
+            return None
+        if self._readback is None:
+            self._readback = LatentReadback(model, self.readback_settings, learned_start=model.learned_start)
+            if self._readback_state is not None:
+                self._readback.load_state_dict(self._readback_state)
+        outcome = self._readback.run(model, output, latent)
+        self._prior = outcome.latent
+        return outcome
+
     @property
     def previous_output(self) -> np.ndarray | None:
         return self._previous if self._stage is None else self._stage.previous
 
+    @property
+    def cost_slots(self) -> int:
+        """At most two encoders, the guide's candidates (prediction and prior) and the read-back latent."""
+        return 5
+
+    def state_dict(self) -> dict[str, Any]:
+        readback = self._readback.state_dict() if self._readback is not None else self._readback_state
+        return {"prior": None if self._prior is None else self._prior.tolist(), "readback": readback}
+
     def load_state_dict(self, state: dict[str, Any], previous_output: np.ndarray | None = None) -> None:
-        super().load_state_dict(state)
+        self._prior = None if state.get("prior") is None else np.asarray(state["prior"], dtype=np.float64)
+        self._readback_state = state.get("readback")
+        self._readback = None
         self._previous = None if previous_output is None else np.asarray(previous_output, dtype=np.complex64)
         self._stage = None
 
     def options(self) -> dict[str, Any]:
-        return {**super().options(), "physics": self.physics}
+        return {"steps_per_frame": self.steps_per_frame, "physics": self.physics, "readback": self.readback,
+                "gain": self.readback_settings.gain, "dither": self.readback_settings.dither}
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "physics": dataclasses.asdict(self.physics)}
+        return {"strategy": self.kind, "steps_per_frame": self.steps_per_frame, "readback": self.readback,
+                "gain": self.readback_settings.gain, "dither": self.readback_settings.dither,
+                "physics": dataclasses.asdict(self.physics)}
 
 
 class GradientStrategy(_LatentModes):
@@ -313,5 +368,9 @@ def make_strategy(name: str, k: int, *, steps_per_frame: int | None = None, mode
         return OneShotStrategy(k)
     if steps_per_frame is None:
         steps_per_frame = HYBRID_STEPS_PER_FRAME if name == "hybrid" else ES_STEPS_PER_FRAME
-    kinds = {"hybrid": HybridStrategy, "es": ESStrategy, "gradient": GradientStrategy}
+    if name == "hybrid":
+        if mode != "absolute":
+            raise ValueError("the hybrid strategy has no `mode` (its latent is read back from the physics stage's output)")
+        return HybridStrategy(k, steps_per_frame=steps_per_frame, **options)
+    kinds = {"es": ESStrategy, "gradient": GradientStrategy}
     return kinds[name](k, steps_per_frame=steps_per_frame, mode=mode, **options)

@@ -30,6 +30,7 @@ from latenttune.validation import check_int
 if TYPE_CHECKING:
     from latenttune.model.latent_cost import LatentCost
     from latenttune.tracking.physics_stage import PhysicsOutcome
+    from latenttune.tracking.readback import ReadbackOutcome
 
 __all__ = ["Strategy", "StrategyDescription", "check_strategy"]
 
@@ -109,10 +110,12 @@ class Strategy(abc.ABC):
     uses_network_gradient: ClassVar[bool] = False
     has_physics_stage: ClassVar[bool] = False
     """Whether :meth:`refine` runs a physics stage (its outputs then go to the results file)."""
+    min_steps: ClassVar[int] = 1
+    """The fewest ``steps_per_frame`` the strategy accepts."""
 
     def __init__(self, k: int, steps_per_frame: int) -> None:
         self.k = check_int("k", k, low=1)
-        self.steps_per_frame = check_int("steps_per_frame", steps_per_frame, low=1)
+        self.steps_per_frame = check_int("steps_per_frame", steps_per_frame, low=self.min_steps)
 
     # -- what the tracker calls -----------------------------------------------------------------
 
@@ -164,6 +167,20 @@ class Strategy(abc.ABC):
         """
         return None
 
+    def settle(self, model: Any, output: np.ndarray, latent: np.ndarray) -> ReadbackOutcome | None:
+        """After the second stage: the frame's final latent read back from its output (none by default).
+
+        Parameters
+        ----------
+        model : LatentAutoencoder
+            The model in the tracker's view.
+        output : ndarray, shape (n, n, n), complex64
+            The frame's reconstruction (the second stage's output, or the decoded latent).
+        latent : ndarray, shape (k,)
+            The frame's latent so far.
+        """
+        return None
+
     @property
     def previous_output(self) -> np.ndarray | None:
         """The second stage's last output (its warm start for the next frame), or None."""
@@ -176,6 +193,11 @@ class Strategy(abc.ABC):
     def load_state_dict(self, state: dict[str, Any], previous_output: np.ndarray | None = None) -> None:
         """Restore :meth:`state_dict` (and, for a strategy with a second stage, its last output)."""
         return None
+
+    @property
+    def cost_slots(self) -> int:
+        """How many measured-cost evaluations per frame a results row keeps (``step_costs``'s width)."""
+        return self.steps_per_frame
 
     # -- what it is -----------------------------------------------------------------------------
 

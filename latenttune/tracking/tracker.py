@@ -19,7 +19,9 @@ the voxels (the hybrid's physics stage). :class:`FrameTracker` is one frame, as 
 4. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.run_frame`; the best latent
    evaluated is the frame's estimate, decoded once (the cost keeps the density it evaluated);
 5. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.refine` (the hybrid's physics stage,
-   which also gets the other encoders' predictions to try when the frame stagnates).
+   which also gets the other encoders' predictions to try when the frame stagnates);
+6. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.settle` (the hybrid reads its latent
+   back from the physics stage's output): the frame's final latent, its measured cost evaluated once.
 
 The latent never leaves the model's box ``[-1, 1]^k``. :func:`track` is a loop over frames; it
 returns a :class:`TrackResult` (one vocabulary for every strategy) and calls ``callback(record)``
@@ -48,6 +50,7 @@ from latenttune.model.latent_cost import LatentCost
 from latenttune.model.network import LatentAutoencoder
 from latenttune.model.views import ViewedAutoencoder, check_views, choose_view, viewed
 from latenttune.tracking.physics_stage import PhysicsOutcome
+from latenttune.tracking.readback import ReadbackOutcome
 from latenttune.tracking.strategy import Strategy, check_strategy
 from latenttune.validation import check_int
 
@@ -91,6 +94,8 @@ class FrameRecord:
         stage's output, held over a skipped frame); see :attr:`output_density`.
     frame : Frame or None
         The checked measured frame (given to the callback; None in the records :func:`track` keeps).
+    readback : ReadbackOutcome or None
+        The latent read back from the frame's output (the hybrid tracker), or None.
     """
 
     index: int
@@ -106,6 +111,7 @@ class FrameRecord:
     physics: PhysicsOutcome | None = None
     output: np.ndarray | None = None
     frame: Frame | None = None
+    readback: ReadbackOutcome | None = None
 
     @property
     def output_density(self) -> np.ndarray | None:
@@ -122,7 +128,8 @@ class FrameRecord:
         if keep_densities:
             return dataclasses.replace(self, frame=None)
         physics = None if self.physics is None else dataclasses.replace(self.physics, density=None, refined=None)
-        return dataclasses.replace(self, frame=None, density=None, output=None, physics=physics)
+        readback = None if self.readback is None else dataclasses.replace(self.readback, density=None, fit=None)
+        return dataclasses.replace(self, frame=None, density=None, output=None, physics=physics, readback=readback)
 
 
 @dataclass
@@ -344,11 +351,18 @@ class FrameTracker:
         self.evaluations += len(costs)
         outcome = self.strategy.refine(density, frame.intensity, frame.mask, frame.index, others,  # step 5
                                        device=self._device)
+        frame_cost = float(costs[best])
+        readback = self.strategy.settle(self.model, density if outcome is None else outcome.density, latent)  # 6
+        if readback is not None:  # the frame's latent read back from the output: its measured cost too
+            latent, density = readback.latent, readback.density
+            measured = cost(latent).astype(np.float64)
+            self.evaluations += 1
+            costs, frame_cost = np.concatenate([costs, measured]), float(measured[0])
         record = FrameRecord(
-            index=frame.index, time=frame.time, latent=latent, cost=float(costs[best]), step_costs=costs,
+            index=frame.index, time=frame.time, latent=latent, cost=frame_cost, step_costs=costs,
             encoded=encoded if encoded is not None else np.full(self.model.latent_dim, np.nan),
             density=density, seconds=time.perf_counter() - start, status="ok", state=self._state(),
-            physics=outcome, output=None if outcome is None else outcome.density, frame=frame,
+            physics=outcome, output=None if outcome is None else outcome.density, frame=frame, readback=readback,
         )
         self.first = False
         self.last_latent = latent

@@ -1,0 +1,445 @@
+"""Reading a physics-structured model's explicit crystal parameters off a density, with no network.
+
+The physics stage's output is close to the sample; the latent is not. This module closes the loop:
+it reads the 48 explicit parameters of :mod:`latenttune.model.crystal` (orientation, 26 facet
+distances, 9 phase coefficients, a dislocation line) straight from a complex density, by geometry
+and linear least squares, so the latent can start next to what the measurement shows. Nothing here
+evaluates the network or its gradient.
+
+* **Amplitude and support**: the amplitude is normalised by the median of its bright part (a
+  crystal's interior is flat), and the support is where it exceeds 1/2: the level at which the
+  decoder's partial-volume occupancy ``clip(0.5 - sdf, 0, 1)`` puts the facet plane.
+* **Orientation**: a faceted crystal's surface normals cluster at its facet normals. The outward
+  normals of the smoothed amplitude at the surface are compared with the 26 plane normals under
+  every rotation of a grid over the parameter box (the fundamental zone of the cubic group), scored
+  by ``sum_i w_i max_j (R n_j . s_i)^p``; the best rotation is refined by a shrinking local search.
+  A previous frame's rotation makes the search local (a tracked crystal turns little per frame).
+* **Facet distances**: start at the support function ``h_j = max_{r in support} (R n_j . r)``, then
+  Gauss-Newton steps on ``|occupancy(d) - amplitude|^2`` in the transition band of each plane (the
+  occupancy's derivative there is 1). Planes that touch nothing sit just outside the crystal.
+* **Dislocation**: the wrapped phase winds by 2 pi around a dislocation line. Plaquettes of the
+  support whose phase circulation is +-2 pi mark the line; a robust principal-axis fit gives its
+  direction and a point, the sign of the circulation its winding.
+* **Phase**: the 9 polynomial coefficients and the three edge-field coefficients of the line are
+  linear in the phase, fitted by least squares to the wrapped phase differences between neighbouring
+  support voxels (after the line's winding field is removed), so the fit never unwraps the phase.
+
+The result's parameters go into the first 48 entries of a latent; :func:`explicit_latent` builds
+that latent with a given learned part.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from latenttune.model.crystal import (
+    _EDGE_MAX,
+    _ORIENTATION_MAX,
+    _PHASE_MAX,
+    _REFERENCE,
+    _WINDING_GAIN,
+    NORMALS,
+    PhysicalLayout,
+    rotation_matrices,
+)
+from sim.geometry import centred_coords
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ExplicitFit", "DislocationFit", "FitSettings", "fit_explicit", "explicit_latent"]
+
+_CORE_RADIUS2 = 0.25  # the decoder's dislocation core: r2 = x^2 + y^2 + 0.5^2
+#: The 26 neighbours of a point of the rotation-vector grid, as unit steps.
+_OFFSETS = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)],
+                    dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How :func:`fit_explicit` reads a density.
+
+    Attributes
+    ----------
+    grid_step_deg : float
+        Step of the global orientation grid over the parameter box (first frame).
+    local_step_deg : float
+        First step of the local orientation search (it halves until ``min_step_deg``).
+    min_step_deg : float
+        Last step of the local search.
+    sharpness : int
+        Exponent ``p`` of the normal-alignment score.
+    facet_iterations : int
+        Gauss-Newton steps of the facet distances.
+    min_vortices : int
+        Vortex plaquettes needed before a dislocation line is fitted.
+    line_tolerance : float
+        Vortex plaquettes farther than this (voxels) from the fitted line are outliers.
+    """
+
+    grid_step_deg: float = 5.625
+    local_step_deg: float = 2.0
+    min_step_deg: float = 0.25
+    sharpness: int = 16
+    facet_iterations: int = 8
+    min_vortices: int = 4
+    line_tolerance: float = 2.0
+
+
+@dataclass(frozen=True)
+class DislocationFit:
+    """A dislocation line read off a density's phase.
+
+    Attributes
+    ----------
+    point : ndarray, shape (3,)
+        The point of the line closest to the grid centre (voxels, centred coordinates).
+    direction : ndarray, shape (3,)
+        Unit tangent, oriented so that the phase winds by ``+2 pi winding`` around it.
+    winding : int
+        +1 (the orientation of ``direction`` makes it so).
+    edge : ndarray, shape (3,)
+        The three edge-field coefficients (radians) of the decoder's Volterra field.
+    vortices : int
+        Vortex plaquettes that support the line.
+    """
+
+    point: np.ndarray
+    direction: np.ndarray
+    winding: int
+    edge: np.ndarray
+    vortices: int
+
+
+@dataclass(frozen=True)
+class ExplicitFit:
+    """The explicit parameters read off one density.
+
+    Attributes
+    ----------
+    parameters : ndarray, shape (48,)
+        Box units, the layout of :class:`latenttune.model.crystal.PhysicalLayout`.
+    rotation : ndarray, shape (3, 3)
+        The crystal's orientation (the rotation vector of ``parameters`` inside the box).
+    facet_distances : ndarray, shape (26,)
+        Plane distances from the grid centre (voxels).
+    phase_coefficients : ndarray, shape (9,)
+        Radians.
+    dislocation : DislocationFit or None
+    support : ndarray of bool, shape (n, n, n)
+    alignment : float
+        The orientation score per surface voxel (1 = every surface normal on a plane normal).
+    """
+
+    parameters: np.ndarray
+    rotation: np.ndarray
+    facet_distances: np.ndarray
+    phase_coefficients: np.ndarray
+    dislocation: DislocationFit | None
+    support: np.ndarray = field(repr=False)
+    alignment: float = math.nan
+
+
+def _rotations(vectors: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(G, 3, 3)`` of rotation vectors ``(G, 3)`` (radians)."""
+    return rotation_matrices(torch.as_tensor(vectors, dtype=torch.float64)).numpy()
+
+
+def _surface_normals(amplitude: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Outward unit normals, weights and positions of the amplitude's surface voxels."""
+    smooth = ndimage.gaussian_filter(amplitude, 1.0, mode="constant")
+    gradient = np.stack(np.gradient(smooth))
+    magnitude = np.sqrt((gradient ** 2).sum(axis=0))
+    surface = (smooth > 0.2) & (smooth < 0.8) & (magnitude > 0.05)
+    normals = -gradient[:, surface].T / magnitude[surface][:, None]
+    return normals, magnitude[surface], coords[:, surface].T
+
+
+class _AlignmentScore:
+    """``score(R) = mean_i w_i max_j (R n_j . s_i)_+^p`` for batches of rotations."""
+
+    def __init__(self, normals: np.ndarray, weights: np.ndarray, sharpness: int) -> None:
+        self.normals, self.weights, self.p = normals, weights / weights.sum(), sharpness
+
+    def thinned(self, points: int) -> _AlignmentScore:
+        """The same score on at most ``points`` evenly picked surface voxels (for a coarse search)."""
+        stride = max(1, len(self.normals) // points)
+        return _AlignmentScore(self.normals[::stride], self.weights[::stride], self.p)
+
+    def __call__(self, rotations: np.ndarray, chunk: int = 256) -> np.ndarray:
+        out = np.empty(len(rotations))
+        for start in range(0, len(rotations), chunk):
+            R = rotations[start:start + chunk]
+            body = np.einsum("gab,ia->gib", R, self.normals)  # surface normals in the crystal frame
+            cos = np.clip(body @ NORMALS.T, 0.0, None).max(axis=-1)  # (g, i)
+            out[start:start + chunk] = (cos ** self.p) @ self.weights
+        return out
+
+
+def _local_search(score: _AlignmentScore, start: np.ndarray, step: float, settings: FitSettings) -> tuple[np.ndarray, float]:
+    """Pattern search on the rotation vector (radians) from ``start``; the step halves until ``min_step_deg``."""
+    limit = _ORIENTATION_MAX
+    best = np.asarray(start, dtype=np.float64)
+    best_value = float(score(_rotations(best[None]))[0])
+    while step >= math.radians(settings.min_step_deg):
+        candidates = np.clip(best + step * _OFFSETS, -limit, limit)
+        values = score(_rotations(candidates))
+        index = int(np.argmax(values))
+        if values[index] > best_value:
+            best, best_value = candidates[index], float(values[index])
+        else:
+            step /= 2
+    return best, best_value
+
+
+def _global_candidates(score: _AlignmentScore, settings: FitSettings, count: int = 6) -> list[np.ndarray]:
+    """The best distinct rotation vectors of a grid over the parameter box (surface points thinned)."""
+    limit = _ORIENTATION_MAX
+    step = math.radians(settings.grid_step_deg)
+    axis = np.arange(-limit, limit + 1e-9, step)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    values = score.thinned(300)(_rotations(grid))
+    chosen: list[np.ndarray] = []
+    for index in np.argsort(values)[::-1]:
+        if all(np.abs(grid[index] - c).max() > 1.5 * step for c in chosen):
+            chosen.append(grid[index])
+            if len(chosen) == count:
+                break
+    return chosen
+
+
+def _facet_distances(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarray, rotation: np.ndarray,
+                     iterations: int) -> tuple[np.ndarray, float]:
+    """Plane distances (voxels) whose partial-volume occupancy matches the amplitude best, and the misfit left.
+
+    Works on the voxels near the support (the only ones whose occupancy a plane can change).
+    """
+    if not support.any():
+        raise ValueError("the density has no support (no voxel above half its bright level)")
+    near = ndimage.binary_dilation(support, iterations=2)
+    world = NORMALS @ rotation.T  # (26, 3): R n_j
+    t = world @ coords[:, near]  # (26, M): each nearby voxel's position along each plane normal
+    inside = support[near]
+    target = np.clip(amplitude[near], 0.0, 1.0)
+    d = t[:, inside].max(axis=1) + 0.5
+    columns = np.arange(t.shape[1])
+    for _ in range(iterations):
+        sdf = t - d[:, None]
+        active = sdf.argmax(axis=0)
+        occupancy = np.clip(0.5 - sdf[active, columns], 0.0, 1.0)
+        band = (occupancy > 0.0) & (occupancy < 1.0) | (occupancy == 0.0) & (target > 0.05)
+        counts = np.bincount(active[band], minlength=26)
+        steps = np.bincount(active[band], weights=(target - occupancy)[band], minlength=26)
+        moved = counts > 0
+        d[moved] += steps[moved] / counts[moved]
+    sdf = t - d[:, None]
+    occupancy = np.clip(0.5 - sdf.max(axis=0), 0.0, 1.0)
+    outside = np.clip(amplitude[~near], 0.0, 1.0)  # far voxels: the occupancy there is 0
+    misfit = float((np.square(target - occupancy).sum() + np.square(outside).sum())
+                   / max(np.square(target).sum() + np.square(outside).sum(), 1e-12))
+    touched = np.bincount(sdf.argmax(axis=0)[inside], minlength=26) > 0
+    d[~touched] = np.maximum(d[~touched], t[~touched][:, inside].max(axis=1) + 1.0)  # cuts nothing
+    return d, misfit
+
+
+def _vortices(phase: np.ndarray, support: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres ``(V, 3)`` and oriented tangents ``(V, 3)`` of the plaquettes the wrapped phase winds around."""
+    centres, tangents = [], []
+    for a in range(3):
+        b, c = (a + 1) % 3, (a + 2) % 3  # (b, c, a) right-handed
+
+        def at(db: int, dc: int) -> tuple[slice, ...]:
+            index = [slice(None)] * 3
+            index[b] = slice(db, phase.shape[b] - 1 + db)
+            index[c] = slice(dc, phase.shape[c] - 1 + dc)
+            return tuple(index)
+
+        corners = [at(0, 0), at(1, 0), at(1, 1), at(0, 1)]
+        loop = sum(np.angle(np.exp(1j * (phase[corners[(i + 1) % 4]] - phase[corners[i]]))) for i in range(4))
+        winding = np.rint(loop / (2 * np.pi)).astype(int)
+        inside = np.logical_and.reduce([support[k] for k in corners])
+        hits = (winding != 0) & inside
+        if not hits.any():
+            continue
+        where = np.argwhere(hits)
+        centre = np.stack([coords[axis][corners[0]][hits] for axis in range(3)], axis=1).astype(np.float64)
+        centre[:, b] += 0.5
+        centre[:, c] += 0.5
+        tangent = np.zeros((len(where), 3))
+        tangent[:, a] = np.sign(winding[hits])
+        centres.append(centre)
+        tangents.append(tangent)
+    if not centres:
+        return np.empty((0, 3)), np.empty((0, 3))
+    return np.concatenate(centres), np.concatenate(tangents)
+
+
+def _line(centres: np.ndarray, tangents: np.ndarray, settings: FitSettings) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """A robust straight-line fit through vortex plaquettes: (point, oriented unit direction, count)."""
+    keep = np.ones(len(centres), dtype=bool)
+    for _ in range(3):
+        if keep.sum() < settings.min_vortices:
+            return None
+        mean = centres[keep].mean(axis=0)
+        _, _, vt = np.linalg.svd(centres[keep] - mean, full_matrices=False)
+        direction = vt[0]
+        offset = centres - mean
+        distance = np.linalg.norm(offset - np.outer(offset @ direction, direction), axis=1)
+        new = distance < settings.line_tolerance
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    if keep.sum() < settings.min_vortices:
+        return None
+    orientation = float((tangents[keep] @ direction).sum())
+    if orientation == 0.0:
+        return None
+    direction = direction * np.sign(orientation)
+    point = mean - (mean @ direction) * direction  # the line's point closest to the grid centre
+    return point, direction, int(keep.sum())
+
+
+def _line_frame(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The decoder's in-plane axes ``e1, e2`` across a line of unit ``direction``."""
+    e1 = _REFERENCE - np.dot(_REFERENCE, direction) * direction
+    e1 = e1 / np.linalg.norm(e1)
+    return e1, np.cross(direction, e1)
+
+
+def _wrapped(x: np.ndarray) -> np.ndarray:
+    return np.angle(np.exp(1j * x))
+
+
+def _phase_fit(density: np.ndarray, support: np.ndarray, coords: np.ndarray, layout: PhysicalLayout,
+               line: tuple[np.ndarray, np.ndarray, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Polynomial and edge-field coefficients (radians) by least squares on wrapped phase differences."""
+    x = coords / layout.phase_length
+    basis = [x[0], x[1], x[2], x[0] ** 2, x[1] ** 2, x[2] ** 2, x[0] * x[1], x[0] * x[2], x[1] * x[2]]
+    winding_field = np.zeros(support.shape)
+    edge_fields: list[np.ndarray] = []
+    core = np.zeros(support.shape, dtype=bool)
+    if line is not None:
+        point, direction, _ = line
+        e1, e2 = _line_frame(direction)
+        rel = coords - point[:, None, None, None]
+        u = np.tensordot(e1, rel, axes=1)
+        v = np.tensordot(e2, rel, axes=1)
+        r2 = u ** 2 + v ** 2 + _CORE_RADIUS2
+        winding_field = np.arctan2(v, u)
+        edge_fields = [2 * u * v / r2, (u ** 2 - v ** 2) / r2, np.log(r2)]
+        core = u ** 2 + v ** 2 < 1.5 ** 2  # the vortex core: differences there are not smooth
+    fields = basis + edge_fields
+    rows, rhs = [], []
+    phase = np.angle(density)
+    usable = support & ~core
+    for axis in range(3):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+        lo, hi = tuple(lo), tuple(hi)
+        both = usable[lo] & usable[hi]
+        measured = _wrapped(phase[hi] - phase[lo]) - _wrapped(winding_field[hi] - winding_field[lo])
+        rhs.append(_wrapped(measured[both]))
+        rows.append(np.stack([(f[hi] - f[lo])[both] for f in fields], axis=1))
+    A, b = np.concatenate(rows), np.concatenate(rhs)
+    if len(b) < len(fields):
+        return np.zeros(9), np.zeros(3)
+    normal = A.T @ A  # normal equations: a few unknowns, tens of thousands of differences
+    try:
+        coefficients = np.linalg.solve(normal + 1e-9 * np.trace(normal) * np.eye(len(fields)), A.T @ b)
+    except np.linalg.LinAlgError:  # pragma: no cover - a degenerate support
+        coefficients = np.linalg.lstsq(A, b, rcond=None)[0]
+    return coefficients[:9], (coefficients[9:] if line is not None else np.zeros(3))
+
+
+def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: ExplicitFit | None = None,
+                 settings: FitSettings | None = None, residual: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> ExplicitFit:
+    """Read the explicit crystal parameters off a complex density (no network).
+
+    Parameters
+    ----------
+    density : ndarray, shape (n, n, n), complex
+        A reconstruction on the model's object grid (e.g. the physics stage's output), in the
+        laboratory frame of the model's decoded densities.
+    layout : PhysicalLayout
+        The model's parameter layout (``PhysicalLayout(model.config.n)``).
+    previous : ExplicitFit, optional
+        The previous frame's fit: the orientation search starts from its rotation (local) instead
+        of searching the whole box.
+    settings : FitSettings, optional
+    residual : (ndarray, ndarray), optional
+        What the decoder's learned part adds for the learned code the fit goes with: the amplitude
+        offset ``tanh(h_a)`` and the unit phasor (both ``(n, n, n)``;
+        :meth:`latenttune.model.network.LatentAutoencoder.learned_residual`). The explicit
+        parameters are then read off what is left of the density once the residual is taken out,
+        so that explicit part and residual together draw it.
+
+    Returns
+    -------
+    ExplicitFit
+
+    Raises
+    ------
+    ValueError
+        A density of the wrong shape, not finite, or with no bright voxel.
+    """
+    settings = FitSettings() if settings is None else settings
+    n = layout.n
+    d = np.asarray(density)
+    if d.shape != (n, n, n):
+        raise ValueError(f"`density` must have shape {(n, n, n)} for this layout, got {d.shape}")
+    if not np.isfinite(d).all() or not np.abs(d).any():
+        raise ValueError("`density` must be finite and not all zero")
+    coords = np.asarray(centred_coords(n), dtype=np.float64)
+    amplitude = np.abs(d).astype(np.float64)
+    bright = amplitude[amplitude > 0.5 * amplitude.max()]
+    amplitude = amplitude / float(np.median(bright))
+    if residual is not None:  # the explicit phase draws what the learned residual phasor does not
+        d = d * np.conj(np.asarray(residual[1]))
+    support = amplitude > 0.5
+    normals, weights, _ = _surface_normals(amplitude, coords)
+    if len(normals) < 10:
+        raise ValueError("the density has too few surface voxels to read an orientation from")
+    score = _AlignmentScore(normals, weights, settings.sharpness)
+    if previous is not None:
+        starts, step = [previous.parameters[:3] * _ORIENTATION_MAX], math.radians(settings.local_step_deg)
+    else:
+        starts, step = _global_candidates(score, settings), math.radians(settings.grid_step_deg) / 2
+    best = None
+    local = score.thinned(400)
+    for start in starts:  # several starts: the one whose crystal matches the amplitude best wins
+        vector, alignment = _local_search(local, start, step, settings)
+        rotation = _rotations(vector[None])[0]
+        distances, misfit = _facet_distances(amplitude, support, coords, rotation, settings.facet_iterations)
+        if best is None or misfit < best[0]:
+            best = (misfit, vector, alignment, rotation, distances)
+    _, vector, alignment, rotation, distances = best
+    interior = ndimage.binary_erosion(support)
+    # the crystal's body, holes closed: a dislocation core is darker than the crystal around it
+    body = ndimage.binary_erosion(ndimage.binary_fill_holes(ndimage.binary_closing(support, iterations=2)))
+    centres, tangents = _vortices(np.angle(d), body & (amplitude > 0.02), coords)
+    line = _line(centres, tangents, settings) if len(centres) >= settings.min_vortices else None
+    polynomial, edge = _phase_fit(d, interior if interior.sum() > 50 else support, coords, layout, line)
+    parameters = np.zeros(layout.size)
+    parameters[layout.slice("orientation")] = vector / _ORIENTATION_MAX
+    parameters[layout.slice("facets")] = layout.distance_units(distances)
+    parameters[layout.slice("phase")] = polynomial / _PHASE_MAX
+    dislocation = None
+    if line is not None:
+        point, direction, count = line
+        dislocation = DislocationFit(point=point, direction=direction, winding=1, edge=edge, vortices=count)
+        block = np.concatenate([direction, layout.line_point_units(point), [1.0 / _WINDING_GAIN], edge / _EDGE_MAX])
+        parameters[layout.slice("dislocation")] = block
+    return ExplicitFit(parameters=np.clip(parameters, -1.0, 1.0), rotation=rotation, facet_distances=distances,
+                       phase_coefficients=polynomial, dislocation=dislocation, support=support, alignment=alignment)
+
+
+def explicit_latent(fit: ExplicitFit, learned: np.ndarray) -> np.ndarray:
+    """A latent with ``fit``'s explicit parameters and the given learned part, shape (48 + len(learned),)."""
+    return np.concatenate([fit.parameters, np.asarray(learned, dtype=np.float64)])

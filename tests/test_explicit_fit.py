@@ -1,0 +1,87 @@
+"""Reading a physics-structured model's explicit crystal parameters off a density (no network)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latenttune.model.crystal import (
+    _EDGE_MAX,
+    _WINDING_GAIN,
+    PhysicalLayout,
+    misorientation_degrees,
+    orientation_matrix,
+    render_physical,
+)
+from latenttune.model.explicit_fit import explicit_latent, fit_explicit
+
+n = 32
+LAYOUT = PhysicalLayout(n)
+
+
+def _parameters(orientation=(0.3, -0.5, 0.2), phase=None, dislocation=None) -> np.ndarray:
+    """Box-unit parameters of a truncated octahedron with a smooth phase and, optionally, a dislocation."""
+    p = np.zeros(LAYOUT.size)
+    p[LAYOUT.slice("orientation")] = orientation
+    distances = np.r_[np.full(6, 8.0), np.full(12, 12.0), np.full(8, 7.0)]  # {100} cut, {110} idle, {111} cut
+    distances[[0, 3]] += [0.6, -0.4]
+    p[LAYOUT.slice("facets")] = LAYOUT.distance_units(distances)
+    p[LAYOUT.slice("phase")] = np.zeros(9) if phase is None else np.asarray(phase) / 4.0
+    if dislocation is not None:
+        p[LAYOUT.slice("dislocation")] = dislocation
+    return np.clip(p, -1, 1)
+
+
+def _render(p: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        amplitude, phase = render_physical(torch.as_tensor(p[None]), LAYOUT)
+    return (amplitude * torch.exp(1j * phase))[0].numpy().astype(np.complex64)
+
+
+def test_a_rendered_crystal_is_read_back_to_its_parameters():
+    phase = np.array([0.4, -0.3, 0.2, 0.3, -0.2, 0.1, 0.25, -0.15, 0.05])
+    p = _parameters(phase=phase)
+    fit = fit_explicit(_render(p), LAYOUT)
+    assert misorientation_degrees(orientation_matrix(p), fit.rotation) < 1.5
+    true_distances = LAYOUT.distances(p[LAYOUT.slice("facets")])
+    cut = np.r_[np.ones(6, bool), np.zeros(12, bool), np.ones(8, bool)]
+    np.testing.assert_allclose(fit.facet_distances[cut], true_distances[cut], atol=0.35)
+    np.testing.assert_allclose(fit.phase_coefficients, phase, atol=0.05)
+    assert fit.dislocation is None
+    rendered = _render(fit.parameters)
+    overlap = abs(np.vdot(rendered, _render(p))) / (np.linalg.norm(rendered) * np.linalg.norm(_render(p)))
+    assert overlap > 0.99
+
+
+def test_a_dislocation_line_and_its_winding_are_read_off_the_phase():
+    direction = np.array([0.8, 0.5, -0.3]) / np.linalg.norm([0.8, 0.5, -0.3])
+    point = np.array([1.0, -1.5, 0.5])
+    point = point - (point @ direction) * direction
+    block = np.r_[direction, LAYOUT.line_point_units(point), 1.0 / _WINDING_GAIN, np.array([0.2, -0.1, 0.1]) / _EDGE_MAX]
+    p = _parameters(dislocation=block)
+    fit = fit_explicit(_render(p), LAYOUT)
+    d = fit.dislocation
+    assert d is not None and d.winding == 1 and d.vortices >= 4
+    assert abs(d.direction @ direction) > np.cos(np.radians(8))
+    offset = d.point - point
+    assert np.linalg.norm(offset - (offset @ direction) * direction) < 0.8
+    # (t, w) and (-t, -w) are the same dislocation: the read-off tangent winds the phase by +2 pi
+    assert d.direction @ direction > 0
+    np.testing.assert_allclose(d.edge, [0.2, -0.1, 0.1], atol=0.1)
+
+
+def test_the_previous_fit_makes_the_orientation_search_local_and_gives_the_same_answer():
+    density = _render(_parameters(orientation=(-0.4, 0.1, 0.6)))
+    first = fit_explicit(density, LAYOUT)
+    again = fit_explicit(density, LAYOUT, previous=first)
+    assert misorientation_degrees(first.rotation, again.rotation) < 0.5
+    latent = explicit_latent(again, np.zeros(8))
+    assert latent.shape == (56,) and np.all(np.abs(latent) <= 1)
+
+
+def test_bad_densities_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="`density` must have shape"):
+        fit_explicit(np.zeros((8, 8, 8), np.complex64), LAYOUT)
+    with pytest.raises(ValueError, match="finite and not all zero"):
+        fit_explicit(np.zeros((n, n, n), np.complex64), LAYOUT)

@@ -1,0 +1,118 @@
+"""The default tracker's read-back: the latent put next to the physics stage's output, without the network gradient."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sim
+from latenttune.model import LatentAutoencoder, ModelConfig
+from latenttune.model.crystal import PhysicalLayout
+from latenttune.tracking import make_strategy, track
+from latenttune.tracking.physics_settings import PhysicsSettings
+from latenttune.tracking.readback import LatentReadback, ReadbackSettings, real_space_misfit
+
+n = 16
+
+
+@pytest.fixture(scope="module")
+def physical_model() -> LatentAutoencoder:
+    """A tiny physics-structured model (explicit crystal parameters plus a 2-number learned part)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        model = LatentAutoencoder(ModelConfig(n=n, latent_dim=2, encoder_channels=(4, 8), decoder_channels=(8, 4),
+                                              hidden=16, physical=True))
+    return model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    rng = np.random.default_rng(4)
+    scenario = sim.make_scenario("growth", rng, n=n, num_frames=3)
+    detector = sim.Detector(photons=1e8, beamstop_radius=1.0)
+    measured = [detector.measure(sim.forward(scenario.density(t)), rng) for t in range(3)]
+    return [(m.counts, m.mask) for m in measured], [scenario.density(t) for t in range(3)]
+
+
+def _hybrid(model, steps=4):
+    return make_strategy("hybrid", model.latent_dim, steps_per_frame=steps,
+                         physics=PhysicsSettings(iterations=10, cold_iterations=20, er_iterations=3))
+
+
+def test_the_default_path_builds_no_autograd_graph_through_the_network(physical_model, frames, monkeypatch):
+    """Every pass through the network during default tracking runs with gradients off; nothing calls backward."""
+    calls = {"decoder": 0, "encoder": 0}
+    for part, module in (("decoder", physical_model.decoder), ("encoder", physical_model.encoder)):
+        original = module.forward
+
+        def guarded(*args, _original=original, _part=part, **kwargs):
+            assert not torch.is_grad_enabled(), f"the {_part} ran with autograd on"
+            calls[_part] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "forward", guarded)
+
+    def no_backward(*args, **kwargs):
+        raise AssertionError("the default tracker called backward()")
+
+    monkeypatch.setattr(torch.Tensor, "backward", no_backward)
+    monkeypatch.setattr(torch.autograd, "grad", no_backward)
+    strategy = _hybrid(physical_model)
+    assert strategy.uses_network_gradient is False
+    result = track(frames[0], physical_model, strategy)
+    assert len(result.records) == 3 and calls["decoder"] > 10 and calls["encoder"] >= 3
+    assert all(record.readback is not None for record in result.records)
+
+
+def test_the_readback_lowers_the_real_space_misfit_and_its_controller_carries_on(physical_model, frames):
+    result = track(frames[0], physical_model, _hybrid(physical_model, steps=6))
+    for record in result.records:
+        costs = record.readback.costs
+        assert costs.shape == (7,) and record.readback.misfit <= costs[0]  # the start, then 6 evaluations
+        np.testing.assert_array_equal(record.latent[: PhysicalLayout.size], record.readback.start[: PhysicalLayout.size])
+    states = [json.dumps(r.state["readback"]["controller"]["state"]) for r in result.records]
+    assert len(set(states)) == 3  # the learned part's controller keeps tuning from frame to frame
+    # the reported cost is the read-back latent's, on the measured pattern
+    assert all(r.cost == pytest.approx(r.step_costs[-1]) for r in result.records)
+
+
+def test_without_readback_the_latent_is_the_guides(physical_model, frames):
+    result = track(frames[0], physical_model, make_strategy("hybrid", physical_model.latent_dim, readback=False,
+                                                            physics=PhysicsSettings(iterations=10, er_iterations=3)))
+    assert all(r.readback is None for r in result.records)
+    assert all(r.cost == pytest.approx(float(np.min(r.step_costs))) for r in result.records)
+
+
+def test_a_resumed_readback_continues_exactly(physical_model, frames):
+    whole = track(frames[0], physical_model, _hybrid(physical_model))
+    first = track(frames[0][:2], physical_model, _hybrid(physical_model))
+    again = _hybrid(physical_model)
+    again.load_state_dict(first.records[-1].state, previous_output=first.records[-1].output)
+    rest = track(frames[0][2:], physical_model, again, start_index=2, held_latent=first.records[-1].latent)
+    np.testing.assert_array_equal(rest.records[0].latent, whole.records[2].latent)
+    assert rest.records[0].cost == whole.records[2].cost
+
+
+def test_readback_settings_are_checked():
+    with pytest.raises(ValueError, match="`steps`"):
+        ReadbackSettings(steps=-1)
+    with pytest.raises(ValueError, match="`dither`"):
+        ReadbackSettings(dither=2.0)
+
+
+def test_the_real_space_misfit_ignores_the_global_phase_and_scale():
+    rng = np.random.default_rng(0)
+    d = torch.as_tensor(rng.standard_normal((n, n, n)) + 1j * rng.standard_normal((n, n, n)), dtype=torch.complex64)
+    values = real_space_misfit(d, torch.stack([d, 3 * np.exp(0.7j) * d, torch.roll(d, 3, 0)]))
+    assert float(values[0]) < 1e-6 and float(values[1]) < 1e-6 and float(values[2]) > 0.5
+
+
+def test_a_model_without_explicit_parameters_tunes_its_whole_latent(lively_model, tiny_patterns):
+    readback = LatentReadback(lively_model, ReadbackSettings(steps=5))
+    with torch.no_grad():
+        output = lively_model.decode(np.full(lively_model.latent_dim, 0.3))[0].numpy()
+    outcome = readback.run(lively_model, output, np.zeros(lively_model.latent_dim))
+    assert outcome.fit is None and outcome.costs.shape == (6,) and outcome.latent.shape == (lively_model.latent_dim,)
