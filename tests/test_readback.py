@@ -116,3 +116,22 @@ def test_a_model_without_explicit_parameters_tunes_its_whole_latent(lively_model
         output = lively_model.decode(np.full(lively_model.latent_dim, 0.3))[0].numpy()
     outcome = readback.run(lively_model, output, np.zeros(lively_model.latent_dim))
     assert outcome.fit is None and outcome.costs.shape == (6,) and outcome.latent.shape == (lively_model.latent_dim,)
+
+
+def test_a_replay_records_how_closely_the_latent_follows_the_output(physical_model, tmp_path):
+    from pathlib import Path
+
+    from latenttune.io import read_results
+    from latenttune.model.checkpoint import LoadedModel
+    from latenttune.tracking.replay import replay_series
+    from latenttune.simulate import simulate_series
+
+    series = simulate_series("growth", tmp_path / "s.cxi", num_frames=2, n=n, photons=1e8, seed=3)
+    loaded = LoadedModel(model=physical_model, path=Path("physical.pt"), checksum="physical")
+    path, _ = replay_series(series, loaded, _hybrid(physical_model), tmp_path / "r.h5")
+    results = read_results(path)
+    assert results.latent_misfit.shape == (2,) and np.all((results.latent_misfit >= 0) & (results.latent_misfit <= 1))
+    assert np.all(results.readback_seconds > 0)
+    path, _ = replay_series(series, loaded, make_strategy("es", physical_model.latent_dim, steps_per_frame=2),
+                            tmp_path / "es.h5")
+    assert np.isnan(read_results(path).latent_misfit).all()

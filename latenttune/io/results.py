@@ -212,6 +212,8 @@ class Results:
         self.free_misfit_refined = np.asarray(get("free_misfit_refined", nan), dtype=float)
         self.E_r_output = np.asarray(get("E_r_output", self.E_r if not self.has_physics else nan), dtype=float)
         self.E_q_output = np.asarray(get("E_q_output", self.E_q if not self.has_physics else nan), dtype=float)
+        self.latent_misfit = np.asarray(get("latent_misfit", nan), dtype=float)
+        self.readback_seconds = np.asarray(get("readback_seconds", nan), dtype=float)
 
         def readout(name: str) -> np.ndarray:
             value = fields[name] if self.has_readout else np.full((T, *READOUT_SHAPES[name]), np.nan)

@@ -94,6 +94,10 @@ free_misfit_decoded            -         physics amplitude misfit of the decoded
 free_misfit_refined            -         physics amplitude misfit of the refined candidate on the held-out voxels
 E_r_output                     -         physics real-space error of the output against the truth (NaN without truth)
 E_q_output                     -         physics amplitude error of the output against the measured frame
+latent_misfit                  -         physics real-space misfit 1 - |<o, d>|^2 / (|o|^2 |d|^2) of the decoded
+                                                 latent d against the output o (about E_r(d, o)^2: how closely the
+                                                 latent follows the reconstruction; NaN without a read-back)
+readback_seconds               s         physics wall time of reading the latent back from the output (NaN without one)
 readout_orientation_deg        deg       readout rotation vector (x, y, z components) of the crystal's cubic axes,
                                                  read out of the latent's explicit parameters in the laboratory frame
                                                  (the 24 cubic-equivalent rotations describe the same crystal)
@@ -195,6 +199,8 @@ class PhysicsRow:
     free_misfit_decoded: float
     free_misfit_refined: float
     output_metrics: TruthMetrics
+    latent_misfit: float = math.nan
+    readback_seconds: float = math.nan
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,6 +264,8 @@ class FrameRow:
                 free_misfit_decoded=nan if outcome is None else outcome.free_misfit_decoded,
                 free_misfit_refined=nan if outcome is None else outcome.free_misfit_refined,
                 output_metrics=output_metrics or TruthMetrics(),
+                latent_misfit=nan if record.readback is None else record.readback.misfit,
+                readback_seconds=nan if record.readback is None else record.readback.seconds,
             )
         return cls(index=record.index, time=record.time, latent=record.latent, cost=record.cost, steps=record.steps,
                    step_costs=step_costs, encoded=record.encoded, density=record.density, seconds=record.seconds,
@@ -281,6 +289,7 @@ class FrameRow:
                 "physics_seconds": p.seconds, "llk": p.llk, "misfit_refined": p.misfit_refined,
                 "free_misfit_decoded": p.free_misfit_decoded, "free_misfit_refined": p.free_misfit_refined,
                 "E_r_output": p.output_metrics.E_r, "E_q_output": p.output_metrics.E_q,
+                "latent_misfit": p.latent_misfit, "readback_seconds": p.readback_seconds,
             })
         if self.readout is not None:
             out.update(_readout_datasets(self.readout))

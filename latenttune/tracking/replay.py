@@ -70,6 +70,8 @@ class FrameReport:
             stagnated = ", stagnated" if p.stagnated else ""
             truth += (f"  hybrid{'' if np.isnan(output) else f' E_r {output:.4f}'} ({kept}, "
                       f"LLK {p.llk:.2f}{restarted}{stagnated})")
+        if r.readback is not None:  # how closely the latent follows the reconstruction (no truth needed)
+            truth += f"  latent misfit {r.readback.misfit:.4f}"
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 
