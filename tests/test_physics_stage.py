@@ -15,7 +15,8 @@ from latenttune.model import load_model, save_checkpoint
 from latenttune.physics import amplitude_misfit, forward, poisson_llk
 from latenttune.tracking.phase_retrieval import refine_density
 from latenttune.tracking.physics_settings import PhysicsSettings
-from latenttune.tracking.physics_stage import RESTART_STARTS, PhysicsStage, restart_start
+from latenttune.tracking.physics_stage import (GUIDE_HALF_COUNTS, GUIDE_WEIGHT_MAX, RESTART_STARTS, PhysicsStage,
+                                               guide_weight, restart_start)
 from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import HybridStrategy, make_strategy
@@ -134,6 +135,24 @@ def test_the_guide_pull_moves_the_result_towards_the_guide(frame):
     free = refine_density(start, counts, mask, PhysicsSettings(guide_weight=0.0))
     pulled = refine_density(start, counts, mask, PhysicsSettings(guide_weight=0.3))
     assert real_space_error(start, pulled).error < real_space_error(start, free).error
+
+
+def test_the_derived_pull_falls_with_the_counts_and_doubles_after_a_jump():
+    unmeasured = np.zeros((4, 4, 4), dtype=bool)
+    unmeasured[0] = True  # ignored: only measured voxels count
+    auto = PhysicsSettings()
+
+    def weight(mean_counts, jumped=False):
+        counts = np.full((4, 4, 4), mean_counts)
+        counts[0] = 1e9
+        return guide_weight(auto, counts, unmeasured, jumped)
+
+    assert weight(GUIDE_HALF_COUNTS) == pytest.approx(GUIDE_WEIGHT_MAX / 2)
+    weights = [weight(c) for c in (0.0, 1.0, 10.0, 100.0, 1000.0)]
+    assert weights[0] == pytest.approx(GUIDE_WEIGHT_MAX) and all(np.diff(weights) < 0) and weights[-1] < 1e-3
+    assert weight(100.0, jumped=True) == pytest.approx(2 * weight(100.0))
+    assert weight(1.0, jumped=True) == pytest.approx(GUIDE_WEIGHT_MAX)  # never above the largest pull
+    assert guide_weight(PhysicsSettings(guide_weight=0.05), np.ones((4, 4, 4)), unmeasured, True) == 0.05
 
 
 def test_the_stage_never_keeps_a_worse_fit_than_the_decoded_density(frames):

@@ -45,8 +45,9 @@ __all__ = ["PhysicsOutcome", "PhysicsStage", "PlannedStart", "RESTART_STARTS", "
 
 #: The guide's largest pull per iteration (data that constrain nothing).
 GUIDE_WEIGHT_MAX = 0.3
-#: Mean counts per measured voxel at which the pull is half its largest.
-GUIDE_HALF_COUNTS = 10.0
+#: Mean counts per measured voxel at which the pull is half its largest (chosen among 10, 25 and 60 on
+#: tuning series only, seeds 0-2 at 1e7 and 1e8 photons: see docs/tracking.md).
+GUIDE_HALF_COUNTS = 25.0
 
 
 def guide_weight(settings: PhysicsSettings, counts: np.ndarray, unmeasured: np.ndarray, jumped: bool) -> float:
