@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from latenttune.validation import check_int
+from latenttune.limits import check_threads
 
 __all__ = ["check_device", "set_threads"]
 
@@ -53,7 +53,8 @@ def set_threads(threads: int | None) -> int:
     Parameters
     ----------
     threads : int or None
-        Number of threads, >= 1.
+        Number of threads, from 1 to :func:`latenttune.limits.max_threads` (four per CPU core: more
+        only adds contention, and a huge number aborts inside the BLAS library).
 
     Returns
     -------
@@ -63,8 +64,8 @@ def set_threads(threads: int | None) -> int:
     Raises
     ------
     ValueError
-        ``threads`` is not a positive integer.
+        ``threads`` is not an integer in that range.
     """
     if threads is not None:
-        torch.set_num_threads(check_int("threads", threads, low=1))
+        torch.set_num_threads(check_threads(threads))
     return torch.get_num_threads()

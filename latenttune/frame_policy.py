@@ -119,6 +119,25 @@ def checked_frame(pattern: Any, mask: Any = None, N: int | None = None, *, index
     return Frame(intensity=intensity, mask=unmeasured, time=float(time), index=int(index))
 
 
+def _checked_arguments(intensity: Any, mask: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`frame_problem`'s arguments as arrays, or a TypeError/ValueError naming the argument and the rule."""
+    values = np.asarray(intensity) if not isinstance(intensity, np.ndarray) else intensity
+    if values.dtype.kind not in "iuf":
+        hint = ": pass intensities |F|^2, not complex amplitudes" if values.dtype.kind == "c" else ""
+        raise TypeError(f"`intensity` must hold real numbers, got dtype {values.dtype}{hint}")
+    if values.ndim != 3:
+        raise ValueError(f"`intensity` must be a 3-D array (N, N, N), got shape {values.shape}")
+    if mask is None:
+        return values, None
+    unmeasured = np.asarray(mask) if not isinstance(mask, np.ndarray) else mask
+    if unmeasured.dtype != np.bool_:
+        raise TypeError(f"`mask` must be a bool array (True = voxel not measured) or None, got dtype "
+                        f"{unmeasured.dtype}")
+    if unmeasured.shape != values.shape:
+        raise ValueError(f"`mask` must have the shape of `intensity` {values.shape}, got {unmeasured.shape}")
+    return values, unmeasured
+
+
 def frame_problem(intensity: np.ndarray, mask: np.ndarray | None) -> str | None:
     """Why a measured frame cannot be tracked, or None when it can.
 
@@ -136,7 +155,15 @@ def frame_problem(intensity: np.ndarray, mask: np.ndarray | None) -> str | None:
     str or None
         ``"non-finite intensity"``, ``"negative intensity"``, ``"no measured voxels"`` or
         ``"no counts on the measured voxels"``; None for a usable frame.
+
+    Raises
+    ------
+    TypeError
+        ``intensity`` is not real numbers (e.g. complex amplitudes), or ``mask`` is not boolean.
+    ValueError
+        ``intensity`` is not 3-D, or ``mask`` does not have its shape.
     """
+    intensity, mask = _checked_arguments(intensity, mask)
     measured = intensity if mask is None else intensity[~mask]
     if measured.size == 0:
         return "no measured voxels"

@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from latenttune.io import CXISeriesWriter, open_series
+from latenttune.limits import MAX_FRAMES, MAX_OBJECT_GRID, MAX_PHOTONS, MAX_SEED, check_allocation
+from latenttune.outputs import check_output_path
 from latenttune.physics import forward
+from latenttune.validation import check_int, check_number
 from sim.detector import Detector
 from sim.scenarios import make_scenario
 
@@ -58,6 +61,21 @@ class FrameSummary:
         )
 
 
+#: Bytes per voxel of the diffraction grid that simulating a frame needs at least: the complex128
+#: wavefield and the float64 intensity made from it.
+_BYTES_PER_VOXEL = 24
+
+
+def _check_settings(num_frames: int, n: int, photons: float, seed: int) -> None:
+    """Refuse sizes and numbers the simulation cannot make, before anything is written."""
+    check_int("num_frames", num_frames, low=1, high=MAX_FRAMES)
+    check_int("n", n, low=1, high=MAX_OBJECT_GRID)
+    check_number("photons", photons, low=0, high=MAX_PHOTONS, open_low=True)
+    check_int("seed", seed, low=0, high=MAX_SEED)
+    check_allocation(f"`n` = {n}: one frame's (2n)^3 = {2 * n}^3 wavefield", _BYTES_PER_VOXEL * (2 * n) ** 3,
+                     "choose a smaller --n")
+
+
 def simulate_series(
     scenario: str,
     out: str | Path,
@@ -80,13 +98,17 @@ def simulate_series(
     scenario : str
         Name of a :mod:`sim.scenarios` scenario (``growth``, ``rotation``, ``strain``, ...).
     out : str or Path
-        Output ``.cxi``/``.h5`` file; the ground truth goes to its ``truth`` group.
+        Output ``.cxi``/``.h5`` file (no other suffix); the ground truth goes to its ``truth`` group.
     num_frames, n : int
-        Number of frames and object grid size (diffraction grid ``2 n``).
+        Number of frames (at most :data:`latenttune.limits.MAX_FRAMES`) and object grid size
+        (diffraction grid ``2 n``; at most :data:`latenttune.limits.MAX_OBJECT_GRID`, and refused
+        before anything is written when one frame would not fit in the memory left).
     photons, background, beamstop_radius : float
-        Detector model (:class:`sim.detector.Detector`).
+        Detector model (:class:`sim.detector.Detector`); ``photons`` at most
+        :data:`latenttune.limits.MAX_PHOTONS` (the Poisson sampler's limit).
     seed : int
-        Seed of everything random: the sample's evolution and the photon noise.
+        Seed of everything random: the sample's evolution and the photon noise (0 to 2^63 - 1:
+        the file stores it as a 64-bit integer).
     layout : {"stacked", "entries"}
         CXI layout (DESIGN.md section 5).
     overwrite : bool
@@ -102,7 +124,8 @@ def simulate_series(
     Path
         The written file.
     """
-    out = Path(out)
+    out = check_output_path(out, "`out`", "series")
+    _check_settings(num_frames, n, photons, seed)
     if out.exists() and not overwrite:
         raise FileExistsError(f"`out` {str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
     scenario_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))

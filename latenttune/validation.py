@@ -25,6 +25,8 @@ def is_integer(value: Any) -> bool:
 
 
 def _int_rule(low: int | None, high: int | None) -> str:
+    if high is not None and low == 1:
+        return f"a positive integer <= {high}"
     if high is not None and low is not None:
         return f"an integer in [{low}, {high}]"
     if high is not None:

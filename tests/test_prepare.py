@@ -268,7 +268,7 @@ def test_reads_npy_tif_and_4d_stacks(tmp_path):
     assert len(series) == 4 and series.shape == (12, 10, 8)
     for got, want in zip(series, (a, b, a, b)):
         np.testing.assert_array_equal(got.intensity, want)
-        assert got.mask is None and got.intensity.dtype == np.float64
+        assert got.mask is None and got.intensity.dtype == np.float32  # float32 data is read as float32 (issue 29)
 
 
 def test_reads_cxi_with_a_detector_mask_and_times_and_an_hdf5_dataset_path(tmp_path):

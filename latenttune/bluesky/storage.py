@@ -37,6 +37,7 @@ import numpy as np
 
 from latenttune.io.msgpack_safe import UnsafeContentError, unpacker
 from latenttune.io.tiled import CATALOG_FILE, DATA_DIR, _embedded_client, open_tiled
+from latenttune.outputs import check_outputs
 from latenttune.validation import check_int
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,9 @@ class MsgpackStorage:
     def _factory(self, name: str, start: dict[str, Any]) -> tuple[list[Any], list[Any]]:
         import suitcase.msgpack
 
-        serializer = suitcase.msgpack.Serializer(str(self.directory), file_prefix=self.file_prefix, flush=self.flush)
         path = self.directory / f"{self.file_prefix.format(start=start)}{_MSGPACK_SUFFIX}"
+        check_outputs({"the run file": path})  # never over an existing file (another run, a series, a model)
+        serializer = suitcase.msgpack.Serializer(str(self.directory), file_prefix=self.file_prefix, flush=self.flush)
         self.paths.append(path)
         log.info("writing run %s to %s", start.get("uid"), path)
         return [serializer], []
@@ -176,7 +178,8 @@ class _ExternalArrays:
         if keys:
             stream = doc.get("name", "primary")
             path = (self.data_directory / f"{self.run_uid}_{stream}_{doc['uid'][:8]}.h5").absolute()
-            f = h5py.File(path, "w", libver="latest")
+            check_outputs({"the run's array file": path})  # never over an existing file
+            f = h5py.File(path, "x", libver="latest")
             arrays = {}
             for key in keys:
                 spec = doc["data_keys"][key]

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 
+from latenttune import limits
 from latenttune.model.symmetry import VIEW_COUNTS
 
 __all__ = ["command", "positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "binning",
-           "frame_range", "add_threads_option", "add_views_option"]
+           "frame_range", "add_threads_option", "add_views_option", "thread_count", "steps_per_frame", "frame_count",
+           "object_grid", "grid_size", "seed", "photons"]
 
 
 def _int_at_least(text: str, low: int, rule: str) -> int:
@@ -22,6 +24,55 @@ def _int_at_least(text: str, low: int, rule: str) -> int:
         raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+    return value
+
+
+def _int_in(text: str, low: int, high: int, rule: str) -> int:
+    """An integer in ``[low, high]``; the message says the rule and, above ``high``, why there is a bound."""
+    value = _int_at_least(text, low, rule)
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """Torch CPU threads: an integer from 1 to four per core of this machine."""
+    high = limits.max_threads()
+    return _int_in(text, 1, high, f"a positive integer, at most {high} (4 per CPU core of this machine)")
+
+
+def steps_per_frame(text: str) -> int:
+    """Cost evaluations per frame: an integer from 0 to :data:`latenttune.limits.MAX_STEPS_PER_FRAME`."""
+    return _int_in(text, 0, limits.MAX_STEPS_PER_FRAME, f"an integer from 0 to {limits.MAX_STEPS_PER_FRAME:,}")
+
+
+def frame_count(text: str) -> int:
+    """A number of frames: an integer from 1 to :data:`latenttune.limits.MAX_FRAMES`."""
+    return _int_in(text, 1, limits.MAX_FRAMES, f"a positive integer, at most {limits.MAX_FRAMES:,}")
+
+
+def object_grid(text: str) -> int:
+    """An object grid n: an integer from 1 to :data:`latenttune.limits.MAX_OBJECT_GRID`."""
+    return _int_in(text, 1, limits.MAX_OBJECT_GRID,
+                   f"a positive integer, at most {limits.MAX_OBJECT_GRID} (the diffraction grid is 2n per axis)")
+
+
+def grid_size(text: str) -> int:
+    """A diffraction grid N: an integer from 1 to :data:`latenttune.limits.MAX_GRID`."""
+    return _int_in(text, 1, limits.MAX_GRID, f"a positive integer, at most {limits.MAX_GRID}")
+
+
+def seed(text: str) -> int:
+    """A random seed: an integer from 0 to 2^63 - 1 (files store it as a 64-bit integer)."""
+    return _int_in(text, 0, limits.MAX_SEED, "an integer from 0 to 2^63 - 1")
+
+
+def photons(text: str) -> float:
+    """Expected photons per frame: a positive finite number up to :data:`latenttune.limits.MAX_PHOTONS`."""
+    value = positive_float(text)
+    if value > limits.MAX_PHOTONS:
+        raise argparse.ArgumentTypeError(f"must be at most {limits.MAX_PHOTONS:g} (the Poisson sampler's limit), "
+                                         f"got {text}")
     return value
 
 
@@ -98,7 +149,7 @@ def command(sub: argparse._SubParsersAction, name: str, help_text: str, descript
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:
     """``--threads N`` on a heavy command: torch's CPU threads (``latenttune.cli.main`` applies it first)."""
-    parser.add_argument("--threads", type=positive_int, default=None,
+    parser.add_argument("--threads", type=thread_count, default=None,
                         help="torch CPU threads (default: torch's choice, one per core); on a busy machine 1 is "
                              "steadier than 2")
 

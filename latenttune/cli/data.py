@@ -14,9 +14,13 @@ from latenttune.cli.argtypes import (
     command,
     add_threads_option,
     binning,
+    frame_count,
+    grid_size,
     non_negative_float,
+    object_grid,
+    photons,
     positive_float,
-    positive_int,
+    seed,
 )
 
 
@@ -38,12 +42,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         whose `entry_1/truth` group holds the ground-truth densities.
     """)
     p.add_argument("scenario", choices=names, help="time-varying scenario to simulate")
-    p.add_argument("--frames", type=positive_int, default=20, help="number of frames T")
-    p.add_argument("--n", type=positive_int, default=32, help="object grid size n (diffraction grid is 2n)")
-    p.add_argument("--photons", type=positive_float, default=1e8, help="expected total photons per frame")
+    p.add_argument("--frames", type=frame_count, default=20, help="number of frames T")
+    p.add_argument("--n", type=object_grid, default=32, help="object grid size n (diffraction grid is 2n)")
+    p.add_argument("--photons", type=photons, default=1e8, help="expected total photons per frame")
     p.add_argument("--background", type=non_negative_float, default=0.0, help="mean background counts per voxel")
     p.add_argument("--beamstop", type=non_negative_float, default=0.0, help="beamstop radius in voxels (0: none)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (the whole series follows from it)")
+    p.add_argument("--seed", type=seed, default=0, help="random seed (the whole series follows from it)")
     p.add_argument("--layout", choices=["stacked", "entries"], default="stacked",
                    help="CXI layout: one 4-D dataset, or one entry per frame")
     p.add_argument("--model", default="default",
@@ -54,10 +58,29 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_simulate)
 
 
+#: How the output guard names a series' partial file (written first, renamed onto ``--out`` at the end).
+_PARTIAL = "its partial file (OUT.partial)"
+
+
+def _check_series_outputs(args: argparse.Namespace, inputs: dict) -> None:
+    """The output guard of a command that writes a series (``--out``, written as ``OUT.partial`` first)."""
+    from latenttune.outputs import check_outputs
+
+    check_outputs({"--out": args.out, _PARTIAL: f"{args.out}.partial"}, inputs, overwrite=args.overwrite,
+                  may_exist={_PARTIAL}, kinds={"--out": "series"})
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from latenttune.simulate import simulate_series
 
     from tqdm import tqdm
+
+    model = None
+    if args.scenario == "latent-walk":
+        from latenttune.model.paths import model_path
+
+        model = model_path(args.model)
+    _check_series_outputs(args, {"the model checkpoint (--model)": model})
 
     with tqdm(total=args.frames, unit="frame", desc=f"simulate {args.scenario}", file=sys.stderr) as bar:
 
@@ -123,7 +146,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
                    help="measured volume(s) or folder(s); several are time steps in the order given")
     p.add_argument("--out", required=True, help="the series to write (.cxi)")
     p.add_argument("--model", default="default", help="the model whose grid N to prepare for ('default' or a path)")
-    p.add_argument("--grid", type=positive_int, default=None, help="grid N instead of the model's (even)")
+    p.add_argument("--grid", type=grid_size, default=None, help="grid N instead of the model's (even)")
     p.add_argument("--mask", default=None, metavar="SPEC",
                    help="your mask for every frame, nonzero = not measured: .npy, .tif, .npz or FILE.h5:/dataset, "
                         "3-D like the data or 2-D like one detector frame")
@@ -153,10 +176,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from latenttune.io.measured import open_measured
-    from latenttune.outputs import check_outputs
     from latenttune.prepare import PrepareSettings, prepare_series
 
-    check_outputs({"--out": args.out}, {f"input {spec!r}": spec for spec in args.inputs}, overwrite=args.overwrite)
+    inputs = {f"input {spec!r}": spec for spec in args.inputs}
+    inputs["the mask (--mask)"] = args.mask
+    if args.grid is None:
+        from latenttune.model.paths import model_path
+
+        inputs["the model checkpoint (--model)"] = model_path(args.model)
+    _check_series_outputs(args, inputs)
     settings = PrepareSettings(
         binning=args.bin, oversampling=args.oversampling, min_oversampling=args.min_oversampling,
         edge_margin=args.edge_margin, centre=args.centre, hot_factor=None if args.no_hot else args.hot_factor,

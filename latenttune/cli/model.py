@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from latenttune.cli.argtypes import add_threads_option, add_views_option, command, positive_int
+from latenttune.cli.argtypes import add_threads_option, add_views_option, command, frame_count, positive_int, seed
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -55,12 +55,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from latenttune.outputs import check_outputs
+    from latenttune.model.paths import model_path
     from latenttune.model.training import last_path, load_run_config, train
+    from latenttune.outputs import check_outputs
 
-    check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
-                  {"the training config": args.config}, overwrite=args.overwrite or args.resume)
     config = load_run_config(args.config)
+    init = model_path(config.train.init_from) if config.train.init_from else None
+    check_outputs({"--out": args.out, "the resumable checkpoint (OUT.last.pt)": last_path(args.out)},
+                  {"the training config": args.config, "the starting model (`train.init_from`)": init},
+                  overwrite=args.overwrite or args.resume)
     if args.steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=args.steps))
     rank = int(os.environ.get("RANK", 0))
@@ -96,7 +99,7 @@ def _add_train_cycle(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path (one encoder)")
     p.add_argument("--out", required=True, help="checkpoint of the two-encoder model (.pt)")
     p.add_argument("--steps", type=positive_int, default=7000, help="optimisation steps")
-    p.add_argument("--seed", type=int, default=1000, help="seed of the latents and the noise")
+    p.add_argument("--seed", type=seed, default=1000, help="seed of the latents and the noise")
     _add_training_run_options(p, "the same settings")
     p.set_defaults(func=_cmd_train_cycle)
 
@@ -105,7 +108,8 @@ def _cmd_train_cycle(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from latenttune.model.cycle_training import CycleConfig, train_cycle_encoder
-    from latenttune.model.checkpoint import load_model, model_path
+    from latenttune.model.checkpoint import load_model
+    from latenttune.model.paths import model_path
     from latenttune.outputs import check_outputs
     from latenttune.model.training import last_path
 
@@ -133,8 +137,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         the trackers start from with --views 48).
     """)
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
-    p.add_argument("--samples", type=positive_int, default=64, help="number of held-out samples")
-    p.add_argument("--seed", type=int, default=12345, help="seed of the held-out samples")
+    p.add_argument("--samples", type=frame_count, default=64, help="number of held-out samples")
+    p.add_argument("--seed", type=seed, default=12345, help="seed of the held-out samples")
     add_views_option(p, 48, "symmetric views of each pattern to choose the one-shot from (1 = identity only)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)

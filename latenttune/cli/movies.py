@@ -13,15 +13,25 @@ import argparse
 import sys
 from typing import Any
 
-from latenttune.cli.argtypes import add_threads_option, command, fraction, positive_float, positive_int
+from latenttune.cli.argtypes import (
+    add_threads_option,
+    command,
+    fraction,
+    frame_count,
+    positive_float,
+    positive_int,
+    seed,
+)
 
 __all__ = ["add_movie_parser", "add_export_parser", "parse_size", "parse_endpoint"]
 
 _DEFAULT_SIZE = "960x540"
+#: Largest movie frame side in pixels (a frame is drawn whole in memory: 16384^2 RGB is 768 MiB).
+_MAX_SIDE = 16384
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> ``(W, H)`` in pixels (each at least 16)."""
+    """``"WxH"`` -> ``(W, H)`` in pixels (each from 16 to 16384)."""
     parts = text.lower().split("x")
     try:
         width, height = (int(p) for p in parts)
@@ -29,6 +39,8 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT in pixels, e.g. 960x540, got {text!r}") from None
     if width < 16 or height < 16:
         raise argparse.ArgumentTypeError(f"must be at least 16x16 pixels, got {text!r}")
+    if width > _MAX_SIDE or height > _MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_SIDE}x{_MAX_SIDE} pixels, got {text!r}")
     return width, height
 
 
@@ -64,14 +76,14 @@ def add_movie_parser(sub: argparse._SubParsersAction) -> None:
     """)
     p.add_argument("--model", default="default", help="'default' (shipped) or a checkpoint path")
     p.add_argument("--path", choices=PATHS, default="lissajous", help="the latent path")
-    p.add_argument("--frames", type=positive_int, default=120, help="number of movie frames")
+    p.add_argument("--frames", type=frame_count, default=120, help="number of movie frames")
     p.add_argument("--start", metavar="SPEC",
                    help="line start: k comma-separated latent values, or a pattern: a series file "
                         "(anything `replay` reads) with an optional @FRAME (default frame 0), e.g. run.cxi@3")
     p.add_argument("--end", metavar="SPEC", help="line end, as --start")
     p.add_argument("--box", choices=["spread", "full"], default="spread",
                    help="spread: 2nd-98th percentile of the encoder's latents; full: [-1, 1]^k")
-    p.add_argument("--seed", type=int, default=0, help="lissajous: seed of the random phases")
+    p.add_argument("--seed", type=seed, default=0, help="lissajous: seed of the random phases")
     p.add_argument("--cycles", type=positive_int, default=2,
                    help="lissajous: most cycles of one latent component over the movie")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
@@ -150,6 +162,18 @@ def parse_endpoint(spec: str, model: Any, name: str) -> Any:
         return encode_patterns(model, [(pattern.intensity, pattern.mask)])[0]
 
 
+def _endpoint_file(spec: str | None) -> str | None:
+    """The series file a ``--start``/``--end`` SPEC reads (None for latent values or no SPEC)."""
+    if spec is None:
+        return None
+    try:
+        [float(v) for v in spec.split(",")]
+        return None
+    except ValueError:
+        head, sep, tail = spec.rpartition("@")
+        return head if sep and tail.lstrip("-").isdigit() else spec
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from latenttune.movies.render import RenderSettings
 
@@ -170,8 +194,14 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
     from latenttune.movies.paths import axes_path, line_path, lissajous_path
     from latenttune.movies.traverse import write_traverse_movie
     from latenttune.movies.writer import check_output
+    from latenttune.model.paths import model_path
+    from latenttune.outputs import check_outputs
 
     check_output(args.out, args.size, args.fps)
+    check_outputs({"--out": args.out}, {"the model checkpoint": model_path(args.model),
+                                        "the --start series": _endpoint_file(args.start),
+                                        "the --end series": _endpoint_file(args.end)},
+                  overwrite=args.overwrite, kinds={"--out": "movie"})
     settings = _settings(args)
     if args.path != "line" and (args.start or args.end):
         raise ValueError(f"`--start`/`--end` belong to `--path line`, not `--path {args.path}`")
@@ -212,8 +242,11 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
 def _cmd_track_movie(args: argparse.Namespace) -> int:
     from latenttune.movies.tracking_movie import write_tracking_movie
     from latenttune.movies.writer import check_output
+    from latenttune.outputs import check_outputs
 
     check_output(args.out, args.size, args.fps)
+    check_outputs({"--out": args.out}, {"the results file": args.results, "the series (--series)": args.series},
+                  overwrite=args.overwrite, kinds={"--out": "movie"})
     with _progress(None, "movie track") as bar:
 
         def on_frame(done: int, total: int) -> None:
@@ -231,7 +264,10 @@ def _cmd_track_movie(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from latenttune.io import read_results
     from latenttune.movies.vtk_export import export_result_frame, result_row
+    from latenttune.outputs import check_outputs
 
+    check_outputs({"--out": args.out}, {"the results file": args.results}, overwrite=args.overwrite,
+                  kinds={"--out": "export"})
     results = read_results(args.results)
     path, shown = export_result_frame(results, args.frame, args.out, spacing=args.spacing,
                                       overwrite=args.overwrite, which=args.density)

@@ -15,11 +15,15 @@ from latenttune.cli.argtypes import (
     command,
     add_threads_option,
     add_views_option,
+    frame_count,
     frame_range,
     non_negative_float,
     non_negative_int,
+    photons,
     positive_float,
     positive_int,
+    seed,
+    steps_per_frame,
 )
 from latenttune.cli.data import _latent_walk_options
 from latenttune.cli.interrupts import _INTERRUPTS, _resume_command
@@ -41,7 +45,7 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                         "through the network gradient (comparator)")
     p.add_argument("--mode", choices=["absolute", "residual"], default="absolute", action=_Given,
                    help="es, gradient: tune z itself, or a correction added to the encoder's prediction of each frame")
-    p.add_argument("--steps-per-frame", type=non_negative_int, default=None, action=_Given,
+    p.add_argument("--steps-per-frame", type=steps_per_frame, default=None, action=_Given,
                    help="extremum-seeking evaluations per frame (hybrid: in the read-back; es and gradient: cost "
                         "evaluations) (default: 24 for hybrid, 100 for es and gradient)")
     p.add_argument("--gain", type=positive_float, default=None, action=_Given,
@@ -258,7 +262,9 @@ def _readout_figure_path(out) -> Path:
 
 def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | None = None, *,
                        resume: bool) -> None:
-    """Refuse ``--out`` names that collide with each other or an input, or replace a file."""
+    """The output guard: ``--out`` (a results file, ``.h5``) and the files next to it, against each other and
+    the inputs."""
+    from latenttune.model.paths import model_path
     from latenttune.outputs import check_outputs
 
     out = Path(args.out)
@@ -267,16 +273,17 @@ def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | Non
                "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"),
                "the readout figure (OUT.readout.png)": None if args.no_figure else _readout_figure_path(out),
                **(extra or {})}
-    if args.model != "default":
-        inputs = {**inputs, "the model checkpoint": args.model}
-    check_outputs(outputs, inputs, overwrite=args.overwrite, may_exist={partial, "--out"} if resume else {partial})
+    inputs = {**inputs, "the model checkpoint": model_path(args.model)}
+    kinds = {"--out": "results", "the simulated series (OUT.series.cxi)": "series"}
+    check_outputs(outputs, inputs, overwrite=args.overwrite, may_exist={partial, "--out"} if resume else {partial},
+                  kinds=kinds)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from latenttune.model.checkpoint import load_model
-
     remote = "://" in str(args.series)
     _check_run_outputs(args, {"the input series": None if remote else args.series}, resume=args.resume)
+    from latenttune.model.checkpoint import load_model  # torch: after the guard, which answers without it
+
     return _run_replay(args, args.series, load_model(args.model, device=args.device), resume=args.resume)
 
 
@@ -290,10 +297,10 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
         Replaying OUT.series.cxi reproduces the same costs.
     """)
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="growth", help="time-varying scenario")
-    p.add_argument("--frames", type=positive_int, default=50, help="number of frames")
-    p.add_argument("--photons", type=positive_float, default=1e8, help="expected total photons per frame")
+    p.add_argument("--frames", type=frame_count, default=50, help="number of frames")
+    p.add_argument("--photons", type=photons, default=1e8, help="expected total photons per frame")
     p.add_argument("--beamstop", type=non_negative_float, default=1.5, help="beamstop radius in voxels")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the simulated series")
+    p.add_argument("--seed", type=seed, default=0, help="random seed of the simulated series")
     p.add_argument("--out", required=True, help="results file (.h5)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: track the rest of OUT.series.cxi into OUT.partial (same "
@@ -303,15 +310,15 @@ def _add_track(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
-    from latenttune.model.checkpoint import load_model
-    from latenttune.simulate import check_simulated_series, simulate_series
-
     series_path = Path(args.out).with_suffix(".series.cxi")
     series_label = "the simulated series (OUT.series.cxi)"
     if args.resume:  # the series made before is an input now
         _check_run_outputs(args, {series_label: series_path}, resume=True)
     else:
         _check_run_outputs(args, {}, {series_label: series_path}, resume=False)
+    from latenttune.model.checkpoint import load_model  # torch: after the guard, which answers without it
+    from latenttune.simulate import check_simulated_series, simulate_series
+
     loaded = load_model(args.model, device=args.device)
     if args.resume:
         check_simulated_series(series_path, scenario=args.scenario, num_frames=args.frames, n=loaded.model.config.n,

@@ -7,12 +7,18 @@ file, the dataset and the rule.
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 import numpy as np
 
 from latenttune.io.errors import SeriesFormatError
+from latenttune.limits import MAX_FRAMES, MAX_GRID
+from latenttune.outputs import file_status
 
 __all__ = [
+    "scan_folder",
+    "check_frame_count",
     "check_grid",
     "check_value_dtype",
     "check_mask_dtype",
@@ -22,6 +28,52 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+
+
+def scan_folder(folder: PathLike, suffixes: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
+    """The regular files with one of ``suffixes`` and the sub-folders of a frame folder, by name.
+
+    Nothing is dropped silently: a dangling symbolic link (any name: it may have been a frame or a
+    time-step folder) and a FIFO, device or socket named like a frame are errors naming the entry,
+    so a frame can never go missing and renumber the rest. Nothing is opened.
+
+    Parameters
+    ----------
+    folder : path
+        The folder.
+    suffixes : tuple of str
+        Lower-case suffixes of the files that hold frames (and the mask).
+
+    Returns
+    -------
+    (list of Path, list of Path)
+        Files and sub-folders, unordered.
+    """
+    files, folders = [], []
+    for item in Path(folder).iterdir():
+        st = file_status(item, f"{item.name!r} in {str(folder)!r}")
+        if st is None:  # vanished, or a dangling link
+            if os.path.islink(item):
+                raise SeriesFormatError(folder, item.name, f"a dangling symbolic link (to {os.readlink(item)!r}, which "
+                                        "does not exist): restore its target or remove it; a frame is never skipped "
+                                        "silently")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            folders.append(item)
+        elif item.suffix.lower() in suffixes:
+            if not stat.S_ISREG(st.st_mode):
+                raise SeriesFormatError(folder, item.name, "not a regular file (a FIFO, device or socket): frames "
+                                        "must be regular files")
+            files.append(item)
+    return files, folders
+
+
+def check_frame_count(count: int, file: PathLike, dataset: str) -> int:
+    """Refuse a series that declares more than :data:`latenttune.limits.MAX_FRAMES` frames."""
+    if int(count) > MAX_FRAMES:
+        raise SeriesFormatError(file, dataset, f"declares {int(count):,} frames, more than the {MAX_FRAMES:,} "
+                                "latenttune reads in one series: split it")
+    return int(count)
 
 
 def check_grid(shape: tuple[int, ...], file: PathLike, dataset: str) -> int:
@@ -48,6 +100,10 @@ def check_grid(shape: tuple[int, ...], file: PathLike, dataset: str) -> int:
     if N < 2 or N % 2:
         raise SeriesFormatError(
             file, dataset, f"the grid size N must be even and >= 2 (N = 2n), got N = {N}"
+        )
+    if N > MAX_GRID:
+        raise SeriesFormatError(
+            file, dataset, f"the grid size N must be at most {MAX_GRID} (the largest model grid), got N = {N}"
         )
     return N
 

@@ -9,6 +9,8 @@ Directory layout
     (N, N, N) frame each, ordered naturally by name (``frame_2`` before
     ``frame_10``). An optional ``mask.npy`` / ``mask.tif`` (N, N, N), integer or
     boolean, nonzero = excluded, is applied to every frame and is not a frame.
+    A dangling symbolic link in the folder, or a FIFO or device named like a
+    frame, is an error naming it (a frame is never dropped silently).
 Single file
     one ``.npy`` of shape (T, N, N, N) or (N, N, N), memory-mapped.
 
@@ -28,11 +30,13 @@ import numpy as np
 import tifffile
 
 from latenttune.io._checks import (
+    check_frame_count,
     check_grid,
     check_mask_dtype,
     check_value_dtype,
     frame_to_float32,
     mask_to_bool,
+    scan_folder,
 )
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.series import Series
@@ -104,7 +108,7 @@ class CohereDirSeries(Series):
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         d = Path(directory)
-        files = [p for p in d.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES]
+        files, _ = scan_folder(d, FRAME_SUFFIXES)  # a dangling link or a FIFO is named, never skipped
         masks = [p for p in files if p.stem.lower() == MASK_STEM]
         frames = sorted(
             (p for p in files if p.stem.lower() != MASK_STEM), key=lambda p: natural_key(p.name)
@@ -202,7 +206,7 @@ class NpySeries(Series):
             )
         check_value_dtype(arr.dtype, p, "<array>", "amplitude")
         N = check_grid(arr.shape, p, "<array>")
-        T = int(arr.shape[0])
+        T = check_frame_count(arr.shape[0], p, "<array>")
         if T == 0:
             raise SeriesFormatError(p, "<array>", "the series must hold at least one frame, got T = 0")
         self._arr: np.ndarray | None = arr

@@ -36,6 +36,7 @@ import numpy as np
 
 from latenttune.io._attrs import read_attrs
 from latenttune.io._checks import (
+    check_frame_count,
     check_grid,
     check_mask_dtype,
     check_value_dtype,
@@ -159,7 +160,7 @@ class CXISeries(Series):
         name = f"entry_1/{DATA}"
         check_value_dtype(ds.dtype, self._file, name, "intensity")
         N = check_grid(ds.shape, self._file, name)
-        T = int(ds.shape[0])
+        T = check_frame_count(ds.shape[0], self._file, name)
         if T == 0:
             raise self._err(name, "the series must hold at least one frame, got T = 0")
         self._layout = "stacked"

@@ -38,9 +38,12 @@ import h5py
 import numpy as np
 import tifffile
 
+from latenttune.io._checks import check_frame_count, scan_folder
 from latenttune.io.cohere import natural_key
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.series import HDF5_SUFFIXES
+from latenttune.limits import check_voxels
+from latenttune.outputs import check_input
 
 __all__ = ["MeasuredVolume", "MeasuredSeries", "open_measured", "read_mask", "COHERE_FILES"]
 
@@ -66,8 +69,10 @@ class MeasuredVolume:
 
     Attributes
     ----------
-    intensity : ndarray, float64, 3-D
+    intensity : ndarray, float32 or float64, 3-D
         Photon counts in the file's axis order; may hold NaN or negative values (not measured).
+        float32 when the file's values fit it exactly (float32, float16 and 8- or 16-bit integer
+        data, as detectors write), float64 otherwise.
     mask : ndarray of uint32 or None
         Same shape, nonzero = not measured (the file's mask, any bits kept), or None.
     time : float or None
@@ -103,9 +108,12 @@ class MeasuredSeries:
         The volumes' shape (3-D).
     sources : list of str
         Where each frame comes from.
+    files : list of Path
+        The files and folders read (inputs and masks): what an output must never be.
     """
 
-    def __init__(self, entries: Sequence[_Entry], user_mask: np.ndarray | None) -> None:
+    def __init__(self, entries: Sequence[_Entry], user_mask: np.ndarray | None,
+                 files: Sequence[Path] = ()) -> None:
         if not entries:
             raise ValueError("`inputs` hold no measured volume")
         first = entries[0]
@@ -117,6 +125,7 @@ class MeasuredSeries:
         self.shape = first.shape
         self._user_mask = None if user_mask is None else _mask_for(user_mask, self.shape, "`mask`")
         self.sources = [entry.source for entry in entries]
+        self.files = list(files)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -168,32 +177,46 @@ def _mask_for(mask: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray
 def read_mask(spec: str | os.PathLike[str]) -> np.ndarray:
     """A user mask from any single-volume input (``.npy``, ``.tif``, ``.npz``, ``FILE:/dataset``).
 
-    Returns the raw array (2-D or 3-D); nonzero = not measured.
+    Returns the raw array (2-D or 3-D); nonzero = not measured. Its declared shape is bounded
+    (:func:`latenttune.limits.check_voxels`) before it is read.
     """
     path, dataset = _split_dataset(spec)
+    what = f"the mask {os.fspath(spec)!r}"
     if dataset is not None:
+        check_voxels(what, _h5_shape(path, dataset), _MASK_BYTES_PER_VOXEL)
         return _read_h5(path, dataset, None)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             name = MASK_STEM if MASK_STEM in archive.files else _only(archive.files, path)
+        check_voxels(what, _npz_shape(path, name), _MASK_BYTES_PER_VOXEL)
+        with np.load(path, allow_pickle=False) as archive:
             return np.asarray(archive[name])
     if suffix in (".npy", ".tif", ".tiff"):
+        check_voxels(what, _header(path), _MASK_BYTES_PER_VOXEL)
         return _read_array(path)
     raise SeriesFormatError(path, "<mask>", "a mask must be .npy, .tif, .npz or FILE.h5:/dataset")
+
+
+#: Bytes per voxel a mask takes at least once read (as stored, then as uint32 CXI bits).
+_MASK_BYTES_PER_VOXEL = 5
 
 
 # -- single files ----------------------------------------------------------------------------------
 
 
 def _split_dataset(spec: str | os.PathLike[str]) -> tuple[Path, str | None]:
-    """``FILE:/dataset`` -> (FILE, "/dataset"); an existing path -> (path, None)."""
+    """``FILE:/dataset`` -> (FILE, "/dataset"); an existing path -> (path, None).
+
+    The file (or folder) is checked before anything opens it: a link loop, a dangling link, a FIFO
+    or a device is refused in one line (:func:`latenttune.outputs.check_input`).
+    """
     text = os.fspath(spec)
-    if Path(text).exists():
-        return Path(text), None
+    if os.path.lexists(text):
+        return check_input(text, "`input`", directory=True), None
     head, sep, tail = text.rpartition(":")
-    if sep and head and Path(head).is_file() and tail:
-        return Path(head), tail
+    if sep and head and os.path.lexists(head) and tail:
+        return check_input(head, "`input`"), tail
     raise FileNotFoundError(f"`input` does not exist: {text!r} (an HDF5 dataset is given as FILE:/path/to/dataset)")
 
 
@@ -224,11 +247,19 @@ def _header(path: Path) -> tuple[int, ...]:
         raise SeriesFormatError(path, "<array>", f"cannot be read as an array ({exc})") from exc
 
 
+def _exact_in_float32(dtype: np.dtype) -> bool:
+    """True when every value of ``dtype`` is a float32 value (float32/16, 8- and 16-bit integers)."""
+    return (dtype.kind == "f" and dtype.itemsize <= 4) or (dtype.kind in "iu" and dtype.itemsize <= 2)
+
+
 def _values(raw: np.ndarray, where: str, amplitude: bool) -> np.ndarray:
+    """Counts as float32 when that loses nothing (half the memory of float64), else float64."""
     a = np.asarray(raw)
     if a.dtype.kind not in "iuf":
         raise TypeError(f"{where}: intensities must be real numbers, got dtype {a.dtype}")
     with np.errstate(invalid="ignore", over="ignore"):
+        if not amplitude and _exact_in_float32(a.dtype):
+            return a.astype(np.float32)
         a = a.astype(np.float64)
         return a * np.abs(a) if amplitude else a  # a negative amplitude stays negative: not measured
 
@@ -238,7 +269,7 @@ def _volumes(shape: tuple[int, ...], where: str) -> int | None:
     if len(shape) == 3:
         return None
     if len(shape) == 4:
-        return shape[0]
+        return check_frame_count(shape[0], where, "<array>")
     raise SeriesFormatError(where, "<array>", f"must be 3-D (one volume) or 4-D (T volumes), got shape {shape}")
 
 
@@ -268,14 +299,28 @@ def _sibling_mask(path: Path) -> Path | None:
     return None
 
 
+def _npz_shape(path: Path, key: str) -> tuple[int, ...]:
+    """Shape of array ``key`` of a ``.npz`` archive from its header (nothing decompressed)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(f)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise SeriesFormatError(path, key, f"cannot be read as a .npz array ({exc})") from exc
+    return tuple(int(s) for s in shape)
+
+
 def _npz_entries(path: Path, amplitude: bool) -> list[_Entry]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
             key = _only([n for n in names if n != MASK_STEM], path)
-            shape = tuple(archive[key].shape)
     except (ValueError, OSError) as exc:
         raise SeriesFormatError(path, "<archive>", f"cannot be read as a .npz archive ({exc})") from exc
+    shape = _npz_shape(path, key)
     if _volumes(shape, str(path)) is not None:
         raise SeriesFormatError(path, key, f"a preprocessed .npz must hold one 3-D volume, got shape {shape}")
     sibling = None if MASK_STEM in names else _sibling_mask(path)
@@ -383,8 +428,8 @@ def _file_entries(path: Path, amplitude: bool) -> list[_Entry]:
 
 def _cohere_file(folder: Path) -> tuple[Path, bool] | None:
     for relative, amplitude in COHERE_FILES:
-        if (folder / relative).is_file():
-            return folder / relative, amplitude
+        if os.path.lexists(folder / relative):  # a dangling link or a FIFO is refused, never passed over
+            return check_input(folder / relative, "cohere data file"), amplitude
     return None
 
 
@@ -393,17 +438,18 @@ def _folder_entries(folder: Path, amplitude: bool) -> tuple[list[_Entry], np.nda
     if cohere is not None:  # one cohere experiment: one frame
         path, stored_amplitude = cohere
         return _array_entries(path, amplitude or stored_amplitude, transpose=path.suffix.lower() != ".npy"), None
-    items = sorted(folder.iterdir(), key=lambda p: natural_key(p.name))
-    masks = [p for p in items if p.is_file() and p.stem.lower() == MASK_STEM and p.suffix.lower() in VOLUME_SUFFIXES]
+    files, folders = scan_folder(folder, VOLUME_SUFFIXES)  # a dangling link or a FIFO is named, never skipped
+    items = sorted(files + folders, key=lambda p: natural_key(p.name))
+    masks = [p for p in files if p.stem.lower() == MASK_STEM]
     if len(masks) > 1:
         raise SeriesFormatError(folder, MASK_STEM, f"at most one mask file is allowed, found {[m.name for m in masks]}")
     entries: list[_Entry] = []
     for item in items:
         if item in masks:
             continue
-        if item.is_dir() and _cohere_file(item) is not None:
+        if item in folders and _cohere_file(item) is not None:
             found, _ = _folder_entries(item, amplitude)
-        elif item.is_file() and item.suffix.lower() in VOLUME_SUFFIXES:
+        elif item in files:
             found = _file_entries(item, amplitude)
         else:
             continue
@@ -453,8 +499,10 @@ def open_measured(
         raise ValueError("`inputs` must name at least one file or folder")
     entries: list[_Entry] = []
     folder_masks = []
+    files: list[Path] = []
     for spec in specs:
         path, dataset = _split_dataset(spec)
+        files.append(path)
         if dataset is not None:
             entries += _dataset_entries(path, dataset, amplitude)
         elif path.is_dir():
@@ -466,10 +514,12 @@ def open_measured(
             entries += _file_entries(path, amplitude)
     user = None
     for given in [*folder_masks, *([] if mask is None else [mask])]:
+        if isinstance(given, (str, os.PathLike)):
+            files.append(_split_dataset(given)[0])
         raw = read_mask(given) if isinstance(given, (str, os.PathLike)) else np.asarray(given)
         shape = entries[0].shape if entries else raw.shape
         bits = _mask_for(raw, shape, "`mask`")
         user = bits if user is None else user | bits
     logger.info("opened %d measured volume(s) of shape %s", len(entries), entries[0].shape if entries else None)
-    return MeasuredSeries(entries, user)
+    return MeasuredSeries(entries, user, files)
 

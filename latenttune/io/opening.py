@@ -13,6 +13,7 @@ from pathlib import Path
 
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.series import HDF5_SUFFIXES, Series
+from latenttune.outputs import check_input
 
 __all__ = ["open_series"]
 
@@ -37,14 +38,18 @@ def open_series(path: str | os.PathLike[str]) -> Series:
     Raises
     ------
     FileNotFoundError
-        If ``path`` does not exist.
+        If ``path`` does not exist (or is a dangling symbolic link).
+    ValueError
+        If ``path`` is a symbolic-link loop, a FIFO, a device or a socket (refused before it is
+        opened: reading one could block forever).
     SeriesFormatError
         If the content breaks a layout rule (the message names file, dataset
         and rule).
     """
     p = Path(path)
-    if not p.exists():
+    if not os.path.lexists(p):
         raise FileNotFoundError(f"`path` does not exist: {p}")
+    check_input(p, "`path`", directory=True)  # a link loop, a dangling link, a FIFO or device: never opened
     if p.is_dir():
         from latenttune.io.cohere import CohereDirSeries
 

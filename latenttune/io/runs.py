@@ -30,10 +30,13 @@ from latenttune.frame_policy import checked_frame
 from latenttune.io._checks import check_grid
 from latenttune.io.errors import SeriesFormatError
 from latenttune.io.series import HDF5_SUFFIXES, Series
+from latenttune.limits import MAX_FRAMES
+from latenttune.outputs import check_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunSeries", "MsgpackRunSeries", "TiledRunSeries", "open_run", "RECORDED", "STREAM", "MD_KEY"]
+__all__ = ["RunSeries", "MsgpackRunSeries", "TiledRunSeries", "open_run", "check_document", "RECORDED", "STREAM",
+           "MD_KEY"]
 
 #: Event stream of the tracked frames.
 STREAM = "primary"
@@ -50,7 +53,96 @@ def _keys_from_start(start: dict[str, Any], where: Path, dataset: str) -> dict[s
         raise SeriesFormatError(
             where, dataset, f"not a track_sample run: the start document has no {MD_KEY!r} metadata with data keys"
         )
+    bad = {name: key for name, key in md["keys"].items() if not (key is None or isinstance(key, str))}
+    if bad or not isinstance(md["keys"]["pattern"], str):
+        raise SeriesFormatError(where, dataset, f"the {MD_KEY!r} metadata's data keys must be names (text) or None, "
+                                f"got {bad or md['keys']['pattern']!r}")
     return md
+
+
+# -- validation of the documents (msgpack) ---------------------------------------------------------------
+
+_NUMBER = (int, float, np.integer, np.floating)
+_SEQUENCE = (list, tuple, np.ndarray)
+#: Fields each document this reader uses must have, and their types (what event-model requires of them).
+_REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+    "start": {"uid": (str,), "time": _NUMBER},
+    "descriptor": {"uid": (str,), "data_keys": (dict,)},
+    "event": {"descriptor": (str,), "data": (dict,), "time": _NUMBER},
+    "event_page": {"descriptor": (str,), "data": (dict,), "time": _SEQUENCE},
+    "stop": {},
+}
+_TYPE_WORDS = {_NUMBER: "a number", _SEQUENCE: "a list", (str,): "text", (dict,): "a mapping"}
+
+
+def check_document(name: str, doc: Any, where: Path, position: int) -> dict[str, Any]:
+    """A run document, refused in one line when it lacks a field this reader uses or has the wrong type.
+
+    Parameters
+    ----------
+    name : str
+        The document's kind (``"start"``, ``"descriptor"``, ``"event"``, ``"event_page"``, ``"stop"``;
+        others pass unchecked).
+    doc : object
+        The document as decoded.
+    where : Path
+        The run file (for the message).
+    position : int
+        The document's position in the file, from 1 (for the message).
+
+    Raises
+    ------
+    SeriesFormatError
+        Not a mapping, a required field missing, or of the wrong type (bool is not a number).
+    """
+    if not isinstance(doc, dict):
+        raise SeriesFormatError(where, name, f"document {position} ({name!r}) must be a mapping of fields, got "
+                                f"{type(doc).__name__}: the run file is damaged")
+    for key, types in _REQUIRED.get(name, {}).items():
+        if key not in doc:
+            raise SeriesFormatError(where, name, f"document {position} ({name!r}) lacks the required field {key!r}: "
+                                    "the run file is damaged")
+        if isinstance(doc[key], bool) or not isinstance(doc[key], types):
+            raise SeriesFormatError(where, name, f"document {position} ({name!r}): field {key!r} must be "
+                                    f"{_TYPE_WORDS[types]}, got {type(doc[key]).__name__}")
+    return doc
+
+
+def _event_page(name: str, doc: dict[str, Any], where: Path, position: int) -> dict[str, Any]:
+    """An ``event`` or ``event_page`` of the tracked stream as a page, its lengths and data keys checked."""
+    if name == "event":
+        return {"data": {k: [v] for k, v in doc["data"].items()}, "time": [doc["time"]]}
+    length = len(doc["time"])
+    if not all(isinstance(t, _NUMBER) and not isinstance(t, bool) for t in doc["time"]):
+        raise SeriesFormatError(where, name, f"document {position} ('event_page'): every `time` must be a number")
+    for key, values in doc["data"].items():
+        if not isinstance(values, _SEQUENCE) or len(values) != length:
+            got = len(values) if isinstance(values, _SEQUENCE) else type(values).__name__
+            raise SeriesFormatError(where, name, f"document {position} ('event_page'): data key {key!r} must hold one "
+                                    f"value per event, {length} like `time`, got {got}")
+    return doc
+
+
+def _check_frame_keys(page: dict[str, Any], keys: dict[str, Any], where: Path, name: str, position: int) -> None:
+    """Every event of the tracked stream must carry the pattern (and the mask, when the run has one)."""
+    for role in ("pattern", "mask"):
+        key = keys.get(role)
+        if key is not None and key not in page["data"]:
+            raise SeriesFormatError(where, name, f"document {position} ({name!r}) has no {role} (data key {key!r}): "
+                                    "every event of the tracked stream must carry it")
+
+
+def _pattern_shape(descriptor: dict[str, Any], keys: dict[str, Any], where: Path) -> Any:
+    """The declared shape of the pattern in the tracked stream's descriptor (checked to be a list of integers)."""
+    spec = descriptor["data_keys"].get(keys["pattern"])
+    if spec is None:
+        raise SeriesFormatError(where, "descriptor", f"the {STREAM!r} stream has no data key {keys['pattern']!r}")
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    if not isinstance(shape, _SEQUENCE) or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                                   for s in shape):
+        raise SeriesFormatError(where, "descriptor", f"data key {keys['pattern']!r} must declare its `shape` as a "
+                                f"list of integers, got {shape!r}")
+    return shape
 
 
 def _grid(shape: Any, where: Path, dataset: str) -> int:
@@ -141,6 +233,8 @@ class MsgpackRunSeries(RunSeries):
         rows: list[dict[str, Any]] = []
         keys: dict[str, Any] = {}
         N = 0
+        position = 0
+        check_input(p, "`path`")  # a FIFO or device: refused before it is opened
         with open(p, "rb") as f:
             unpacker = safe_unpacker(f)
             while True:
@@ -158,6 +252,8 @@ class MsgpackRunSeries(RunSeries):
                     raise SeriesFormatError(
                         p, "<msgpack>", "not a Bluesky document stream: expected (name, document) pairs")
                 name, doc = item
+                position += 1
+                doc = check_document(name, doc, p, position)
                 if name == "start":
                     start = doc
                     keys = _keys_from_start(doc, p, "start")["keys"]
@@ -166,13 +262,12 @@ class MsgpackRunSeries(RunSeries):
                         p, "<msgpack>", f"the stream must begin with a start document, got {name!r}")
                 elif name == "descriptor" and doc.get("name") == STREAM:
                     descriptors.add(doc["uid"])
-                    if keys["pattern"] not in doc["data_keys"]:
-                        raise SeriesFormatError(
-                            p, "descriptor", f"the {STREAM!r} stream has no data key {keys['pattern']!r}")
-                    N = _grid(doc["data_keys"][keys["pattern"]].get("shape"), p, keys["pattern"])
+                    N = _grid(_pattern_shape(doc, keys, p), p, keys["pattern"])
                 elif name in ("event", "event_page") and doc["descriptor"] in descriptors:
-                    page = doc if name == "event_page" else {
-                        "data": {k: [v] for k, v in doc["data"].items()}, "time": [doc["time"]]}
+                    page = _event_page(name, doc, p, position)
+                    _check_frame_keys(page, keys, p, name, position)
+                    if len(locations) + len(page["time"]) > MAX_FRAMES:
+                        raise SeriesFormatError(p, STREAM, f"the run holds more than {MAX_FRAMES:,} frames: split it")
                     for j in range(len(page["time"])):
                         locations.append((offset, j))
                         rows.append({k: page["data"][v][j] for k, v in keys.items()
@@ -225,7 +320,7 @@ class TiledRunSeries(RunSeries):
             if uid not in self._client:
                 raise SeriesFormatError(where, uid, f"no run with uid {uid!r} in the catalog")
             run = self._client[uid]
-            start = dict(run.metadata.get("start") or {})
+            start = check_document("start", dict(run.metadata.get("start") or {}), where, 1)
             stop = dict(run.metadata.get("stop") or {})
             md = _keys_from_start(start, where, "start")
             keys = md["keys"]

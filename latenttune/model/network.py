@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from latenttune.limits import MAX_OBJECT_GRID
 from latenttune.model.crystal import PhysicalLayout, render_physical
 from latenttune.model.onednn import Conv3d, convolve, cpu_layout
 from latenttune.validation import check_bool, check_choice, check_int, is_integer
@@ -110,7 +111,8 @@ class ModelConfig:
     cycle_encoder: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("n", "latent_dim", "hidden"):
+        check_int("n", self.n, low=1, high=MAX_OBJECT_GRID)  # a sane bound: a 1024^3 pattern is 4 GiB
+        for name in ("latent_dim", "hidden"):
             check_int(name, getattr(self, name), low=1)
         for name in ("encoder_channels", "decoder_channels"):
             value = tuple(getattr(self, name))

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latenttune.limits import check_allocation
 from latenttune.model.crystal import PhysicalLayout, parameter_loss, physical_targets
 from latenttune.model.losses import LossWeights, centre_density, centre_shifts, reciprocal_loss, smoothness_loss, twin_aware_loss
 from latenttune.model.checkpoint import load_checkpoint, model_path, save_checkpoint, state_checksum
@@ -61,7 +62,7 @@ from sim.training import TrainingPairGenerator
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "RunConfig", "TrainProgress", "TrainResult", "load_run_config", "train", "last_path",
-           "training_seeds"]
+           "training_seeds", "check_training_memory"]
 
 
 def last_path(out: str | Path) -> Path:
@@ -182,6 +183,28 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
+def check_training_memory(config: RunConfig) -> None:
+    """Refuse a run whose model and batch cannot fit in memory, before any tensor of it is made.
+
+    The model is built on torch's ``meta`` device (no memory) to count its weights; the lower bound
+    is the weights with their gradients and two AdamW moments, plus one batch of input patterns and
+    the first convolution's output (float32).
+
+    Raises
+    ------
+    ValueError
+        The bound exceeds the machine's free memory or the process's address-space limit (named).
+    """
+    with torch.device("meta"):
+        weights = sum(p.numel() for p in LatentAutoencoder(config.model).parameters())
+    m, batch = config.model, config.train.batch_size
+    grid = m.encoder_grid
+    need = 4 * (4 * weights + batch * grid**3 * (2 + m.encoder_channels[0]))
+    check_allocation(f"training the [model] table ({weights:,} weights, n = {m.n}) with `train.batch_size` {batch}",
+                     need, "choose a smaller `model.hidden`, fewer channels, a smaller `model.n` or "
+                           "`train.batch_size`")
+
+
 def train(
     config: RunConfig,
     out: str | Path,
@@ -224,6 +247,7 @@ def train(
     else:
         torch_device = torch.device("cpu")
     tc = config.train
+    check_training_memory(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tc.seed)
         model = LatentAutoencoder(config.model)

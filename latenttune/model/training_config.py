@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from latenttune.model.losses import LossWeights
 from latenttune.model.network import ModelConfig
+from latenttune.outputs import check_input
 from latenttune.validation import check_choice, check_int, check_number
 from sim.detector import Detector
 from sim.training import TrainingPairGenerator
@@ -177,8 +179,9 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
 def load_run_config(path: str | Path) -> RunConfig:
     """Read a training configuration TOML file."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"training config {str(path)!r} does not exist")
+    check_input(path, "training config")  # a dangling link, a FIFO or a device: one line, never a blocked read
     with open(path, "rb") as fh:
         try:
             table = tomllib.load(fh)

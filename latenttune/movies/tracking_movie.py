@@ -46,6 +46,7 @@ from latenttune.movies.render import (
     view_extent,
 )
 from latenttune.movies.writer import MovieWriter, check_output
+from latenttune.outputs import check_outputs
 from latenttune.physics import flux_scale, forward
 
 log = logging.getLogger(__name__)
@@ -381,9 +382,13 @@ def write_tracking_movie(
         The movie file.
     """
     check_output(out, size, fps)
+    check_outputs({"`out`": out}, {"`results`": results, "`series`": series}, overwrite=True,
+                  kinds={"`out`": "movie"})  # a FIFO is refused before it is read, an input never overwritten
     data = _check_results(read_results(results))
     total = data.num_frames
-    with open_series(resolve_series(data, series)) as opened:
+    series_path = resolve_series(data, series)
+    check_outputs({"`out`": out}, {"the series the results file records": series_path}, overwrite=True)
+    with open_series(series_path) as opened:
         frames = tracking_frames(data, opened, size=size, dpi=dpi, settings=settings)
         with MovieWriter(out, check_size(size), fps, overwrite=overwrite) as movie:
             for frame in frames:

@@ -30,6 +30,7 @@ import numpy as np
 
 from latenttune.io import Results, read_results
 from latenttune.io.partial import replace_when_done
+from latenttune.outputs import check_outputs
 from latenttune.validation import check_choice, is_integer
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ def export_result_frame(
         The file written and what it holds (``"refined"``, ``"decoded"`` or ``"decoded
         (refinement not kept)"``).
     """
+    source = results.path if isinstance(results, Results) else results
+    check_outputs({"`out`": out}, {"`results`": source}, overwrite=True,  # never over the results it reads
+                  kinds={"`out`": "export"})
     data = results if isinstance(results, Results) else read_results(results)
     row = result_row(data, frame)
     check_choice("which", which, ("auto", "hybrid", "decoded"))

@@ -31,6 +31,8 @@ REASONS = ("mask", "invalid", "hot", "gap", "outside")
 def _shift(a: np.ndarray, s: int, axis: int) -> np.ndarray:
     """``a`` moved by ``s`` along ``axis`` (``out[i] = a[i - s]``), zero-filled, no wrap-around."""
     out = np.zeros_like(a)
+    if abs(s) >= a.shape[axis]:  # moved out entirely (a short axis: a small volume)
+        return out
     src = [slice(None)] * a.ndim
     dst = [slice(None)] * a.ndim
     if s >= 0:

@@ -50,6 +50,8 @@ import numpy as np
 from latenttune.io.cxi import MASK_INVALID
 from latenttune.io.cxi_writer import CXISeriesWriter
 from latenttune.io.measured import MeasuredSeries, MeasuredVolume, open_measured
+from latenttune.limits import MAX_GRID, check_allocation, check_voxels
+from latenttune.outputs import check_output_path, check_outputs
 from latenttune.prepare.masks import MASK_GAP, MASK_HOT, REASONS, reasons
 from latenttune.prepare.settings import PrepareSettings
 from latenttune.prepare.window import (
@@ -64,7 +66,16 @@ from latenttune.validation import is_integer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FramePreparation", "PreparedFrame", "prepare_volume", "prepare_series"]
+__all__ = ["FramePreparation", "PreparedFrame", "prepare_volume", "prepare_series", "MIN_SIDE"]
+
+#: Fewest voxels a measured volume needs along each axis to find its peak, gaps and oversampling.
+MIN_SIDE = 8
+#: Bytes per input voxel a series needs at least while it is summed and masked (float64 sums and
+#: values, the volume as read, the masks).
+_BYTES_PER_INPUT_VOXEL = 32
+#: Bytes per window voxel (``N^3`` bins of ``b0 b1 b2`` input voxels) a frame needs at least: the
+#: float64 window and the bool window of what lies inside the array.
+_BYTES_PER_WINDOW_VOXEL = 9
 
 
 @dataclass(frozen=True)
@@ -174,6 +185,27 @@ class PreparedFrame:
     report: FramePreparation
 
 
+def _check_grid(N: Any) -> int:
+    if not is_integer(N) or N < 4 or N % 2 or N > MAX_GRID:
+        raise ValueError(f"`N` must be an even integer from 4 to {MAX_GRID} (the model's grid, N = 2n), got {N!r}")
+    return int(N)
+
+
+def _check_shape(shape: Sequence[int], source: str) -> None:
+    """Refuse a volume too small to prepare, naming the rule and what to give instead."""
+    if min(shape) < MIN_SIDE:
+        raise ValueError(f"{source}: the measured volume is {'x'.join(map(str, shape))}, too small: every axis needs "
+                         f"at least {MIN_SIDE} voxels to find the peak, the gaps and the oversampling; give the "
+                         "measured volume uncropped")
+
+
+def _check_window(N: int, binning: Sequence[int], source: str) -> None:
+    """Refuse a window (``N^3`` bins of ``binning`` voxels) that cannot fit in the memory left."""
+    voxels = N**3 * int(np.prod(binning))
+    check_allocation(f"{source}: the window of {N}^3 bins of {'x'.join(map(str, binning))} voxels",
+                     _BYTES_PER_WINDOW_VOXEL * voxels, "choose a smaller --bin or --grid")
+
+
 def prepare_volume(
     volume: MeasuredVolume | np.ndarray,
     N: int,
@@ -206,10 +238,10 @@ def prepare_volume(
         close to an edge (the message names the axis, the numbers and what to change).
     """
     settings = PrepareSettings() if settings is None else settings
-    if not is_integer(N) or N < 4 or N % 2:
-        raise ValueError(f"`N` must be an even integer >= 4 (the model's grid, N = 2n), got {N!r}")
+    N = _check_grid(N)
     if not isinstance(volume, MeasuredVolume):
         volume = MeasuredVolume(np.asarray(volume), None, None, "<array>")
+    _check_shape(np.shape(volume.intensity), volume.source)
     why = reasons(volume.intensity, volume.mask, settings)
     bad = np.logical_or.reduce([why[k] for k in ("mask", "invalid", "hot", "gap")])
     with np.errstate(invalid="ignore"):
@@ -221,6 +253,7 @@ def prepare_volume(
     centre = find_peak(values, sigma) if peak is None else np.asarray(peak, dtype=float)
     b = tuple(int(v) for v in (choose_binning(sigma, settings) if binning is None else binning))
     check_fit(volume.source, centre, values.shape, b, sigma, N, settings)
+    _check_window(N, b, volume.source)
     start = window_start(centre, b, N)
     window = cut_window(values, start, b, N, 0.0)
     outside = ~cut_window(np.ones(values.shape, dtype=bool), start, b, N, False).all(axis=(1, 3, 5))
@@ -286,9 +319,11 @@ def prepare_series(
         What :func:`latenttune.io.measured.open_measured` opens (a folder of time steps is one
         series); give a :class:`MeasuredSeries` for a user mask or amplitudes.
     out : str or Path
-        The CXI file (written to ``OUT.partial`` and renamed when complete).
+        The CXI file, ``.cxi`` or ``.h5`` (written to ``OUT.partial`` and renamed when complete);
+        never one of the inputs (nor the mask), also with ``overwrite``.
     N : int
-        The model's diffraction grid (``model.config.N``).
+        The model's diffraction grid (``model.config.N``), even, at most
+        :data:`latenttune.limits.MAX_GRID`.
     settings : PrepareSettings, optional
     overwrite : bool
         Replace an existing ``out``.
@@ -301,10 +336,16 @@ def prepare_series(
         The series file and what was done to each frame.
     """
     settings = PrepareSettings() if settings is None else settings
+    N = _check_grid(N)
+    out = check_output_path(out, "`out`", "series")
     series = inputs if isinstance(inputs, MeasuredSeries) else open_measured(inputs)
-    out = Path(out)
+    check_outputs({"`out`": out, "`out`.partial": Path(f"{out}.partial")},  # never over an input, a mask included
+                  {f"the input {str(f)!r}": f for f in series.files}, overwrite=True)
     if out.exists() and not overwrite:
         raise FileExistsError(f"`out` {str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
+    _check_shape(series.shape, f"`inputs` ({series.sources[0]})")
+    check_voxels(f"`inputs` ({series.sources[0]})", series.shape, _BYTES_PER_INPUT_VOXEL,
+                 "prepare a smaller part of the measurement")
     total, measured = _series_sum(series, settings)
     if not total.sum() > 0:
         raise ValueError(f"`inputs` hold no counts at measured voxels ({len(series)} frame(s))")

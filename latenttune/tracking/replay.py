@@ -230,9 +230,15 @@ def replay_series(
         No frame of the series could be tracked (all skipped by the frame policy); no results
         file is left behind.
     """
+    if not isinstance(loaded, LoadedModel):
+        raise TypeError(f"`loaded` must be a LoadedModel (latenttune.model.load_model(...)), got "
+                        f"{type(loaded).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable or None, got {type(callback).__name__}")
     own_series = not isinstance(series, Series)
     check_outputs({"`out`": Path(out), "`out`.partial": Path(f"{out}.partial")},  # never write over the input
-                  {"the series": series if own_series else series.path}, overwrite=True)
+                  {"the series": series if own_series else series.path}, overwrite=True,
+                  kinds={"`out`": "results"})  # a results file is .h5: never named like an export or a movie
     model = loaded.model
     strategy = check_strategy(strategy, model.latent_dim)
     views = check_views(views)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from latenttune.limits import MAX_STEPS_PER_FRAME
 from latenttune.validation import check_int
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ class Strategy(abc.ABC):
 
     def __init__(self, k: int, steps_per_frame: int) -> None:
         self.k = check_int("k", k, low=1)
-        self.steps_per_frame = check_int("steps_per_frame", steps_per_frame, low=self.min_steps)
+        self.steps_per_frame = check_int("steps_per_frame", steps_per_frame, low=self.min_steps,
+                                         high=MAX_STEPS_PER_FRAME)
 
     # -- what the tracker calls -----------------------------------------------------------------
 

@@ -438,6 +438,11 @@ def track(
     """
     base = _check_model(model)
     start_index = check_int("start_index", start_index, low=0)
+    if not isinstance(frames, Iterable):
+        raise TypeError(f"`frames` must be an iterable of frames (a Series, Frames or (intensity, mask) pairs), got "
+                        f"{type(frames).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"`callback` must be callable or None, got {type(callback).__name__}")
     records: list[FrameRecord] = []
     tracker = FrameTracker(base if model is base else model, strategy, first=start_index == 0,
                            held_latent=held_latent, views=views, view=view)
