@@ -130,7 +130,7 @@ def test_replay_cohere_amplitude_frames_without_truth(tmp_path, loaded, series_p
     frames_dir = tmp_path / "cohere"
     write_amplitude_frames(frames_dir, intensities, mask=mask)
     out = tmp_path / "c.h5"
-    path, result = replay_series(frames_dir, loaded, _es(), out)
+    path, result = replay_series(open_series(frames_dir, amplitude=True), loaded, _es(), out)
     assert path == out and not Path(str(out) + ".partial").exists()
     r = read_results(out)
     assert r.num_frames == 4 and r.latent.shape == (4, K) and r.density.dtype == np.complex64

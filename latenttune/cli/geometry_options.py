@@ -150,3 +150,62 @@ def resolution_line(series_path: Any) -> str:
             f"{nm(voxels.get('resolution_nm_prepared', voxels['voxel_size_nm_prepared']))} from the q range kept (the whole "
             f"input: {nm(voxels['voxel_size_nm_input'])}: what the crop and binning cost); grid axes at "
             f"{', '.join(f'{a:.1f}' for a in angles)} deg (a rocking scan's grid is not orthogonal)")
+
+
+def open_prepared(path: Any, N: int, *, amplitude: bool = False) -> Any:
+    """Open a series for tracking; a raw measured volume (not on the model's grid) is answered with the prepare command."""
+    import shlex
+
+    from latenttune.io import open_series
+    from latenttune.io.errors import SeriesFormatError
+
+    prepare = (f"`latenttune prepare {shlex.quote(str(path))} --out prepared.cxi{' --amplitude' if amplitude else ''}` "
+               f"(with the geometry: --energy-kev ... or --geometry FILE), then `latenttune replay prepared.cxi --out "
+               f"results.h5`")
+    try:
+        series = open_series(path, amplitude=amplitude)
+    except SeriesFormatError as exc:
+        text = str(exc)
+        if any(word in text for word in ("must be cubic", "grid size N must be even", "wrong ndim")):
+            raise ValueError(f"{path} is not a series on the model's {N}^3 grid ({text.split(': ')[-1]}): a measured "
+                             f"volume is put on it by {prepare}") from None
+        raise
+    if series.N != N:
+        series.close()
+        raise ValueError(f"{path} has a {series.N}^3 grid but the model needs {N}^3: run {prepare}")
+    return series
+
+
+def note_geometry(series: Any) -> None:
+    """Say what the run will give in physical units, or that the series has no geometry."""
+    from latenttune.geometry.record import MISSING_GEOMETRY, series_geometry
+
+    found = series_geometry(series.metadata.get("root_attrs") or {})
+    if found is None:
+        print(f"note: {MISSING_GEOMETRY}")
+    else:
+        geometry, transform, _ = found
+        sizes = " x ".join(f"{v:.1f}" for v in transform.voxel_size_nm)
+        print(f"geometry: reflection {''.join(map(str, geometry.reflection))}, voxel {sizes} nm; every frame's "
+              f"displacement (nm) and strain go into the results")
+
+
+def run_quality_lines(results: Any, series: Any) -> list[str]:
+    """After a run: free LLK, whether the LLK flag can discriminate at these counts, the strain summary."""
+    import numpy as np
+
+    from latenttune.quality import low_counts_sentence
+
+    lines = []
+    if np.isfinite(results.llk_free).any():
+        lines.append(f"free LLK (held-out voxels, PyNX's form): median {np.nanmedian(results.llk_free):.2f}, "
+                     f"max {np.nanmax(results.llk_free):.2f}")
+    if results.has_physics:
+        counts = [float(np.sum(series[int(i)].intensity)) for i in results.index[:3]]
+        sentence = low_counts_sentence(float(np.median(counts)))
+        if sentence:
+            lines.append(f"note: {sentence}")
+    if results.has_strain:
+        lines.append(f"strain along G inside the support: mean of the frames' std {np.nanmean(results.strain_std):.2e}; "
+                     f"post-processing {np.nanmean(results.postprocess_seconds) * 1e3:.0f} ms per frame")
+    return lines

@@ -176,7 +176,8 @@ def _summary_line(results) -> str:
 def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) -> int:
     from tqdm import tqdm
 
-    from latenttune.io import open_series, read_results
+    from latenttune.cli.geometry_options import note_geometry, open_prepared, run_quality_lines, warn_quantity
+    from latenttune.io import read_results
     from latenttune.plots import readout_figure, tracking_summary
     from latenttune.tracking.replay import replay_series
 
@@ -187,8 +188,10 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
         opened = open_run(series_path, uid)
     else:
-        opened = open_series(series_path)
+        opened = open_prepared(series_path, loaded.model.config.N, amplitude=getattr(args, "amplitude", False))
     with opened as series:
+        warn_quantity(series, getattr(args, "amplitude", False))
+        note_geometry(series)
         first, stop = getattr(args, "frame_range", None) or (0, None)
         stop = len(series) if stop is None else stop
         with tqdm(total=max(stop - first, 0), unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
@@ -215,6 +218,8 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         stagnation = results.stagnation_summary()
         if stagnation:
             print(stagnation)
+        for line in run_quality_lines(results, series):
+            print(line)
         if not args.no_figure:
             figure = Path(args.out).with_suffix(".png")
             name = Path(str(series_path)).name if uid is None else f"run {uid[:8]}"
@@ -244,6 +249,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                    help="uid of a stored Bluesky run in the tiled catalog given as SERIES (needs the tiled extra)")
     p.add_argument("--out", required=True, help="results file (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial from its last complete frame")
+    p.add_argument("--amplitude", action="store_true",
+                   help="a folder of .npy/.tif frames or a .npy file holds amplitudes (sqrt of counts; cohere's "
+                        "convention); by default they hold intensities (photon counts), as for `latenttune prepare`")
     p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP", dest="frame_range",
                    help="track only series frames START to STOP-1 (as Python slices; either may be left out: "
                         "10: or :5); rows keep their series frame numbers")

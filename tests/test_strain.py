@@ -1,0 +1,238 @@
+"""Issue 28: geometry, frame transform, displacement and strain, the results file and its VTI, input traps."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from latenttune.cli import main
+from latenttune.geometry import BraggGeometry, Diffractometer, frame_transform
+from latenttune.geometry.synthetic import strained_crystal, strained_crystal_scan
+from latenttune.io import open_series, read_results
+from latenttune.io.quantity import looks_like, quantity_warning
+from latenttune.postprocess import phase_gradient, postprocess_density
+
+FLAGS = ["--energy-kev", "9", "--detector-distance-m", "1.0", "--pixel-size-um", "55", "--rocking-step-deg", "0.01",
+         "--reflection", "111", "--lattice-constant-nm", "0.4078"]
+GOLD = BraggGeometry(9, 1.0, 55, 0.01, "111", 0.4078)
+
+
+def cli(argv: list[str]) -> int:
+    """Run the command line; its exit code (argparse's error exit included)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code)
+
+
+def _rocking_geometry() -> BraggGeometry:
+    """A full, non-orthogonal geometry: six-circle layout, the detector out of the vertical plane too."""
+    setup = Diffractometer(("z-", "x+"), (3.0, 17.0), ("z-", "x+"), (6.0, 33.0), rocking_circle=1,
+                           direct_beam=(120.0, 250.0))
+    return BraggGeometry(9, 0.8, (55, 75), 0.008, "111", 0.4078, diffractometer=setup)
+
+
+def test_frame_transform_matches_xrayutilities_over_a_non_orthogonal_window():
+    import xrayutilities as xu
+
+    geometry, N, binning, centre = _rocking_geometry(), 64, (1, 2, 1), (40.0, 150.0, 230.0)
+    t = frame_transform(geometry, N, binning, centre)
+    assert np.abs(t.axis_angles_deg - 90).max() > 5  # a rocking scan's grid is not orthogonal
+    # xrayutilities' q of every corner of the window, from the angles, against the linear map
+    s = geometry.diffractometer
+    qconv = xu.experiment.QConversion(list(s.sample_circles), list(s.detector_circles), list(s.beam_direction))
+    qconv.init_area(s.detector_row_direction, s.detector_column_direction, cch1=s.direct_beam[0],
+                    cch2=s.direct_beam[1], Nch1=600, Nch2=600, distance=geometry.detector_distance_m,
+                    pwidth1=55e-6, pwidth2=75e-6)
+    worst = 0.0
+    for corner in np.ndindex(2, 2, 2):
+        i = np.array(corner) * (N - 1)  # prepared voxel
+        pos = np.asarray(centre) + (i - N // 2) * np.asarray(binning)  # input voxel: rocking index, row, column
+        eta = s.sample_angles_deg[1] + pos[0] * geometry.rocking_step_deg
+        qx, qy, qz = qconv.area(s.sample_angles_deg[0], eta, *s.detector_angles_deg, en=9000.0,
+                                roi=(int(pos[1]), int(pos[1]) + 1, int(pos[2]), int(pos[2]) + 1))
+        q_xu = 10 * np.array([qx.ravel()[0], qy.ravel()[0], qz.ravel()[0]])  # 1/nm
+        q_lin = t.q_centre + t.q_step @ (i - N // 2)
+        worst = max(worst, np.linalg.norm(q_lin - q_xu) / np.linalg.norm(t.q_step @ np.full(3, N)))
+    assert worst < 5e-3, worst  # the Ewald sphere's curvature: 2.8e-3 of the window's q span here
+
+
+def test_voxel_size_of_the_simple_geometry_against_the_textbook_formulas():
+    N = 64
+    t = frame_transform(GOLD, N)
+    lam, D, p = GOLD.wavelength_nm, 1.0e9, 55e3  # nm
+    dw, two_theta = math.radians(0.01), math.radians(GOLD.two_theta_deg)
+    assert t.voxel_size_nm[2] == pytest.approx(lam * D / (N * p), rel=1e-4)  # detector columns: lambda D / (N p)
+    # voxel volume lambda^3 D^2 / (N^3 p^2 dw sin 2theta)
+    assert t.voxel_volume_nm3 == pytest.approx(lam ** 3 * D ** 2 / (N ** 3 * p ** 2 * dw * math.sin(two_theta)), rel=1e-3)
+    assert np.linalg.norm(t.G) == pytest.approx(2 * math.pi * math.sqrt(3) / 0.4078)
+    assert t.axis_angles_deg[0] == pytest.approx(90 + GOLD.two_theta_deg / 2, abs=0.05)  # sheared by theta
+
+
+def test_postprocessing_recovers_the_strain_gradient_and_stays_right_next_to_a_dislocation():
+    t = frame_transform(GOLD, 64)
+    gradient_only = postprocess_density(strained_crystal(t, GOLD, 32, dislocation=False), t, GOLD)
+    inside = ndimage.binary_erosion(gradient_only.support, iterations=2)
+    along = np.tensordot(t.G / np.linalg.norm(t.G), np.tensordot(t.real_basis, np.indices((32,) * 3) - 16, axes=1),
+                         axes=1)
+    size_nm = 14 * float(np.mean(t.voxel_size_nm))
+    expected = 1e-3 * along / size_nm  # the simulated strain: 1e-3 across the crystal
+    expected -= np.median(expected[gradient_only.support])
+    error = gradient_only.strain[inside] - expected[inside]
+    assert np.sqrt(np.mean(error ** 2)) < 0.02 * 1e-3
+    assert np.ptp(gradient_only.strain[inside]) > 0.5e-3
+    # with the dislocation: the wrapped gradient's strain differs from the gradient-only one only near the line
+    both = postprocess_density(strained_crystal(t, GOLD, 32), t, GOLD)
+    assert np.isfinite(both.strain).all() and abs(both.mean) < 1e-4
+    # unwrapping then differentiating fails at the vortex; the wrapped gradient never jumps by 2 pi
+    grad = phase_gradient(strained_crystal(t, GOLD, 32), both.support)
+    assert np.nanmax(np.abs(grad)) <= np.pi
+
+
+def test_geometry_flags_are_checked_and_say_what_is_missing(tmp_path, capsys):
+    with pytest.raises(ValueError, match="reflection"):
+        BraggGeometry(9, 1.0, 55, 0.01, "11", 0.4078)
+    with pytest.raises(ValueError, match="rocking_step_deg"):
+        BraggGeometry(9, 1.0, 55, 0.0, "111", 0.4078)
+    vol = tmp_path / "v.npy"
+    np.save(vol, strained_crystal_scan(GOLD, np.random.default_rng(0), photons=1e7).counts)
+    code = cli(["prepare", str(vol), "--grid", "64", "--out", str(tmp_path / "s.cxi"), "--energy-kev", "9"])
+    assert code == 2 and "--detector-distance-m" in capsys.readouterr().err
+    assert cli(["prepare", str(vol), "--grid", "64", "--out", str(tmp_path / "s.cxi")]) == 0
+    assert "no measurement geometry" in capsys.readouterr().out
+
+
+def test_quantity_heuristic_names_the_option():
+    counts = np.random.default_rng(0).poisson(50.0, (20, 20, 20)).astype(np.float32)
+    assert looks_like(counts) == "counts" and looks_like(np.sqrt(counts)) == "amplitudes"
+    assert "--amplitude" in quantity_warning(np.sqrt(counts), amplitude=False)
+    assert "drop --amplitude" in quantity_warning(counts, amplitude=True)
+    assert quantity_warning(counts, amplitude=False) is None and quantity_warning(np.sqrt(counts), True) is None
+    assert looks_like(counts * 0.37 + 0.1) is None  # normalised data: no opinion
+
+
+def test_input_traps_in_the_commands(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    scan = strained_crystal_scan(GOLD, rng, photons=1e8)
+    raw = tmp_path / "raw.npy"
+    np.save(raw, scan.counts)
+    # a raw volume sent to replay: the prepare command to run
+    assert cli(["replay", str(raw), "--out", str(tmp_path / "r.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "latenttune prepare" in err and str(raw) in err and "cubic" not in err.splitlines()[-1][:30]
+    # amplitudes given to prepare as intensities: a warning naming --amplitude
+    amp = tmp_path / "amp.npy"
+    np.save(amp, np.sqrt(scan.counts))
+    assert cli(["prepare", str(amp), "--grid", "64", "--bin", "1", "--out", str(tmp_path / "a.cxi")]) == 0
+    assert "pass --amplitude" in capsys.readouterr().err
+    assert cli(["prepare", str(raw), "--grid", "64", "--amplitude", "--out", str(tmp_path / "b.cxi")]) == 0
+    assert "drop --amplitude" in capsys.readouterr().err
+    # a folder of .npy frames means intensities everywhere; --amplitude says amplitudes
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    frame = rng.poisson(5.0, (16, 16, 16)).astype(np.float32)
+    np.save(folder / "frame_0.npy", frame)
+    with open_series(folder) as s:
+        np.testing.assert_array_equal(s[0].intensity, frame)
+    with open_series(folder, amplitude=True) as s:
+        np.testing.assert_array_equal(s[0].intensity, frame ** 2)
+
+
+@pytest.mark.slow
+def test_prepare_with_geometry_then_replay_gives_displacement_strain_and_a_vti_vtk_reads(tmp_path, capsys):
+    """The issue's flow: prepare VOL with the geometry flags, replay, export; read back with h5py and VTK."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    vol = tmp_path / "VOL.npy"
+    np.save(vol, strained_crystal_scan(GOLD, np.random.default_rng(2), photons=1e9).counts)
+    s, r, vti = tmp_path / "s.cxi", tmp_path / "r.h5", tmp_path / "r.vti"
+    assert cli(["prepare", str(vol), *FLAGS, "--out", str(s)]) == 0
+    out = capsys.readouterr().out
+    assert "voxel size" in out and "resolution" in out and "simple approximation" in out
+    assert cli(["replay", str(s), "--out", str(r), "--physics-iterations", "20", "--restarts", "0",
+                "--no-figure"]) == 0
+    out = capsys.readouterr().out
+    frame_line = next(line for line in out.splitlines() if line.startswith("frame    0"))
+    assert "free LLK" in frame_line and "strain" in frame_line
+    with h5py.File(r, "r") as f:
+        for name, units in (("displacement", "nm"), ("strain", ""), ("phase", "rad"), ("llk_free", "")):
+            assert f[name].attrs["units"] == units and f[name].attrs["description"]
+        assert f["displacement"].shape == (1, 32, 32, 32)
+        voxel = f["geometry/voxel_size"]
+        assert voxel.attrs["units"] == "nm" and np.all(np.asarray(voxel) > 10)
+        assert f["geometry/energy"][()] == 9 and list(f["geometry/reflection"][()]) == [1, 1, 1]
+        assert f["prepare/binning"].shape == (3,) and f["prepare/peak"].shape == (1, 3)
+        for name, ds in f.items():  # every dataset says its units and meaning
+            if isinstance(ds, h5py.Dataset):
+                assert "units" in ds.attrs and "description" in ds.attrs, name
+        assert "E_q" not in f and "E_r" not in f and "phase_rms" not in f  # no duplicate, no truth on measured data
+    results = read_results(r)
+    assert results.has_strain and np.isfinite(results.llk_free).all()
+    assert abs(results.strain_mean[0]) < 1e-4 and 0 < results.strain_std[0] < 2e-3
+    assert cli(["export", str(r), "--frame", "0", "--out", str(vti)]) == 0
+    reader = vtk.vtkXMLImageDataReader()
+    reader.SetFileName(str(vti))
+    reader.Update()
+    image = reader.GetOutput()
+    spacing = np.array(image.GetSpacing())
+    assert np.allclose(spacing, abs(np.linalg.det(results.attrs["frame_transform"]["real_basis"])) ** (1 / 3))
+    assert 15 < spacing[0] < 40  # nm
+    points = image.GetPointData()
+    strain = vtk_to_numpy(points.GetArray("strain"))
+    support = vtk_to_numpy(points.GetArray("support")) > 0
+    assert vtk_to_numpy(points.GetArray("displacement")).shape == strain.shape and support.sum() > 100
+    assert abs(strain[support].mean() - results.strain_mean[0]) < 1e-4
+    g = vtk_to_numpy(image.GetFieldData().GetArray("G"))
+    assert np.linalg.norm(g) == pytest.approx(GOLD.G_norm)
+    direction = np.array([image.GetDirectionMatrix().GetElement(i, j) for i in range(3) for j in range(3)])
+    assert np.allclose(direction.reshape(3, 3)[:, 2], g / np.linalg.norm(g))  # the image's z axis is along G
+
+
+@pytest.mark.slow
+def test_end_to_end_strain_gradient_and_dislocation_against_the_truth(tmp_path):
+    """Simulate the scan, prepare with the geometry, replay, post-process; the heterogeneous strain against the truth.
+
+    Two figures are reported (run with ``-s``): the RMS error of the strain the post-processing reads
+    from the band-limited truth (the limit the window's q range sets) and from the tracker's
+    reconstruction, each as a share of the truth's strain range. The issue's target, 10 %, is not
+    reached (see docs/strain.md, "Accuracy"): the test checks the chain and that both figures are
+    finite and below the truth's range.
+    """
+    from latenttune.metrics import real_space_error
+    from latenttune.model import load_model
+    from latenttune.prepare import PrepareSettings, prepare_series
+    from latenttune.tracking import make_strategy
+    from latenttune.tracking.physics_settings import PhysicsSettings
+    from latenttune.tracking.replay import replay_series
+
+    scan = strained_crystal_scan(GOLD, np.random.default_rng(1), photons=1e9)
+    vol = tmp_path / "vol.npy"
+    np.save(vol, scan.counts)
+    series, reports = prepare_series([vol], tmp_path / "s.cxi", 64, PrepareSettings(binning=(1, 1, 1)), geometry=GOLD)
+    loaded = load_model("default")
+    strategy = make_strategy("hybrid", loaded.model.latent_dim, physics=PhysicsSettings(iterations=60, restarts=0))
+    out, _ = replay_series(series, loaded, strategy, tmp_path / "r.h5")
+    results = read_results(out)
+    transform = frame_transform(GOLD, 64, (1, 1, 1))
+    centre = np.array(reports[0].start) + 32
+    truth = scan.truth_for_window(centre)
+    exact = postprocess_density(strained_crystal(transform, GOLD, 32), transform, GOLD)  # analytic field
+    inside = ndimage.binary_erosion(exact.support, iterations=1)  # the surface voxels' gradients mix in the outside
+    truth_strain = exact.strain[inside]
+    span = np.percentile(truth_strain, 99) - np.percentile(truth_strain, 1)
+    assert span > 1e-3  # the gradient's 1e-3 plus the dislocation's field
+    seen = postprocess_density(truth, transform, GOLD)
+    rms_data = float(np.sqrt(np.mean((seen.strain[inside] - truth_strain) ** 2)))
+    aligned = real_space_error(truth, results.density_at(0)).aligned.astype(np.complex64)
+    recon = postprocess_density(aligned, transform, GOLD)
+    both = inside & recon.support
+    rms_recon = float(np.sqrt(np.mean((recon.strain[both] - exact.strain[both]) ** 2)))
+    print(f"truth strain range (1-99 %) {span:.2e}; RMS error of the strain read from the band-limited truth "
+          f"{rms_data:.2e} ({rms_data / span:.1%} of the range), from the tracker's reconstruction {rms_recon:.2e} "
+          f"({rms_recon / span:.1%}; E_r {real_space_error(truth, results.density_at(0)).error:.3f})")
+    assert results.has_strain and rms_data < span and rms_recon < span
