@@ -236,3 +236,13 @@ def test_end_to_end_strain_gradient_and_dislocation_against_the_truth(tmp_path):
           f"{rms_data:.2e} ({rms_data / span:.1%} of the range), from the tracker's reconstruction {rms_recon:.2e} "
           f"({rms_recon / span:.1%}; E_r {real_space_error(truth, results.density_at(0)).error:.3f})")
     assert results.has_strain and rms_data < span and rms_recon < span
+
+
+def test_the_results_file_layout_is_documented_in_one_place():
+    from pathlib import Path
+
+    from latenttune.io.rows import FIELDS
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results_file.md").read_text()
+    missing = [name for name in FIELDS if f"`{name}`" not in text]
+    assert not missing, missing
