@@ -246,3 +246,132 @@ def test_the_results_file_layout_is_documented_in_one_place():
     text = (Path(__file__).resolve().parents[1] / "docs" / "results_file.md").read_text()
     missing = [name for name in FIELDS if f"`{name}`" not in text]
     assert not missing, missing
+
+
+def test_static_scan_keeps_the_start_with_the_lowest_free_llk_and_not_the_deliberately_bad_one():
+    from latenttune.physics import forward
+    from latenttune.tracking.physics_settings import PhysicsSettings
+    from latenttune.tracking.static import StaticStart, static_scan
+
+    rng = np.random.default_rng(3)
+    n = 8
+    r = np.linalg.norm(np.indices((n, n, n)) - n // 2, axis=0)
+    truth = ((r < 2.6) * np.exp(0.8j * (np.indices((n, n, n))[0] - n // 2) ** 2 / 9)).astype(np.complex64)
+    intensity = rng.poisson(forward(truth) * 2e6 / forward(truth).sum()).astype(np.float32)
+    nan = np.full(4, np.nan)
+    bad = (rng.random((n, n, n)) * np.exp(2j * np.pi * rng.random((n, n, n)))).astype(np.complex64)  # noise
+    starts = [StaticStart("bad: noise", bad, nan), StaticStart("near the truth", np.abs(truth).astype(np.complex64),
+                                                               nan),
+              StaticStart("also bad: a shell", ((r > 2.5) & (r < 3.5)).astype(np.complex64), nan)]
+    scan = static_scan(intensity, None, starts, settings=PhysicsSettings(iterations=30, cold_iterations=30,
+                                                                         restarts=0), average=2)
+    free = [run.llk_free for run in scan.runs]
+    assert free == sorted(free) and np.isfinite(free).all()
+    assert scan.best.start.name == "near the truth"
+    assert scan.best.llk_free < 0.5 * min(run.llk_free for run in scan.runs if run.start.name.startswith(("bad", "also")))
+    assert scan.average is not None and scan.average.shape == (n, n, n)
+    assert "free LLK" in scan.table().splitlines()[0] and "near the truth" in scan.table().splitlines()[0]
+
+
+@pytest.mark.slow
+def test_static_command_and_strain_command_on_a_prepared_volume(tmp_path, capsys):
+    vol = tmp_path / "VOL.npy"
+    np.save(vol, strained_crystal_scan(GOLD, np.random.default_rng(4), photons=1e9).counts)
+    s = tmp_path / "s.cxi"
+    assert cli(["prepare", str(vol), *FLAGS, "--out", str(s)]) == 0
+    capsys.readouterr()
+    assert cli(["static", str(s), "--out", str(tmp_path / "st.h5"), "--iterations", "20", "--views", "2",
+                "--random", "1"]) == 0
+    out = capsys.readouterr().out
+    ranking = [line for line in out.splitlines() if "free LLK" in line and line.strip()[:2].rstrip(".").isdigit()]
+    free = [float(line.split("free LLK")[1].split()[0]) for line in ranking]
+    assert len(free) >= 4 and free == sorted(free)  # encoders, a second view, a random latent
+    st = read_results(tmp_path / "st.h5")
+    assert st.llk_free[0] == pytest.approx(free[0], abs=1e-3) and st.has_strain
+    # a results file without the fields (post-processing off), then the strain command adds them
+    from latenttune.model import load_model
+    from latenttune.tracking import make_strategy
+    from latenttune.tracking.physics_settings import PhysicsSettings
+    from latenttune.tracking.replay import replay_series
+
+    loaded = load_model("default")
+    strategy = make_strategy("hybrid", loaded.model.latent_dim, physics=PhysicsSettings(iterations=10, restarts=0))
+    plain, _ = replay_series(s, loaded, strategy, tmp_path / "plain.h5", postprocess=False)
+    assert not read_results(plain).has_strain
+    assert cli(["strain", str(plain), "--out", str(tmp_path / "strained.h5")]) == 0
+    added = read_results(tmp_path / "strained.h5")
+    assert added.has_strain and np.isfinite(added.strain_std).all()
+    with h5py.File(tmp_path / "strained.h5", "r") as f:
+        assert f["strain"].attrs["units"] == "" and f["geometry/voxel_size"].attrs["units"] == "nm"
+
+
+def test_the_bluesky_tracker_publishes_the_mean_strain_a_live_plot_can_follow():
+    import dataclasses
+
+    from latenttune.bluesky.devices import LatentTracker
+    from latenttune.postprocess.frames import FramePostprocessor
+    from latenttune.tracking.physics_stage import PhysicsOutcome
+    from latenttune.tracking.tracker import FrameRecord
+
+    t = frame_transform(GOLD, 64)
+    density = strained_crystal(t, GOLD, 32)
+    post = FramePostprocessor(GOLD, t)
+    record = FrameRecord(index=0, time=0.0, latent=np.zeros(4), cost=0.1, step_costs=np.array([0.1]),
+                         encoded=np.zeros(4), density=density, seconds=0.1, status="ok", state={})
+    outcome = PhysicsOutcome(density=density, refined=density, accepted=True, misfit_decoded=0.2, misfit_refined=0.1,
+                             free_misfit_decoded=0.2, free_misfit_refined=0.1, warm=False, seconds=0.1, llk=1.1,
+                             llk_free=1.3)
+    tracker = LatentTracker(4, 32, postprocess=post)
+    assert "tracker_strain_mean" in tracker.hints["fields"]
+    tracker.set(dataclasses.replace(record, physics=outcome, output=density))
+    reading = tracker.read()
+    expected = postprocess_density(density, t, GOLD)
+    assert reading["tracker_strain_mean"]["value"] == pytest.approx(expected.mean)
+    assert reading["tracker_strain_std"]["value"] == pytest.approx(expected.std)
+    assert reading["tracker_llk_free"]["value"] == 1.3
+    plain = LatentTracker(4, 32)
+    plain.set(record)
+    assert math.isnan(plain.read()["tracker_strain_mean"]["value"])
+
+
+def test_strain_figure_names_planes_units_and_scale(tmp_path):
+    """The figure of a post-processed results file held in memory: planes named, units, a scale bar in nm."""
+    from matplotlib.figure import Figure
+
+    from latenttune.io import Results
+    from latenttune.postprocess.figure import strain_figure
+    from latenttune.postprocess.frames import FramePostprocessor
+
+    t = frame_transform(GOLD, 64)
+    density = strained_crystal(t, GOLD, 32)
+    row = FramePostprocessor(GOLD, t).row(density, 32)
+    fields = {"cost": [0.1], "density": density[None], **{k: np.asarray(v)[None] for k, v in row.items()}}
+    results = Results.from_fields(fields, {"frame_transform": t.to_dict()})
+    texts = []
+    original = Figure.savefig
+
+    def capture(self, *args, **kwargs):
+        texts.extend(text.get_text() for ax in self.axes for text in [ax.title, ax.xaxis.label, ax.yaxis.label])
+        texts.extend(child.txt_label.get_text() for ax in self.axes for child in ax.artists
+                     if hasattr(child, "txt_label"))
+        return original(self, *args, **kwargs)
+
+    Figure.savefig = capture
+    try:
+        out = strain_figure(results, tmp_path / "s.png")
+    finally:
+        Figure.savefig = original
+    assert out.stat().st_size > 10_000
+    assert any("x-y plane (normal to G)" in t for t in texts) and any("(nm)" in t for t in texts)
+    assert any(t.endswith(" nm") and t[0].isdigit() for t in texts)  # the scale bar
+    assert any("strain along G" in t for t in texts)  # colour-bar label (units)
+
+
+def test_the_tracking_movie_caption_carries_the_strain():
+    from latenttune.io import Results
+    from latenttune.movies.tracking_movie import frame_captions
+
+    fields = {"cost": [0.1, 0.2], "density": np.zeros((2, 4, 4, 4), np.complex64), "strain": np.zeros((2, 4, 4, 4)),
+              "strain_mean": [1.5e-4, -2e-5], "strain_std": [3e-4, 2e-4]}
+    captions = frame_captions(Results.from_fields(fields), np.arange(2), np.full(2, np.nan), "E_r")
+    assert "strain +1.5e-04 +- 3.0e-04" in captions[0] and "strain -2.0e-05" in captions[1]

@@ -227,6 +227,12 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
             tracking_summary(results, figure, truth=series.truth if series.has_truth else None,
                              title=f"{name}: {strategy.name}, showing the {shows}")
             print(f"summary figure: {figure}")
+            if results.has_strain:
+                from latenttune.postprocess.figure import strain_figure
+
+                strain = strain_figure(results, Path(args.out).with_suffix(".strain.png"),
+                                       title=f"{name}: displacement and strain of the last frame")
+                print(f"strain figure: {strain}")
             if results.has_readout:
                 readout = _readout_figure_path(args.out)
                 readout_figure(results, readout, title=f"{name}: {strategy.name}, the tracked latents read out as "
@@ -274,6 +280,7 @@ def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | Non
     outputs = {"--out": out, partial: Path(str(out) + ".partial"),
                "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"),
                "the readout figure (OUT.readout.png)": None if args.no_figure else _readout_figure_path(out),
+               "the strain figure (OUT.strain.png)": None if args.no_figure else out.with_suffix(".strain.png"),
                **(extra or {})}
     if args.model != "default":
         inputs = {**inputs, "the model checkpoint": args.model}

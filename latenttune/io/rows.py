@@ -153,6 +153,8 @@ phase_ramp                     rad       strain  phase ramp removed, per object 
 support_com                    voxel     strain  the support's centre of mass, object-grid voxels (the displacement's
                                                  reference)
 postprocess_seconds            s         strain  wall time of the post-processing of the frame
+average_density                arbitrary static  aligned average of the best runs of a static scan (latenttune static
+                                                 --average)
 readout_learned_fraction       -         readout share of the decoded density drawn by the learned residual: ||decoded
                                                  - explicit|| / ||decoded||, explicit = the rendered crystal amplitude
                                                  * exp(i phase)

@@ -19,38 +19,15 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
-
 from latenttune.geometry import FrameTransform
 from latenttune.io import Results, read_results
 from latenttune.io.partial import replace_when_done
 from latenttune.movies.vtk_export import result_row
+from latenttune.postprocess.orthogonal import orthogonalise
 
 log = logging.getLogger(__name__)
 
-__all__ = ["export_strain_vti", "orthogonalise"]
-
-
-def orthogonalise(volumes: dict[str, np.ndarray], support: np.ndarray, transform: FrameTransform,
-                  centre: np.ndarray) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
-    """Resample object-grid ``volumes`` onto a cubic crystal-frame grid (see the module docstring).
-
-    Returns the resampled volumes (and ``support``), the spacing (nm) and the origin (nm, crystal frame).
-    """
-    T = transform.real_basis
-    R = transform.lab_to_crystal
-    h = abs(np.linalg.det(T)) ** (1 / 3)
-    inside = np.argwhere(support) - centre
-    crystal = (R @ T @ inside.T).T  # crystal-frame positions of the support's voxels, nm
-    low = np.floor(crystal.min(axis=0) / h) - 2
-    high = np.ceil(crystal.max(axis=0) / h) + 2
-    axes = [np.arange(a, b + 1) * h for a, b in zip(low, high)]
-    grid = np.stack(np.meshgrid(*axes, indexing="ij"))  # crystal-frame positions, nm
-    index = np.tensordot(np.linalg.inv(R @ T), grid, axes=1) + centre[:, None, None, None]
-    out = {name: ndimage.map_coordinates(np.asarray(v, dtype=np.float64), index, order=1, cval=0.0).astype(np.float32)
-           for name, v in volumes.items()}
-    out["support"] = ndimage.map_coordinates(support.astype(np.float32), index, order=0, cval=0.0).astype(np.float32)
-    return out, float(h), low * h
+__all__ = ["export_strain_vti"]
 
 
 def export_strain_vti(results: str | os.PathLike[str] | Results, frame: int, out: str | os.PathLike[str], *,
