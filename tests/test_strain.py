@@ -197,11 +197,13 @@ def test_prepare_with_geometry_then_replay_gives_displacement_strain_and_a_vti_v
 def test_end_to_end_strain_gradient_and_dislocation_against_the_truth(tmp_path):
     """Simulate the scan, prepare with the geometry, replay, post-process; the heterogeneous strain against the truth.
 
-    Two figures are reported (run with ``-s``): the RMS error of the strain the post-processing reads
-    from the band-limited truth (the limit the window's q range sets) and from the tracker's
-    reconstruction, each as a share of the truth's strain range. The issue's target, 10 %, is not
-    reached (see docs/strain.md, "Accuracy"): the test checks the chain and that both figures are
-    finite and below the truth's range.
+    The truth is the crystal's strain field (a 1e-3 gradient plus an edge dislocation's field); its
+    range is the 1st to 99th percentile inside the support. The reconstruction can only hold what the
+    window's q range measures, so the recovered strain is held against the truth band-limited to that
+    range (the strain of the crystal at the reconstruction's resolution): within 10 % of the range,
+    RMS. The figures against the point-sampled field are printed too (run with ``-s``): there the
+    dislocation's core, narrower than a voxel, dominates, and even the band-limited truth is off by
+    about 10 % of the range.
     """
     from latenttune.metrics import real_space_error
     from latenttune.model import load_model
@@ -215,27 +217,33 @@ def test_end_to_end_strain_gradient_and_dislocation_against_the_truth(tmp_path):
     np.save(vol, scan.counts)
     series, reports = prepare_series([vol], tmp_path / "s.cxi", 64, PrepareSettings(binning=(1, 1, 1)), geometry=GOLD)
     loaded = load_model("default")
-    strategy = make_strategy("hybrid", loaded.model.latent_dim, physics=PhysicsSettings(iterations=60, restarts=0))
-    out, _ = replay_series(series, loaded, strategy, tmp_path / "r.h5")
+    strategy = make_strategy("hybrid", loaded.model.latent_dim,
+                             physics=PhysicsSettings(iterations=150, cold_iterations=150, restarts=1))
+    out, _ = replay_series(series, loaded, strategy, tmp_path / "r.h5", views=48)
     results = read_results(out)
+    assert results.has_strain and np.isfinite(results.llk_free).all()
     transform = frame_transform(GOLD, 64, (1, 1, 1))
-    centre = np.array(reports[0].start) + 32
-    truth = scan.truth_for_window(centre)
-    exact = postprocess_density(strained_crystal(transform, GOLD, 32), transform, GOLD)  # analytic field
-    inside = ndimage.binary_erosion(exact.support, iterations=1)  # the surface voxels' gradients mix in the outside
-    truth_strain = exact.strain[inside]
-    span = np.percentile(truth_strain, 99) - np.percentile(truth_strain, 1)
+    np.testing.assert_allclose(results.attrs["frame_transform"]["real_basis"], transform.real_basis, rtol=1e-9)
+    truth = scan.truth_for_window(np.array(reports[0].start) + 32)
+    exact = postprocess_density(strained_crystal(transform, GOLD, 32), transform, GOLD)  # the point-sampled field
+    inside = ndimage.binary_erosion(exact.support, iterations=1)  # surface voxels' gradients mix in the outside
+    span = np.percentile(exact.strain[inside], 99) - np.percentile(exact.strain[inside], 1)
     assert span > 1e-3  # the gradient's 1e-3 plus the dislocation's field
-    seen = postprocess_density(truth, transform, GOLD)
-    rms_data = float(np.sqrt(np.mean((seen.strain[inside] - truth_strain) ** 2)))
-    aligned = real_space_error(truth, results.density_at(0)).aligned.astype(np.complex64)
-    recon = postprocess_density(aligned, transform, GOLD)
-    both = inside & recon.support
-    rms_recon = float(np.sqrt(np.mean((recon.strain[both] - exact.strain[both]) ** 2)))
-    print(f"truth strain range (1-99 %) {span:.2e}; RMS error of the strain read from the band-limited truth "
-          f"{rms_data:.2e} ({rms_data / span:.1%} of the range), from the tracker's reconstruction {rms_recon:.2e} "
-          f"({rms_recon / span:.1%}; E_r {real_space_error(truth, results.density_at(0)).error:.3f})")
-    assert results.has_strain and rms_data < span and rms_recon < span
+    measured = postprocess_density(truth, transform, GOLD)  # the truth at the reconstruction's resolution
+    alignment = real_space_error(truth, results.density_at(0))
+    recon = postprocess_density(alignment.aligned.astype(np.complex64), transform, GOLD)
+    both = inside & recon.support & measured.support
+
+    def rms(a, b, where):
+        return float(np.sqrt(np.mean((a[where] - b[where]) ** 2)))
+
+    error = rms(recon.strain, measured.strain, both)
+    print(f"truth strain range (1-99 %) {span:.2e}; reconstruction E_r {alignment.error:.3f}; RMS strain error "
+          f"against the band-limited truth {error:.2e} ({error / span:.1%} of the range); against the point-sampled "
+          f"field: reconstruction {rms(recon.strain, exact.strain, both) / span:.1%}, band-limited truth itself "
+          f"{rms(measured.strain, exact.strain, inside) / span:.1%}")
+    assert both.sum() > 0.8 * inside.sum()
+    assert error < 0.10 * span, (error, span)
 
 
 def test_the_results_file_layout_is_documented_in_one_place():

@@ -172,7 +172,8 @@ def open_prepared(path: Any, N: int, *, amplitude: bool = False) -> Any:
         raise
     if series.N != N:
         series.close()
-        raise ValueError(f"{path} has a {series.N}^3 grid but the model needs {N}^3: run {prepare}")
+        raise ValueError(f"{path} has diffraction grid N = {series.N} but the model expects N = {N}: a measured volume "
+                         f"(or a series prepared for another model) is put on the model's grid by {prepare}")
     return series
 
 
