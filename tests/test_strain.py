@@ -383,3 +383,63 @@ def test_the_tracking_movie_caption_carries_the_strain():
               "strain_mean": [1.5e-4, -2e-5], "strain_std": [3e-4, 2e-4]}
     captions = frame_captions(Results.from_fields(fields), np.arange(2), np.full(2, np.nan), "E_r")
     assert "strain +1.5e-04 +- 3.0e-04" in captions[0] and "strain -2.0e-05" in captions[1]
+
+
+def test_geometry_from_a_cxi_input_a_geometry_file_and_a_preset(tmp_path, capsys):
+    import argparse
+
+    from latenttune.cli.geometry_options import geometry_from_args
+    from latenttune.geometry import load_geometry
+
+    counts = strained_crystal_scan(GOLD, np.random.default_rng(5), photons=1e8).counts
+    cxi = tmp_path / "scan.cxi"
+    with h5py.File(cxi, "w") as f:  # as PyNX / cdiutils write the instrument
+        f["entry_1/data_1/data"] = counts
+        f["entry_1/instrument_1/source_1/energy"] = 9.0 * 1.602176634e-16  # J
+        f["entry_1/instrument_1/detector_1/distance"] = 1.0
+        f["entry_1/instrument_1/detector_1/x_pixel_size"] = 55e-6
+        f["entry_1/instrument_1/detector_1/y_pixel_size"] = 55e-6
+    out = tmp_path / "s.cxi"
+    assert cli(["prepare", str(cxi), "--grid", "64", "--rocking-step-deg", "0.01", "--reflection", "111",
+                "--lattice-constant-nm", "0.4078", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "geometry: 9 keV" in printed and "voxel size" in printed
+    with h5py.File(out, "r") as f:  # the prepared series carries the instrument fields and the full record
+        assert f["entry_1/instrument_1/detector_1/distance"][()] == 1.0
+        assert f["entry_1/instrument_1/source_1/energy"].attrs["units"] == "J"
+    # a geometry file naming a preset: the full case
+    toml = tmp_path / "geometry.toml"
+    toml.write_text('energy_kev = 9\ndetector_distance_m = 0.8\npixel_size_um = [55, 75]\nrocking_step_deg = 0.008\n'
+                    'reflection = "111"\nlattice_constant_nm = 0.4078\npreset = "six-circle"\n'
+                    'sample_angles_deg = [3.0, 17.0]\ndetector_angles_deg = [6.0, 33.0]\ndirect_beam = [120, 250]\n')
+    geometry = load_geometry(toml)
+    assert geometry.full and geometry.diffractometer.rocking_circle == 1 and geometry.pixel_size_um == (55.0, 75.0)
+    args = argparse.Namespace(geometry=str(toml), preset=None, sample_angles_deg=None, detector_angles_deg=None,
+                              direct_beam=None, energy_kev=None, detector_distance_m=None, pixel_size_um=None,
+                              rocking_step_deg=None, reflection=None, lattice_constant_nm=None)
+    from_args = geometry_from_args(args, [str(cxi)])
+    assert from_args.detector_distance_m == 0.8 and from_args.full  # the file overrides the CXI's instrument
+    with pytest.raises(ValueError, match="unknown geometry keys"):
+        toml.write_text(toml.read_text() + "wavelength = 1\n")
+        load_geometry(toml)
+
+
+def test_full_geometry_gives_the_lattice_strain_from_the_peak_position():
+    two_theta_b = GOLD.two_theta_deg
+    measured = two_theta_b * (1 - 2e-3)  # the peak sits at a smaller angle: an expanded lattice
+    setup = Diffractometer(("x+",), (measured / 2,), ("x+",), (measured,), direct_beam=(0.0, 0.0))
+    full = BraggGeometry(9, 1.0, 55, 0.01, "111", 0.4078, diffractometer=setup)
+    t = frame_transform(full, 64, centre=(0.0, 0.0, 0.0), peak=(0.0, 0.0, 0.0))
+    expected = math.sin(math.radians(two_theta_b / 2)) / math.sin(math.radians(measured / 2)) - 1
+    frame = postprocess_density(strained_crystal(t, full, 32, dislocation=False), t, full)
+    assert frame.lattice_strain == pytest.approx(expected, rel=0.02) and frame.lattice_strain > 1e-3
+    # a Bragg peak 2 voxels off the window centre along each axis: a phase ramp, read as the peak's q
+    shift = np.array([2.0, -2.0, 2.0])
+    j = np.indices((32,) * 3) - 16
+    ramped = strained_crystal(t, full, 32, dislocation=False) * np.exp(2j * np.pi * np.tensordot(shift, j, axes=1) / 64)
+    moved = postprocess_density(ramped.astype(np.complex64), t, full)
+    q_peak = t.q_centre + t.q_step @ shift
+    assert moved.lattice_strain == pytest.approx(full.G_norm / np.linalg.norm(q_peak) - 1, abs=2e-5)
+    np.testing.assert_allclose(moved.strain[moved.support], frame.strain[frame.support], atol=2e-5)
+    simple = postprocess_density(strained_crystal(frame_transform(GOLD, 64), GOLD, 32), frame_transform(GOLD, 64), GOLD)
+    assert math.isnan(simple.lattice_strain)  # the simple approximation cannot measure it

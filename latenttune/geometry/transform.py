@@ -131,7 +131,8 @@ def _qconversion(geometry: BraggGeometry, centre: Sequence[float], binning: Sequ
     angles[setup.rocking_circle] = rocking
     angles += [np.full(points, a) for a in setup.detector_angles_deg]
     qx, qy, qz = qconv.area(*angles, en=geometry.energy_kev * 1e3)
-    return np.stack([qx, qy, qz]) * 10.0  # 1/Angstrom -> 1/nm; shape (3, points, points, points)
+    q = np.stack([np.reshape(qx, (points,) * 3), np.reshape(qy, (points,) * 3), np.reshape(qz, (points,) * 3)])
+    return q * 10.0  # 1/Angstrom -> 1/nm; shape (3, points, points, points)
 
 
 def q_at(geometry: BraggGeometry, coords: Sequence[float]) -> np.ndarray:
