@@ -58,9 +58,9 @@ def main() -> None:
     print("rank  start                 free LLK      E_r")
     for rank, (run, error) in enumerate(zip(result.runs, errors), start=1):
         print(f"{rank:4d}  {run.start.name:<20s} {run.llk_free:9.2f}  {error:7.3f}")
+    ranks = [np.argsort(np.argsort(values)) for values in ([r.llk_free for r in result.runs], errors)]
     print(f"kept {result.best.start.name!r}: E_r {errors[0]:.3f}; the lowest E_r of all starts: {min(errors):.3f}; "
-          f"Spearman rank correlation of free LLK and E_r: "
-          f"{np.corrcoef(np.argsort(np.argsort([r.llk_free for r in result.runs])), np.argsort(np.argsort(errors)))[0, 1]:.2f}")
+          f"Spearman rank correlation of free LLK and E_r: {np.corrcoef(*ranks)[0, 1]:.2f}")
     transform = frame_transform(geometry, 64)
     exact = postprocess_density(strained_crystal(transform, geometry, 32), transform, geometry)
     inside = ndimage.binary_erosion(exact.support)

@@ -113,7 +113,7 @@ def geometry_from_args(args: argparse.Namespace, inputs: Sequence[str]) -> Any:
 
 
 def warn_quantity(series: Any, amplitude: bool, option: str = "--amplitude") -> None:
-    """Print a one-line warning when the first volume's values look like the other quantity (:mod:`latenttune.io.quantity`)."""
+    """Print a one-line warning when the first volume looks like the other quantity (:mod:`latenttune.io.quantity`)."""
     import sys
 
     import numpy as np
@@ -147,13 +147,14 @@ def resolution_line(series_path: Any) -> str:
         return " x ".join(f"{v:.1f}" for v in values) + " nm"
 
     return (f"voxel size {nm(voxels['voxel_size_nm_prepared'])} on the model's grid, resolution "
-            f"{nm(voxels.get('resolution_nm_prepared', voxels['voxel_size_nm_prepared']))} from the q range kept (the whole "
+            f"{nm(voxels.get('resolution_nm_prepared', voxels['voxel_size_nm_prepared']))} from the q range kept "
+            f"(the whole "
             f"input: {nm(voxels['voxel_size_nm_input'])}: what the crop and binning cost); grid axes at "
             f"{', '.join(f'{a:.1f}' for a in angles)} deg (a rocking scan's grid is not orthogonal)")
 
 
 def open_prepared(path: Any, N: int, *, amplitude: bool = False) -> Any:
-    """Open a series for tracking; a raw measured volume (not on the model's grid) is answered with the prepare command."""
+    """Open a series for tracking; a raw measured volume (not on the model's grid) gets the prepare command to run."""
     import shlex
 
     from latenttune.io import open_series
@@ -207,6 +208,7 @@ def run_quality_lines(results: Any, series: Any) -> list[str]:
         if sentence:
             lines.append(f"note: {sentence}")
     if results.has_strain:
-        lines.append(f"strain along G inside the support: mean of the frames' std {np.nanmean(results.strain_std):.2e}; "
+        lines.append(f"strain along G inside the support: mean of the frames' std "
+                     f"{np.nanmean(results.strain_std):.2e}; "
                      f"post-processing {np.nanmean(results.postprocess_seconds) * 1e3:.0f} ms per frame")
     return lines

@@ -243,8 +243,9 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "replay", "track a stored time series offline and write the results file", """
-        Track every frame of a stored series (CXI file in either layout, a directory of cohere-style
-        .npy/.tif amplitude frames, a .npy stack, or a stored Bluesky tracking run: a .msgpack run file, or
+        Track every frame of a stored series (CXI file in either layout, a directory of .npy/.tif frames or a
+        .npy stack of photon counts (--amplitude: of amplitudes, cohere's convention), or a stored Bluesky
+        tracking run: a .msgpack run file, or
         a tiled catalog with --uid) and write the results frame by frame (latent, cost, density, time,
         steps, timings, and E_r/E_q per frame when the series has ground truth). An interrupted replay
         continues with --resume; nothing is lost or duplicated. Replaying a Bluesky run with the live run's

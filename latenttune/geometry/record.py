@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from latenttune.geometry.setup import BraggGeometry
-from latenttune.geometry.transform import FrameTransform, _qconversion, frame_transform
+from latenttune.geometry.transform import FrameTransform, _qconversion, frame_transform, q_step_of
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,7 @@ def resolution(geometry: BraggGeometry, shape: Sequence[int], binning: Sequence[
     drops the outer q range and coarsens the resolution; where it is more, the grid's extra range
     is masked (not measured) and the resolution stays that of the measured range.
     """
-    q = _qconversion(geometry, centre, (1, 1, 1), 3)
-    B = np.stack([(q[:, 2, 1, 1] - q[:, 0, 1, 1]) / 2, (q[:, 1, 2, 1] - q[:, 1, 0, 1]) / 2,
-                  (q[:, 1, 1, 2] - q[:, 1, 1, 0]) / 2], axis=1)
+    B = q_step_of(_qconversion(geometry, centre, (1, 1, 1), 3))
     basis = 2 * np.pi * np.linalg.inv(B).T  # columns scaled by 1 / (voxels along the axis)
     span = N * np.asarray(binning, dtype=float)
     before = np.linalg.norm(basis / np.asarray(shape, dtype=float), axis=0)

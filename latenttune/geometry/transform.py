@@ -135,6 +135,12 @@ def _qconversion(geometry: BraggGeometry, centre: Sequence[float], binning: Sequ
     return q * 10.0  # 1/Angstrom -> 1/nm; shape (3, points, points, points)
 
 
+def q_step_of(q: np.ndarray) -> np.ndarray:
+    """Central differences of a ``(3, 3, 3, 3)`` block of q about its centre: column ``k`` per voxel along axis ``k``."""
+    return np.stack([(q[:, 2, 1, 1] - q[:, 0, 1, 1]) / 2, (q[:, 1, 2, 1] - q[:, 1, 0, 1]) / 2,
+                     (q[:, 1, 1, 2] - q[:, 1, 1, 0]) / 2], axis=1)
+
+
 def q_at(geometry: BraggGeometry, coords: Sequence[float]) -> np.ndarray:
     """``q`` (laboratory frame, 1/nm) of input voxel ``coords`` = (rocking index, row, column), by xrayutilities."""
     return _qconversion(geometry, [float(c) for c in coords], (1, 1, 1), 1)[:, 0, 0, 0]
@@ -165,8 +171,7 @@ def frame_transform(geometry: BraggGeometry, N: int, binning: Sequence[int] = (1
         raise ValueError(f"`binning` and `centre` must have three entries, got {binning!r}, {centre!r}")
     q = _qconversion(geometry, centre, b, 3)
     q0 = q[:, 1, 1, 1]
-    B = np.stack([(q[:, 2, 1, 1] - q[:, 0, 1, 1]) / 2, (q[:, 1, 2, 1] - q[:, 1, 0, 1]) / 2,
-                  (q[:, 1, 1, 2] - q[:, 1, 1, 0]) / 2], axis=1)
+    B = q_step_of(q)
     if abs(np.linalg.det(B)) < 1e-12 * np.linalg.norm(B) ** 3:
         raise ValueError("the geometry gives a degenerate q grid (the rocking direction lies in the detector "
                          "plane): check the rocking circle and the detector directions")

@@ -2,7 +2,10 @@
 
 cohere stores the measured diffraction as AMPLITUDES (square root of the
 intensity) with the peak at the centre of the array. Here each frame is read
-lazily and returned as ``intensity = amplitude**2`` (float32).
+lazily and returned as ``intensity = amplitude**2`` (float32) when the reader is
+told the frames hold amplitudes (``amplitude=True``, the classes' default);
+:func:`latenttune.io.open_series`, which every command uses, reads such files as
+photon counts unless told otherwise (``--amplitude``), as ``latenttune prepare`` does.
 
 Directory layout
     ``*.npy`` or ``*.tif``/``*.tiff`` files (one kind per directory), one

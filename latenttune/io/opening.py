@@ -24,8 +24,8 @@ def open_series(path: str | os.PathLike[str], *, amplitude: bool = False) -> Ser
     ----------
     path : str or os.PathLike
         A CXI-style HDF5 file (stacked or one entry per frame), a directory of
-        cohere-style amplitude frames (``*.npy`` or ``*.tif``), or a single
-        ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N), or a ``.msgpack`` file of a
+        frames (``*.npy`` or ``*.tif``), or a single ``.npy``, shape (T, N, N, N) or
+        (N, N, N) (photon counts, or amplitudes with ``amplitude=True``), or a ``.msgpack`` file of a
         stored Bluesky tracking run (:class:`latenttune.io.runs.RunSeries`; runs in
         a tiled catalog open with :func:`latenttune.io.runs.open_run`).
 
