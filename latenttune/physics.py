@@ -32,6 +32,7 @@ from scipy.special import xlogy as _np_xlogy
 from sim.forward import crop, diffraction_size, fft_centred, forward, ifft_centred, is_torch, object_size, pad
 
 __all__ = [
+    "free_poisson_llk",
     "pad",
     "crop",
     "forward",
@@ -205,6 +206,31 @@ def poisson_llk(predicted_intensity: Any, measured_intensity: Any, mask: Any = N
     if w is not None:
         terms = terms * w
     return 2.0 * _sum3(terms) / count
+
+
+def free_poisson_llk(predicted_intensity: np.ndarray, measured_intensity: np.ndarray, unmeasured: np.ndarray,
+                     held_out: np.ndarray) -> float:
+    """Free log-likelihood: :func:`poisson_llk` on the held-out voxels, as PyNX computes its free LLK.
+
+    The flux scale is fitted on the voxels that took part in the fit (measured, not held out) and
+    applied unchanged to the held-out ones, whose Poisson LLK (about 1 at the noise level) is
+    returned: a fit that explains its own voxels but not the held-out ones (over-fitting the
+    noise, or a wrong start) scores worse here than on all voxels.
+
+    Parameters
+    ----------
+    predicted_intensity, measured_intensity : ndarray, (N, N, N)
+    unmeasured, held_out : bool ndarray, (N, N, N)
+        True = not measured; True = held out of the fit.
+    """
+    predicted = np.asarray(predicted_intensity, dtype=np.float64)
+    measured = np.asarray(measured_intensity, dtype=np.float64)
+    fitted = ~np.asarray(unmeasured, dtype=bool) & ~np.asarray(held_out, dtype=bool)
+    free = np.asarray(held_out, dtype=bool) & ~np.asarray(unmeasured, dtype=bool)
+    if not free.any():
+        return float("nan")
+    flux = measured[fitted].sum() / max(predicted[fitted].sum(), _TINY)
+    return float(poisson_llk((flux * predicted).astype(np.float32), measured.astype(np.float32), ~free, scale=False))
 
 
 COSTS = {"amplitude": amplitude_misfit, "poisson": poisson_llk}

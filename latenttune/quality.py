@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEFAULT_RESTART_LLK", "is_stagnated", "stagnation_sentence"]
+__all__ = ["DEFAULT_RESTART_LLK", "DISCRIMINATING_COUNTS", "is_stagnated", "low_counts_sentence",
+           "stagnation_sentence"]
 
 DEFAULT_RESTART_LLK = 1.5
 """LLK above which a refinement counts as stagnated, unless the run says otherwise: set above what the
@@ -69,3 +70,24 @@ def stagnation_sentence(flags: np.ndarray, index: np.ndarray, threshold: float) 
     shown = ", ".join(str(int(i)) for i in shown_index[:10]) + (", ..." if count > 10 else "")
     return (f"{count} of {len(flags)} frames stagnated (LLK > {threshold:g} after the restarts: less certain "
             f"densities): frame{'' if count == 1 else 's'} {shown}")
+
+
+DISCRIMINATING_COUNTS = 1e8
+"""Counts per frame from which the stagnation flag was seen to tell stagnated frames from good ones: in the
+calibration (``benchmarks/results/llk_calibration*.md``) it did at 1e8 photons per frame and flagged no
+frame at 1e7 and 1e6, where the reconstructions were worse."""
+
+
+def low_counts_sentence(counts_per_frame: float) -> str:
+    """One sentence when a frame's counts are too few for the LLK flag to discriminate (else an empty string).
+
+    Parameters
+    ----------
+    counts_per_frame : float
+        Typical counts in a frame.
+    """
+    if not counts_per_frame < DISCRIMINATING_COUNTS:
+        return ""
+    return (f"{counts_per_frame:.2g} counts per frame is below {DISCRIMINATING_COUNTS:.0e}, the fewest at which the "
+            f"project's calibration saw the LLK tell a stagnated frame from a good one: here the noise hides the "
+            f"misfit, so an LLK near 1 (and no 'stagnated' flag) does not mean an accurate reconstruction")

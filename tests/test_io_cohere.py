@@ -43,7 +43,7 @@ def test_directory_natural_order_amplitude_squared_and_mask(tmp_path, rng, suffi
         tifffile.imwrite(tmp_path / "mask.tif", mask)
     (tmp_path / "notes.txt").write_text("ignored")
     excl = mask != 0
-    with open_series(tmp_path) as s:
+    with open_series(tmp_path, amplitude=True) as s:
         assert len(s) == T and s.N == N and s.n == N // 2 and not s.has_truth
         assert s.metadata["files"] == [f"frame_{t}{suffix}" for t in range(T)]
         assert s.metadata["time_from_index"] is True and "frame index" in s.metadata["time_source"]
@@ -64,7 +64,7 @@ def test_write_amplitude_frames_round_trip(tmp_path, rng, fmt):
     mask[0] = True
     files = write_amplitude_frames(tmp_path / "d", intensities, mask=mask, fmt=fmt)
     assert [f.name for f in files] == [f"frame_{t}.{fmt}" for t in range(3)]
-    with open_series(tmp_path / "d") as s:
+    with open_series(tmp_path / "d", amplitude=True) as s:
         assert len(s) == 3  # the mask file is not a frame
         for t in range(3):
             np.testing.assert_array_equal(s[t].mask, mask)
@@ -75,7 +75,7 @@ def test_single_npy_4d_and_3d(tmp_path, rng):
     amps = rng.random((4, N, N, N)).astype(np.float64)
     p4 = tmp_path / "series.npy"
     np.save(p4, amps)
-    with open_series(p4) as s:
+    with open_series(p4, amplitude=True) as s:
         assert len(s) == 4 and s.metadata["layout"] == "npy"
         np.testing.assert_allclose(s[-1].intensity, (amps[-1] ** 2).astype(np.float32))
         assert not s[0].mask.any()
@@ -84,7 +84,7 @@ def test_single_npy_4d_and_3d(tmp_path, rng):
             s[4]
     p3 = tmp_path / "one.npy"
     np.save(p3, amps[0])
-    with open_series(p3) as s:
+    with open_series(p3, amplitude=True) as s:
         assert len(s) == 1
         np.testing.assert_allclose(s[0].intensity, (amps[0] ** 2).astype(np.float32))
 
@@ -101,7 +101,7 @@ def test_bad_amplitude_in_directory_reaches_the_frame_policy(tmp_path, value, re
         if t == 2:
             a[1, 1, 1] = value
         np.save(tmp_path / f"frame_{t}.npy", a)
-    with open_series(tmp_path) as s:
+    with open_series(tmp_path, amplitude=True) as s:
         assert frame_problem(s[1].intensity, s[1].mask) is None
         frame = s[2]
     assert frame_problem(frame.intensity, frame.mask) == reason

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Per-frame datasets a replay writes (DESIGN.md section 5 and :mod:`latenttune.tracking.replay`).
 PER_FRAME = ("latent", "cost", "density", "time", "steps", "index", "step_costs", "seconds", "status",
-             "strategy_state", "E_r", "E_q", "phase_rms")
+             "strategy_state", "E_r", "phase_rms")
 
 
 @pytest.fixture
@@ -100,6 +100,9 @@ def test_replay_cxi_writes_the_documented_results(tmp_path, loaded, layout):
     # ground truth present: every per-frame error is finite and E_r / phase RMS are sane
     assert np.isfinite(r.E_r).all() and np.all((r.E_r >= 0) & (r.E_r <= 1))
     assert np.isfinite(r.E_q).all() and np.isfinite(r.phase_rms).all()
+    assert not r.has_field("E_q")  # format 3 stores no E_q: it equals the cost, which the reader gives for it
+    np.testing.assert_allclose(r.E_q, r.cost, rtol=0)
+    np.testing.assert_allclose([rep.metrics.E_q for rep in reports], r.cost, rtol=1e-5)
     np.testing.assert_allclose([rep.metrics.E_r for rep in reports], r.E_r)
     attrs = r.attrs
     assert attrs["model_checksum"] == loaded.checksum
@@ -127,11 +130,12 @@ def test_replay_cohere_amplitude_frames_without_truth(tmp_path, loaded, series_p
     frames_dir = tmp_path / "cohere"
     write_amplitude_frames(frames_dir, intensities, mask=mask)
     out = tmp_path / "c.h5"
-    path, result = replay_series(frames_dir, loaded, _es(), out)
+    path, result = replay_series(open_series(frames_dir, amplitude=True), loaded, _es(), out)
     assert path == out and not Path(str(out) + ".partial").exists()
     r = read_results(out)
     assert r.num_frames == 4 and r.latent.shape == (4, K) and r.density.dtype == np.complex64
     assert np.isnan(r.E_r).all() and np.isnan(r.phase_rms).all()  # no truth
+    assert not any(r.has_field(name) for name in ("E_r", "phase_rms", "E_r_output"))  # no truth fields stored
     assert np.isfinite(r.E_q).all() and np.isfinite(r.cost).all()
     np.testing.assert_array_equal(r.time, np.arange(4.0))
 

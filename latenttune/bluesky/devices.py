@@ -373,6 +373,9 @@ class LatentTracker(Device):
     model : LatentAutoencoder or LoadedModel, optional
         The run's model, for the readout signals (a model with explicit crystal parameters, e.g. the
         default model). Without it, or for a model without explicit parameters, they stay NaN.
+    postprocess : FramePostprocessor, optional
+        The measurement's post-processing (:class:`latenttune.postprocess.frames.FramePostprocessor`
+        of its geometry): each frame's strain statistics are then published; without it they stay NaN.
     **kwargs
         Passed to :class:`ophyd.Device`.
 
@@ -403,6 +406,12 @@ class LatentTracker(Device):
         1 when the shown density's LLK stayed above the physics stage's ``restart_llk`` after its
         restarts (a less certain frame: :mod:`latenttune.quality`), else 0 (also without a physics
         stage and over a skipped frame).
+    llk_free : Signal
+        Free log-likelihood of the shown density (Poisson LLK on the physics stage's held-out voxels);
+        NaN without a physics stage or over a skipped frame.
+    strain_mean, strain_std : Signal
+        Mean and standard deviation of the shown density's heterogeneous strain along ``G`` inside its
+        support (a hinted signal a live plot can follow); NaN without ``postprocess``.
     readout_* : Signal or ArraySignal
         The frame's latent read out as named physical quantities, one signal per name of
         :data:`latenttune.model.readout.READOUT_FIELDS` (units and meaning in
@@ -425,6 +434,9 @@ class LatentTracker(Device):
     shows = Cpt(Signal, value="", kind=Kind.normal)
     llk = Cpt(Signal, value=math.nan, kind=Kind.hinted)
     stagnated = Cpt(Signal, value=0, kind=Kind.normal)
+    llk_free = Cpt(Signal, value=math.nan, kind=Kind.normal)
+    strain_mean = Cpt(Signal, value=math.nan, kind=Kind.hinted)
+    strain_std = Cpt(Signal, value=math.nan, kind=Kind.normal)
     readout_orientation_deg = Cpt(ArraySignal, value=None, kind=Kind.normal)
     readout_facet_distances = Cpt(ArraySignal, value=None, kind=Kind.normal)
     readout_active_facets = Cpt(ArraySignal, value=None, kind=Kind.normal)
@@ -437,7 +449,8 @@ class LatentTracker(Device):
     readout_learned_norm = Cpt(Signal, value=math.nan, kind=Kind.normal)
     readout_learned_fraction = Cpt(Signal, value=math.nan, kind=Kind.normal)
 
-    def __init__(self, k: int, n: int, *, name: str = "tracker", model: Any = None, **kwargs: Any) -> None:
+    def __init__(self, k: int, n: int, *, name: str = "tracker", model: Any = None, postprocess: Any = None,
+                 **kwargs: Any) -> None:
         for arg, value, low in (("k", k, 1), ("n", n, 4)):
             if not is_integer(value) or value < low:
                 raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}")
@@ -449,8 +462,11 @@ class LatentTracker(Device):
             if (int(net.latent_dim), int(net.config.n)) != (int(k), int(n)):
                 raise ValueError(f"`model` has k = {net.latent_dim}, n = {net.config.n} but the tracker is sized for "
                                  f"k = {k}, n = {n}")
+        if postprocess is not None and not callable(getattr(postprocess, "row", None)):
+            raise TypeError(f"`postprocess` must be a FramePostprocessor or None, got {type(postprocess).__name__}")
         super().__init__(name=name, **kwargs)
         self.k, self.n = int(k), int(n)
+        self.postprocess = postprocess
         self.model = net if net is not None and net.physical_layout is not None else None
         self.latent.put(np.full(self.k, np.nan))
         self.amplitude_slice.put(np.zeros((self.n, self.n), dtype=np.float32))
@@ -458,7 +474,7 @@ class LatentTracker(Device):
         self._put_readout(None, None)
 
     @classmethod
-    def for_model(cls, model: Any, *, name: str = "tracker", **kwargs: Any) -> LatentTracker:
+    def for_model(cls, model: Any, *, name: str = "tracker", **kwargs: Any) -> LatentTracker:  # postprocess= too
         """A tracker sized for ``model`` (a ``LatentAutoencoder`` or ``LoadedModel``), publishing its readout."""
         net = getattr(model, "model", model)
         return cls(int(net.latent_dim), int(net.config.n), name=name, model=net, **kwargs)
@@ -489,6 +505,7 @@ class LatentTracker(Device):
             phase = amplitude.copy()
             cost, steps, status, seconds = math.nan, 0, "skipped: no estimate to hold", 0.0
             shows, llk, stagnated = "", math.nan, 0
+            llk_free, strain_mean, strain_std = math.nan, math.nan, math.nan
         else:
             if not isinstance(value, FrameRecord):
                 raise TypeError(f"`value` must be a FrameRecord or None, got {type(value).__name__}")
@@ -503,6 +520,11 @@ class LatentTracker(Device):
             tracked = physics is not None and str(value.status) == "ok"
             llk = float(physics.llk) if tracked else math.nan
             stagnated = int(physics.stagnated) if tracked else 0
+            llk_free = float(physics.llk_free) if tracked else math.nan
+            strain_mean = strain_std = math.nan
+            if self.postprocess is not None and str(value.status) == "ok":
+                row = self.postprocess.row(density, self.n)
+                strain_mean, strain_std = float(row["strain_mean"]), float(row["strain_std"])
             plane = density[self.n // 2]
             amplitude = np.abs(plane).astype(np.float32)
             phase = np.angle(plane).astype(np.float32)
@@ -518,6 +540,9 @@ class LatentTracker(Device):
         self.shows.put(shows, timestamp=stamp)
         self.llk.put(llk, timestamp=stamp)
         self.stagnated.put(stagnated, timestamp=stamp)
+        self.llk_free.put(llk_free, timestamp=stamp)
+        self.strain_mean.put(strain_mean, timestamp=stamp)
+        self.strain_std.put(strain_std, timestamp=stamp)
         self._put_readout(value, stamp)
         return _finished_status(self)
 

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from latenttune.cli.geometry_options import add_geometry_options
 from latenttune.cli.argtypes import (
     command,
     add_threads_option,
@@ -169,12 +170,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
                    help="an empty plane or line between planes or lines with at least this many counts is a gap")
     p.add_argument("--no-gaps", action="store_true", help="do not look for detector gaps")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    add_geometry_options(p)
     p.set_defaults(func=_cmd_prepare)
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from latenttune.cli.geometry_options import geometry_from_args, resolution_line, warn_quantity
+    from latenttune.geometry.record import MISSING_GEOMETRY
     from latenttune.io.measured import open_measured
     from latenttune.prepare import PrepareSettings, prepare_series
 
@@ -197,10 +201,15 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
         config = load_model(args.model).model.config
         N, what = config.N, f"the grid of model {args.model!r} ({config.N}^3)"
+    geometry = geometry_from_args(args, args.inputs)
     series = open_measured(args.inputs, mask=args.mask, amplitude=args.amplitude)
     print(f"preparing {len(series)} frame(s) of shape {'x'.join(map(str, series.shape))} for {what}")
+    warn_quantity(series, args.amplitude)
+    print(f"geometry: {geometry.line()}" if geometry is not None else f"note: {MISSING_GEOMETRY}")
     path, reports = prepare_series(series, args.out, N, settings, overwrite=args.overwrite,
-                                   callback=lambda report: print(report.line()))
+                                   callback=lambda report: print(report.line()), geometry=geometry)
+    if geometry is not None:
+        print(resolution_line(path))
     kept = 100 * np.array([r.counts_kept / r.counts for r in reports])
     share = f"{kept[0]:.1f}%" if len(kept) == 1 else f"{kept.min():.1f}% to {kept.max():.1f}% per frame"
     print(f"wrote {len(reports)} frame(s) to {path}: {reports[0].action}; counts kept {share}")

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latenttune import __version__
-from latenttune.cli import data, model, movies, tracking
+from latenttune.cli import data, model, movies, static, tracking
 from latenttune.cli.interrupts import _ARGV, _INTERRUPTS, _resume_command
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parsers(sub)  # simulate, prepare
     model.add_parsers(sub)  # train, train-cycle-encoder, evaluate
     tracking.add_parsers(sub)  # track, replay
+    static.add_parsers(sub)  # static, strain
     movies.add_movie_parser(sub)
     movies.add_export_parser(sub)
     return parser

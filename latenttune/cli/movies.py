@@ -269,10 +269,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out}, {"the results file": args.results}, overwrite=args.overwrite,
                   kinds={"--out": "export"})
     results = read_results(args.results)
+    which = "the last frame" if args.frame == -1 else f"frame {args.frame}"
+    if results.has_strain and args.density != "decoded":  # in nm: displacement and strain, crystal frame
+        from latenttune.movies.strain_vti import export_strain_vti
+
+        path = export_strain_vti(results, args.frame, args.out, overwrite=args.overwrite)
+        print(f"wrote {which} of {args.results} to {path} (point data: amplitude, phase, displacement in nm, strain, "
+              "support; on a cubic grid in the crystal frame, spacing in nm; field data: G, q_peak)")
+        return 0
     path, shown = export_result_frame(results, args.frame, args.out, spacing=args.spacing,
                                       overwrite=args.overwrite, which=args.density)
-    which = "the last frame" if args.frame == -1 else f"frame {args.frame}"
     print(f"wrote {which} of {args.results} ({shown} density) to {path} (point data: amplitude, phase)")
+    if not results.has_strain:
+        from latenttune.geometry.record import MISSING_GEOMETRY
+
+        print(f"note: {MISSING_GEOMETRY}")
     if shown != "decoded":  # the hybrid's output: say when it stagnated (its LLK is that density's)
         row = result_row(results, args.frame)
         flags = results.stagnated

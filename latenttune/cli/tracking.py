@@ -180,7 +180,8 @@ def _summary_line(results) -> str:
 def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) -> int:
     from tqdm import tqdm
 
-    from latenttune.io import open_series, read_results
+    from latenttune.cli.geometry_options import note_geometry, open_prepared, run_quality_lines, warn_quantity
+    from latenttune.io import read_results
     from latenttune.plots import readout_figure, tracking_summary
     from latenttune.tracking.replay import replay_series
 
@@ -191,8 +192,10 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
         opened = open_run(series_path, uid)
     else:
-        opened = open_series(series_path)
+        opened = open_prepared(series_path, loaded.model.config.N, amplitude=getattr(args, "amplitude", False))
     with opened as series:
+        warn_quantity(series, getattr(args, "amplitude", False))
+        note_geometry(series)
         first, stop = getattr(args, "frame_range", None) or (0, None)
         stop = len(series) if stop is None else stop
         with tqdm(total=max(stop - first, 0), unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
@@ -219,6 +222,8 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         stagnation = results.stagnation_summary()
         if stagnation:
             print(stagnation)
+        for line in run_quality_lines(results, series):
+            print(line)
         if not args.no_figure:
             figure = Path(args.out).with_suffix(".png")
             name = Path(str(series_path)).name if uid is None else f"run {uid[:8]}"
@@ -226,6 +231,12 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
             tracking_summary(results, figure, truth=series.truth if series.has_truth else None,
                              title=f"{name}: {strategy.name}, showing the {shows}")
             print(f"summary figure: {figure}")
+            if results.has_strain:
+                from latenttune.postprocess.figure import strain_figure
+
+                strain = strain_figure(results, Path(args.out).with_suffix(".strain.png"),
+                                       title=f"{name}: displacement and strain of the last frame")
+                print(f"strain figure: {strain}")
             if results.has_readout:
                 readout = _readout_figure_path(args.out)
                 readout_figure(results, readout, title=f"{name}: {strategy.name}, the tracked latents read out as "
@@ -236,8 +247,9 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "replay", "track a stored time series offline and write the results file", """
-        Track every frame of a stored series (CXI file in either layout, a directory of cohere-style
-        .npy/.tif amplitude frames, a .npy stack, or a stored Bluesky tracking run: a .msgpack run file, or
+        Track every frame of a stored series (CXI file in either layout, a directory of .npy/.tif frames or a
+        .npy stack of photon counts (--amplitude: of amplitudes, cohere's convention), or a stored Bluesky
+        tracking run: a .msgpack run file, or
         a tiled catalog with --uid) and write the results frame by frame (latent, cost, density, time,
         steps, timings, and E_r/E_q per frame when the series has ground truth). An interrupted replay
         continues with --resume; nothing is lost or duplicated. Replaying a Bluesky run with the live run's
@@ -248,6 +260,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
                    help="uid of a stored Bluesky run in the tiled catalog given as SERIES (needs the tiled extra)")
     p.add_argument("--out", required=True, help="results file (.h5)")
     p.add_argument("--resume", action="store_true", help="continue OUT.partial from its last complete frame")
+    p.add_argument("--amplitude", action="store_true",
+                   help="a folder of .npy/.tif frames or a .npy file holds amplitudes (sqrt of counts; cohere's "
+                        "convention); by default they hold intensities (photon counts), as for `latenttune prepare`")
     p.add_argument("--frames", type=frame_range, default=None, metavar="START:STOP", dest="frame_range",
                    help="track only series frames START to STOP-1 (as Python slices; either may be left out: "
                         "10: or :5); rows keep their series frame numbers")
@@ -272,6 +287,7 @@ def _check_run_outputs(args: argparse.Namespace, inputs: dict, extra: dict | Non
     outputs = {"--out": out, partial: Path(str(out) + ".partial"),
                "the summary figure (OUT.png)": None if args.no_figure else out.with_suffix(".png"),
                "the readout figure (OUT.readout.png)": None if args.no_figure else _readout_figure_path(out),
+               "the strain figure (OUT.strain.png)": None if args.no_figure else out.with_suffix(".strain.png"),
                **(extra or {})}
     inputs = {**inputs, "the model checkpoint": model_path(args.model)}
     kinds = {"--out": "results", "the simulated series (OUT.series.cxi)": "series"}

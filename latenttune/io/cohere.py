@@ -2,7 +2,10 @@
 
 cohere stores the measured diffraction as AMPLITUDES (square root of the
 intensity) with the peak at the centre of the array. Here each frame is read
-lazily and returned as ``intensity = amplitude**2`` (float32).
+lazily and returned as ``intensity = amplitude**2`` (float32) when the reader is
+told the frames hold amplitudes (``amplitude=True``, the classes' default);
+:func:`latenttune.io.open_series`, which every command uses, reads such files as
+photon counts unless told otherwise (``--amplitude``), as ``latenttune prepare`` does.
 
 Directory layout
     ``*.npy`` or ``*.tif``/``*.tiff`` files (one kind per directory), one
@@ -104,9 +107,13 @@ class CohereDirSeries(Series):
     ----------
     directory : str or os.PathLike
         Directory holding the frames (and optionally ``mask.npy``/``mask.tif``).
+    amplitude : bool
+        The frames hold amplitudes (cohere's convention: squared here); False: intensities
+        (photon counts), as :func:`latenttune.io.open_series` reads a folder unless told otherwise.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], amplitude: bool = True) -> None:
+        self._amplitude = bool(amplitude)
         d = Path(directory)
         files, _ = scan_folder(d, FRAME_SUFFIXES)  # a dangling link or a FIFO is named, never skipped
         masks = [p for p in files if p.stem.lower() == MASK_STEM]
@@ -159,7 +166,7 @@ class CohereDirSeries(Series):
             "layout": "directory",
             "file_kind": kinds.pop(),
             "files": [p.name for p in frames],
-            "quantity": "amplitude (intensity = amplitude**2)",
+            "quantity": "amplitude (intensity = amplitude**2)" if amplitude else "intensity (photon counts)",
             "mask_source": masks[0].name if masks else None,
             "time_source": _TIME_NOTE,
             "time_from_index": True,
@@ -178,7 +185,7 @@ class CohereDirSeries(Series):
                 frame=i,
             )
         mask = self._mask.copy() if self._mask is not None else np.zeros((N, N, N), bool)
-        return _amplitude_to_intensity(amp, mask), mask
+        return (_amplitude_to_intensity(amp, mask) if self._amplitude else frame_to_float32(amp, mask)), mask
 
 
 class NpySeries(Series):
@@ -188,9 +195,12 @@ class NpySeries(Series):
     ----------
     path : str or os.PathLike
         The ``.npy`` file.
+    amplitude : bool
+        It holds amplitudes (squared here); False: intensities (photon counts).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], amplitude: bool = True) -> None:
+        self._amplitude = bool(amplitude)
         p = Path(path)
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
@@ -213,7 +223,7 @@ class NpySeries(Series):
         metadata = {
             "format": "cohere",
             "layout": "npy",
-            "quantity": "amplitude (intensity = amplitude**2)",
+            "quantity": "amplitude (intensity = amplitude**2)" if amplitude else "intensity (photon counts)",
             "mask_source": None,
             "time_source": _TIME_NOTE,
             "time_from_index": True,
@@ -227,7 +237,7 @@ class NpySeries(Series):
         N = self._N
         mask = np.zeros((N, N, N), dtype=bool)
         raw = np.asarray(self._arr[i])
-        return _amplitude_to_intensity(raw, mask), mask
+        return (_amplitude_to_intensity(raw, mask) if self._amplitude else frame_to_float32(raw, mask)), mask
 
     def _close(self) -> None:
         self._arr = None

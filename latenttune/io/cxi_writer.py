@@ -372,6 +372,18 @@ class CXISeriesWriter(PartialFile):
         except Exception:  # pragma: no cover - best effort on a failing file
             logger.exception("could not trim %s after a failed append", self.partial_path)
 
+    def annotate(self, attrs: Mapping[str, Any] | None = None,
+                 instrument: Mapping[str, tuple[Any, str, str]] | None = None) -> None:
+        """Add root attributes and ``entry_1/instrument_1/<path>`` datasets ``(value, units, description)``."""
+        write_attrs(self._f, attrs or {})
+        group = self._f["entry_1/instrument_1"]
+        for path, (value, units, description) in (instrument or {}).items():
+            if path in group:
+                del group[path]
+            ds = group.create_dataset(path, data=value)
+            ds.attrs["units"], ds.attrs["description"] = units, description
+        self._f.flush()
+
     # -- closing (PartialFile hooks) ---------------------------------------------------
     def close(self) -> Path:
         """Close the file and rename ``path.partial`` to ``path`` atomically; returns ``path``.

@@ -18,17 +18,22 @@ from latenttune.outputs import check_input
 __all__ = ["open_series"]
 
 
-def open_series(path: str | os.PathLike[str]) -> Series:
+def open_series(path: str | os.PathLike[str], *, amplitude: bool = False) -> Series:
     """Open a diffraction time series for lazy, validated reading.
 
     Parameters
     ----------
     path : str or os.PathLike
         A CXI-style HDF5 file (stacked or one entry per frame), a directory of
-        cohere-style amplitude frames (``*.npy`` or ``*.tif``), or a single
-        ``.npy`` of amplitudes, shape (T, N, N, N) or (N, N, N), or a ``.msgpack`` file of a
+        frames (``*.npy`` or ``*.tif``), or a single ``.npy``, shape (T, N, N, N) or
+        (N, N, N) (photon counts, or amplitudes with ``amplitude=True``), or a ``.msgpack`` file of a
         stored Bluesky tracking run (:class:`latenttune.io.runs.RunSeries`; runs in
         a tiled catalog open with :func:`latenttune.io.runs.open_run`).
+
+    amplitude : bool
+        A folder of ``.npy``/``.tif`` frames or a ``.npy`` file holds amplitudes (cohere's convention,
+        squared here). By default they hold intensities (photon counts), as everywhere in latenttune
+        (``latenttune prepare`` reads them the same way); ``--amplitude`` says the other.
 
     Returns
     -------
@@ -53,7 +58,7 @@ def open_series(path: str | os.PathLike[str]) -> Series:
     if p.is_dir():
         from latenttune.io.cohere import CohereDirSeries
 
-        return CohereDirSeries(p)
+        return CohereDirSeries(p, amplitude=amplitude)
     suffix = p.suffix.lower()
     if suffix == ".msgpack":  # a stored Bluesky tracking run (latenttune.bluesky.storage.MsgpackStorage)
         from latenttune.io.runs import MsgpackRunSeries
@@ -62,7 +67,7 @@ def open_series(path: str | os.PathLike[str]) -> Series:
     if suffix == ".npy":
         from latenttune.io.cohere import NpySeries
 
-        return NpySeries(p)
+        return NpySeries(p, amplitude=amplitude)
     import h5py
 
     if suffix in HDF5_SUFFIXES or h5py.is_hdf5(p):

@@ -71,7 +71,9 @@ def _open_for_reading(path: str | os.PathLike[str]) -> tuple[Path, h5py.File]:
 
 
 #: Datasets read on first use (the densities: the large ones).
-_LAZY = ("density", "output_density")
+_LAZY = ("density", "output_density", "phase", "displacement", "strain", "support")
+#: The post-processing's volumes, read on first use (:meth:`Results.field_at` reads one row).
+STRAIN_VOLUMES = ("phase", "displacement", "strain", "support")
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ class Results:
         self.strategy_state = get("strategy_state", np.array(["{}"] * T, dtype=object))
         self.series_sha256 = get("series_sha256", np.array([""] * T, dtype=object))
         self.E_r = np.asarray(get("E_r", nan), dtype=float)
-        self.E_q = np.asarray(get("E_q", nan), dtype=float)
+        self.E_q = np.asarray(get("E_q", self.cost), dtype=float)  # format 3 writes no E_q: it is the cost
         self.phase_rms = np.asarray(get("phase_rms", nan), dtype=float)
         self.physics_accepted = np.asarray(get("physics_accepted", np.full(T, self.has_physics)), dtype=bool)
         self.physics_warm = np.asarray(get("physics_warm", np.zeros(T)), dtype=bool)
@@ -207,6 +209,15 @@ class Results:
         self.physics_restarts = np.asarray(get("physics_restarts", np.zeros(T)), dtype=int)
         self.physics_seconds = np.asarray(get("physics_seconds", nan), dtype=float)
         self.llk = np.asarray(get("llk", nan), dtype=float)
+        self.llk_free = np.asarray(get("llk_free", nan), dtype=float)
+        self.has_strain = "strain" in stored
+        self.strain_mean = np.asarray(get("strain_mean", nan), dtype=float)
+        self.strain_std = np.asarray(get("strain_std", nan), dtype=float)
+        self.strain_histogram = np.asarray(get("strain_histogram", np.zeros((T, 0))), dtype=float)
+        self.lattice_strain = np.asarray(get("lattice_strain", nan), dtype=float)
+        self.phase_ramp = np.asarray(get("phase_ramp", np.full((T, 3), np.nan)), dtype=float)
+        self.support_com = np.asarray(get("support_com", np.full((T, 3), np.nan)), dtype=float)
+        self.postprocess_seconds = np.asarray(get("postprocess_seconds", nan), dtype=float)
         self.misfit_refined = np.asarray(get("misfit_refined", nan), dtype=float)
         self.free_misfit_decoded = np.asarray(get("free_misfit_decoded", nan), dtype=float)
         self.free_misfit_refined = np.asarray(get("free_misfit_refined", nan), dtype=float)
@@ -258,7 +269,7 @@ class Results:
         results.__dict__.update(lazy)  # the cached densities
         return results
 
-    def __getattr__(self, name: str) -> Any:
+    def _extra(self, name: str) -> Any:
         """Datasets the schema does not know, by name (e.g. an extra field a caller wrote)."""
         extra = self.__dict__.get("extra", {})
         if name in extra:
@@ -288,6 +299,24 @@ class Results:
     def output_density(self) -> np.ndarray:
         """Every row's reconstruction: the physics stage's output (hybrid), else the decoded density."""
         return self._read("output_density") if self.has_physics else self.density
+
+    def field_at(self, name: str, row: int) -> np.ndarray:
+        """One row of a post-processing volume (``phase``, ``displacement``, ``strain``, ``support``), read alone."""
+        if name not in STRAIN_VOLUMES:
+            raise ValueError(f"`name` must be one of {STRAIN_VOLUMES}, got {name!r}")
+        if name not in self._stored:
+            raise ValueError(f"{self.path} has no {name!r}: the run had no measurement geometry (see docs/strain.md)")
+        if name in self.__dict__:
+            return self.__dict__[name][row]
+        return self._read(name, int(row))
+
+    def __getattr__(self, name: str) -> Any:
+        """The post-processing's volumes (read on first use), then datasets the schema does not know."""
+        if name in STRAIN_VOLUMES and name in self.__dict__.get("_stored", {}):
+            value = self._read(name)
+            self.__dict__[name] = value
+            return value
+        return self._extra(name)
 
     def density_at(self, row: int, *, output: bool = True) -> np.ndarray:
         """One row's reconstruction (``output=True``) or decoded density, read alone."""

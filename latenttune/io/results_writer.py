@@ -44,6 +44,19 @@ def _describe(dataset: h5py.Dataset) -> None:
         dataset.attrs["description"] = known.description
 
 
+def write_described_groups(f: h5py.File, groups: Mapping[str, Mapping[str, tuple[Any, str, str]]]) -> None:
+    """Write groups of datasets into an open file, replacing them: group -> name -> (value, units, description)."""
+    for group_name, items in groups.items():
+        if group_name in f:
+            del f[group_name]
+        group = f.create_group(group_name)
+        for name, (value, units, description) in items.items():
+            ds = group.create_dataset(name, data=value)
+            ds.attrs["units"] = units
+            ds.attrs["description"] = description
+    f.flush()
+
+
 def _same(a: Any, b: Any) -> bool:
     a, b = decode_attr(encode_attr(a)), decode_attr(b)
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
@@ -362,6 +375,11 @@ class ResultWriter(PartialFile):
         f.flush()
         self._count = t + 1
         return t
+
+    def write_groups(self, groups: Mapping[str, Mapping[str, tuple[Any, str, str]]]) -> None:
+        """Write groups of described datasets (the run's geometry, prepare's record), replacing them."""
+        self._check_open("results writer")
+        write_described_groups(self._f, groups)
 
     def append_row(self, row: FrameRow) -> int:
         """Write one tracked frame's row (:class:`latenttune.io.rows.FrameRow`) and flush it."""

@@ -11,12 +11,15 @@ Groups of fields:
 
 * the core (every results file): ``latent``, ``cost``, ``density``, ``time``, ``steps``;
 * the tracker's (every file a replay writes): ``index``, ``step_costs``, ``encoded``, ``seconds``,
-  ``status``, ``strategy_state``, ``series_sha256`` and the truth metrics ``E_r``, ``E_q``,
-  ``phase_rms`` (NaN without ground truth);
+  ``status``, ``strategy_state``, ``series_sha256`` and, for a series with ground truth, the truth
+  metrics ``E_r`` and ``phase_rms`` (``E_q``, written before format 3, equals ``cost``);
 * the physics stage's (hybrid tracking): ``output_density`` (the frame's reconstruction),
   ``physics_accepted``, ``physics_warm``, ``physics_start``, ``physics_restarts``,
-  ``physics_seconds``, ``llk``, ``misfit_refined``, ``free_misfit_decoded``,
+  ``physics_seconds``, ``llk``, ``llk_free``, ``misfit_refined``, ``free_misfit_decoded``,
   ``free_misfit_refined``, ``E_r_output``, ``E_q_output``;
+* the post-processing's (a series with a measurement geometry: :mod:`latenttune.postprocess`):
+  ``phase``, ``displacement``, ``strain``, ``support``, ``strain_mean``, ``strain_std``,
+  ``strain_histogram``, ``lattice_strain``, ``phase_ramp``, ``support_com``, ``postprocess_seconds``;
 * the readout's (models with explicit crystal parameters: :mod:`latenttune.model.readout`): the
   tracked latent read out as named physical quantities, ``readout_orientation_deg``,
   ``readout_facet_distances``, ``readout_active_facets``, ``readout_size``,
@@ -35,12 +38,17 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ALIASES", "CORE_FIELDS", "FIELDS", "PHASE_TERMS", "READABLE_FORMATS", "READOUT_SHAPES", "RESULTS_FORMAT",
+           "TRUTH_FIELDS",
            "Field", "FrameRow", "PhysicsRow", "TruthMetrics"]
 
-RESULTS_FORMAT = "latenttune-results/2"
-"""The layout this version writes (the ``format`` root attribute)."""
-READABLE_FORMATS = ("latenttune-results/1", RESULTS_FORMAT)
-"""Layouts this version reads (format 1 through :data:`ALIASES`)."""
+RESULTS_FORMAT = "latenttune-results/3"
+"""The layout this version writes (the ``format`` root attribute). Format 3 writes no ``E_q`` (it
+equals ``cost``), no truth metrics on a series without ground truth, and adds ``llk_free`` and the
+post-processing's fields (group ``strain``)."""
+READABLE_FORMATS = ("latenttune-results/1", "latenttune-results/2", RESULTS_FORMAT)
+"""Layouts this version reads (format 1 through :data:`ALIASES`; ``E_q`` of a format-3 file is its ``cost``)."""
+TRUTH_FIELDS = ("E_r", "phase_rms", "E_r_output")
+"""Fields that need the ground truth: written only for a series that has one."""
 CORE_FIELDS = ("latent", "cost", "density", "time", "steps")
 """The datasets every results file has."""
 
@@ -77,6 +85,7 @@ series_sha256                  -         tracker running SHA-256 over every fram
 E_r                            -         tracker real-space error of the decoded density against the truth (NaN
                                                  without truth)
 E_q                            -         tracker amplitude error of the decoded density against the measured frame
+                                                 (files before format 3 only: it equals cost)
 phase_rms                      rad       tracker phase RMS error of the decoded density inside the support (NaN
                                                  without truth)
 output_density                 arbitrary physics the frame's reconstruction: the physics stage's refined density when
@@ -89,6 +98,8 @@ physics_restarts               -         physics restarts the physics stage ran 
 physics_seconds                s         physics wall time of the physics stage on the frame
 llk                            -         physics Poisson log-likelihood of the output (PyNX form, about 1 at the noise
                                                  level)
+llk_free                       -         physics free log-likelihood of the output: Poisson LLK on the held-out voxels
+                                                 (the flux scale fitted on the others), as PyNX computes it
 misfit_refined                 -         physics amplitude misfit of the refined candidate on the measured voxels
 free_misfit_decoded            -         physics amplitude misfit of the decoded density on the held-out voxels
 free_misfit_refined            -         physics amplitude misfit of the refined candidate on the held-out voxels
@@ -119,6 +130,31 @@ readout_dislocation_point      voxel     readout point of the dislocation line c
                                                  coordinates; meaningful when readout_dislocation_present is 1)
 readout_dislocation_direction  -         readout unit direction of the dislocation line
 readout_learned_norm           -         readout Euclidean norm of the learned part of the latent (box units)
+phase                          rad       strain  phase of the reconstruction with the phase ramp and offset
+                                                 removed (0 at the support's centre of mass), wrapped to (-pi, pi];
+                                                 0 outside the support (object grid; laboratory positions: the
+                                                 geometry group's real_basis)
+displacement                   nm        strain  displacement along G, u = phase / |G| (phase unwrapped inside the
+                                                 support), 0 at the support's centre of mass; 0 outside the support
+strain                         -         strain  heterogeneous strain along G, from the gradient of the wrapped
+                                                 phase (ramp removed, so its mean over the support is near 0); 0
+                                                 outside the support
+support                        -         strain  1 inside the support (amplitude above the post-processing's
+                                                 support_threshold of the maximum), else 0
+strain_mean                    -         strain  mean of the heterogeneous strain inside the support
+strain_std                     -         strain  standard deviation of the heterogeneous strain inside the support
+strain_histogram               -         strain  voxels of the support per strain bin (edges: the geometry group's
+                                                 strain_histogram_edges; values beyond fall into the end bins)
+lattice_strain                 -         strain  mean lattice strain against the reference lattice constant, from
+                                                 the Bragg peak's position in q (full geometry only, else NaN); the
+                                                 absolute strain is strain + lattice_strain
+phase_ramp                     rad       strain  phase ramp removed, per object voxel along each array axis (the
+                                                 Bragg peak's offset from the window centre)
+support_com                    voxel     strain  the support's centre of mass, object-grid voxels (the displacement's
+                                                 reference)
+postprocess_seconds            s         strain  wall time of the post-processing of the frame
+average_density                arbitrary static  aligned average of the best runs of a static scan (latenttune static
+                                                 --average)
 readout_learned_fraction       -         readout share of the decoded density drawn by the learned residual: ||decoded
                                                  - explicit|| / ||decoded||, explicit = the rendered crystal amplitude
                                                  * exp(i phase)
@@ -201,6 +237,7 @@ class PhysicsRow:
     output_metrics: TruthMetrics
     latent_misfit: float = math.nan
     readback_seconds: float = math.nan
+    llk_free: float = math.nan
 
 
 @dataclass(frozen=True, eq=False)
@@ -222,11 +259,14 @@ class FrameRow:
     metrics: TruthMetrics
     physics: PhysicsRow | None = None
     readout: dict[str, np.ndarray] | None = None
+    has_truth: bool = True
+    strain: dict[str, Any] | None = None
 
     @classmethod
     def from_record(cls, record: Any, *, slots: int, digest: str, metrics: TruthMetrics,
                     output_metrics: TruthMetrics | None = None, hybrid: bool = False,
-                    readout: dict[str, np.ndarray] | None = None) -> FrameRow:
+                    readout: dict[str, np.ndarray] | None = None, has_truth: bool = True,
+                    strain: dict[str, Any] | None = None) -> FrameRow:
         """The row of a tracker's record (:class:`latenttune.tracking.tracker.FrameRecord`).
 
         Parameters
@@ -245,6 +285,11 @@ class FrameRow:
         readout : dict of str to ndarray, optional
             The latent's physical readout (:func:`latenttune.model.readout.readout_rows`: every name of
             :data:`READOUT_SHAPES`); None for a model without explicit parameters.
+        has_truth : bool
+            The series has ground truth: the row carries :data:`TRUTH_FIELDS` (else they are left out).
+        strain : dict of str to value, optional
+            The post-processing's fields (group ``strain`` of :data:`FIELDS`;
+            :meth:`latenttune.postprocess.frames.FramePostprocessor.row`).
         """
         step_costs = np.full(slots, np.nan, dtype=np.float32)
         step_costs[: record.steps] = record.step_costs[:slots]
@@ -266,11 +311,12 @@ class FrameRow:
                 output_metrics=output_metrics or TruthMetrics(),
                 latent_misfit=nan if record.readback is None else record.readback.misfit,
                 readback_seconds=nan if record.readback is None else record.readback.seconds,
+                llk_free=nan if outcome is None else outcome.llk_free,
             )
         return cls(index=record.index, time=record.time, latent=record.latent, cost=record.cost, steps=record.steps,
                    step_costs=step_costs, encoded=record.encoded, density=record.density, seconds=record.seconds,
                    status=record.status, strategy_state=json.dumps(record.state), series_sha256=digest,
-                   metrics=metrics, physics=physics, readout=readout)
+                   metrics=metrics, physics=physics, readout=readout, has_truth=has_truth, strain=strain)
 
     def datasets(self) -> dict[str, Any]:
         """The row as ``{dataset name: value}``, in the file's dtypes (the one place names are given)."""
@@ -279,7 +325,7 @@ class FrameRow:
             "density": self.density, "time": self.time, "steps": self.steps, "index": self.index,
             "step_costs": self.step_costs, "encoded": np.asarray(self.encoded).astype(np.float32),
             "seconds": self.seconds, "status": self.status, "strategy_state": self.strategy_state,
-            "E_r": self.metrics.E_r, "E_q": self.metrics.E_q, "phase_rms": self.metrics.phase_rms,
+            "E_r": self.metrics.E_r, "phase_rms": self.metrics.phase_rms,
         }
         p = self.physics
         if p is not None:
@@ -289,10 +335,15 @@ class FrameRow:
                 "physics_seconds": p.seconds, "llk": p.llk, "misfit_refined": p.misfit_refined,
                 "free_misfit_decoded": p.free_misfit_decoded, "free_misfit_refined": p.free_misfit_refined,
                 "E_r_output": p.output_metrics.E_r, "E_q_output": p.output_metrics.E_q,
-                "latent_misfit": p.latent_misfit, "readback_seconds": p.readback_seconds,
+                "latent_misfit": p.latent_misfit, "readback_seconds": p.readback_seconds, "llk_free": p.llk_free,
             })
         if self.readout is not None:
             out.update(_readout_datasets(self.readout))
+        if self.strain is not None:
+            out.update(self.strain)
+        if not self.has_truth:
+            for name in TRUTH_FIELDS:
+                out.pop(name, None)
         out["series_sha256"] = self.series_sha256
         return out
 

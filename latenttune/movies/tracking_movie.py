@@ -327,7 +327,8 @@ def tracking_frames(
 
 
 def frame_captions(results: Results, indices: np.ndarray, error: np.ndarray, error_label: str) -> list[str]:
-    """The caption of each movie frame: series frame, time, cost, error, which density it shows, and stagnation.
+    """The caption of each movie frame: series frame, time, cost, error, which density it shows, its strain
+    (mean +- std along G, when the run was post-processed), and stagnation.
 
     A frame whose output stagnated (:mod:`latenttune.quality`) ends in ``STAGNATED (LLK x.xx: less
     certain)``, so a movie of measured data says which frames to read with care.
@@ -343,6 +344,8 @@ def frame_captions(results: Results, indices: np.ndarray, error: np.ndarray, err
         if np.isfinite(error[row]):
             caption += f"   {error_label} {error[row]:.3f}"
         caption += f"   showing: {shown.row_label(row)}"
+        if results.has_strain and np.isfinite(results.strain_mean[row]):  # in physical units (a geometry was given)
+            caption += f"   strain {results.strain_mean[row]:+.1e} +- {results.strain_std[row]:.1e}"
         if stagnated is not None and stagnated[row]:
             caption += f"   STAGNATED (LLK {llk[row]:.2f}: less certain)"
         captions.append(caption)

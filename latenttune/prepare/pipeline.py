@@ -49,6 +49,8 @@ import numpy as np
 
 from latenttune.io.cxi import MASK_INVALID
 from latenttune.io.cxi_writer import CXISeriesWriter
+from latenttune.geometry import BraggGeometry
+from latenttune.geometry.record import instrument_fields, prepared_geometry
 from latenttune.io.measured import MeasuredSeries, MeasuredVolume, open_measured
 from latenttune.limits import MAX_GRID, check_allocation, check_voxels
 from latenttune.outputs import check_output_path, check_outputs
@@ -310,6 +312,7 @@ def prepare_series(
     *,
     overwrite: bool = False,
     callback: Callable[[FramePreparation], object] | None = None,
+    geometry: BraggGeometry | None = None,
 ) -> tuple[Path, list[FramePreparation]]:
     """Prepare measured volumes and write them as one CXI series the other commands read.
 
@@ -329,6 +332,11 @@ def prepare_series(
         Replace an existing ``out``.
     callback : callable, optional
         ``callback(report)`` after each frame is written.
+    geometry : BraggGeometry, optional
+        The measurement's geometry (:mod:`latenttune.geometry`): stored with the series (root
+        attributes ``geometry``, ``frame_transform``, ``resolution`` and the CXI
+        ``entry_1/instrument_1`` fields), so that tracking gives displacement and strain in nm.
+        The input's axes are (rocking angle, detector row, detector column).
 
     Returns
     -------
@@ -365,7 +373,13 @@ def prepare_series(
     }
     if common is not None:  # one window for all: refuse it before writing anything
         check_fit(f"the sum of {len(series)} frame(s)", common, series.shape, binning, sigma, int(N), settings)
+    if geometry is not None:  # the window of the series' peak (of the sum's, when each frame has its own)
+        reference = common if common is not None else find_peak(total, sigma)
+        attrs.update(prepared_geometry(geometry, series.shape, window_start(reference, binning, int(N)), binning,
+                                       int(N), reference))
     writer = CXISeriesWriter(out, int(N), attrs=attrs, overwrite=overwrite, compression="gzip")
+    if geometry is not None:
+        writer.annotate(instrument=instrument_fields(geometry))
     try:
         for index, volume in enumerate(series):
             frame = prepare_volume(volume, N, settings, peak=common, binning=binning, oversampling=sigma)
@@ -374,6 +388,7 @@ def prepare_series(
             reports.append(frame.report)
             if callback is not None:
                 callback(frame.report)
+        writer.annotate({"prepare_frames": [r.to_dict() for r in reports[:1000]]})
         writer.close()
     except BaseException:
         writer.abort()

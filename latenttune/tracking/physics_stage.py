@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latenttune.physics import amplitude_misfit, forward, poisson_llk
+from latenttune.physics import amplitude_misfit, forward, free_poisson_llk, poisson_llk
 from latenttune.quality import is_stagnated
 from latenttune.tracking.phase_retrieval import Measurement, retrieve
 from latenttune.tracking.physics_settings import PhysicsSettings
@@ -101,6 +101,9 @@ class PhysicsOutcome:
         Whether ``llk`` is still above ``restart_llk`` after the restarts: phase retrieval did not
         bring the frame's output to the noise level, so its density is less certain than the
         others' (:mod:`latenttune.quality`).
+    llk_free : float
+        Free log-likelihood of ``density``: the Poisson LLK on the held-out voxels, the flux scale
+        fitted on the others (PyNX's free LLK; :func:`latenttune.physics.free_poisson_llk`).
     """
 
     density: np.ndarray
@@ -116,6 +119,7 @@ class PhysicsOutcome:
     start: str = "decoded"
     restarts: int = 0
     stagnated: bool = False
+    llk_free: float = math.nan
 
 
 #: Starts of a restart, cycled: the decoded density with its phase negated (a dislocation's
@@ -284,9 +288,10 @@ class PhysicsStage:
         output = refined if accepted else decoded
         self.previous = output
         llk = float(poisson_llk(pair[1 if accepted else 0], intensity, unmeasured))
+        llk_free = free_poisson_llk(pair[1 if accepted else 0], intensity, unmeasured, held)
         return PhysicsOutcome(
             density=output, refined=refined, accepted=accepted, misfit_decoded=float(misfits[0]),
             misfit_refined=float(misfits[1]), free_misfit_decoded=float(free[0]), free_misfit_refined=float(free[1]),
             warm=bool(warm), seconds=time.perf_counter() - start_time, llk=llk, start=start, restarts=restarts,
-            stagnated=is_stagnated(llk, settings.restart_llk),
+            stagnated=is_stagnated(llk, settings.restart_llk), llk_free=llk_free,
         )

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from latenttune.frame_policy import no_usable_frame_error
+from latenttune.geometry.record import MISSING_GEOMETRY, series_geometry
 from latenttune.io import ResultsFileError, ResultWriter, Series, open_series, read_results
 from latenttune.io.identity import IDENTITY_ATTR, SETTINGS_ATTR, ReadDigest, check_resume, series_identity
 from latenttune.io.rows import FrameRow, TruthMetrics
@@ -36,6 +37,8 @@ from latenttune.model.readout import read_out, readout_rows
 from latenttune.model.views import check_view_index, check_views, viewed
 from latenttune.outputs import check_outputs
 from latenttune.physics import forward
+from latenttune.postprocess.frames import FramePostprocessor, context_groups
+from latenttune.postprocess.strain import StrainSettings
 from latenttune.tracking.strategy import Strategy, check_strategy
 from latenttune.tracking.tracker import FrameRecord, TrackResult, track
 from latenttune.versions import versions
@@ -57,6 +60,7 @@ class FrameReport:
     record: FrameRecord
     metrics: TruthMetrics
     output_metrics: TruthMetrics
+    strain: str = ""
 
     def line(self) -> str:
         """One human-readable line."""
@@ -69,9 +73,11 @@ class FrameReport:
             restarted = f", restarted {p.restarts}x, kept {p.start}" if p.restarts else ""
             stagnated = ", stagnated" if p.stagnated else ""
             truth += (f"  hybrid{'' if np.isnan(output) else f' E_r {output:.4f}'} ({kept}, "
-                      f"LLK {p.llk:.2f}{restarted}{stagnated})")
+                      f"LLK {p.llk:.2f}, free LLK {p.llk_free:.2f}{restarted}{stagnated})")
         if r.readback is not None:  # how closely the latent follows the reconstruction (no truth needed)
             truth += f"  latent misfit {r.readback.misfit:.4f}"
+        if self.strain:
+            truth += f"  {self.strain}"
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
 
 
@@ -86,12 +92,14 @@ def _metrics(density: np.ndarray, intensity: np.ndarray, mask: np.ndarray, truth
 
 
 def frame_row(series: Series, record: FrameRecord, digest: str, slots: int, hybrid: bool,
-              model: LatentAutoencoder | None = None) -> FrameRow:
+              model: LatentAutoencoder | None = None, post: FramePostprocessor | None = None) -> FrameRow:
     """A tracked frame's results row: the truth read once, metrics of the decoded density and the output.
 
     With ``model`` (the run's model) and a model with explicit crystal parameters, the row also
     carries the latent's physical readout (:mod:`latenttune.model.readout`, in the laboratory frame
-    of the record's view); a skipped frame gets the readout of the latent it holds.
+    of the record's view); a skipped frame gets the readout of the latent it holds. With ``post``
+    (a series with a measurement geometry), the row carries the reconstruction's displacement and
+    strain (:mod:`latenttune.postprocess`). A series without ground truth gets no truth fields.
     """
     metrics = output_metrics = TruthMetrics()
     if record.status == "ok":
@@ -104,8 +112,40 @@ def frame_row(series: Series, record: FrameRecord, digest: str, slots: int, hybr
     if model is not None and model.physical_layout is not None:
         physical = read_out(record.latent, viewed(model, record.state.get("view", 0)), record.density)
         readout = None if physical is None else readout_rows(physical)
+    strain = None
+    if post is not None:
+        shown = record.output_density if hybrid and record.output_density is not None else record.density
+        strain = post.row(shown if record.status == "ok" else None, np.shape(record.density)[0])
     return FrameRow.from_record(record, slots=slots, digest=digest, metrics=metrics, output_metrics=output_metrics,
-                                hybrid=hybrid, readout=readout)
+                                hybrid=hybrid, readout=readout, has_truth=series.has_truth, strain=strain)
+
+
+def strain_words(row: FrameRow) -> str:
+    """The frame line's strain part (empty without post-processing)."""
+    if row.strain is None or not np.isfinite(row.strain["strain_mean"]):
+        return ""
+    text = f"strain {row.strain['strain_mean']:+.1e} +- {row.strain['strain_std']:.1e}"
+    lattice = row.strain["lattice_strain"]
+    return text + (f" (lattice {lattice:+.2e})" if np.isfinite(lattice) else "")
+
+
+def run_postprocessor(series: Series, postprocess: bool | StrainSettings) -> tuple[FramePostprocessor | None, dict]:
+    """The post-processor of a series with a measurement geometry (None without one, or when switched off)."""
+    if postprocess is False:
+        return None, {}
+    found = series_geometry(series.metadata.get("root_attrs") or {})
+    if found is None:
+        log.info("%s", MISSING_GEOMETRY)
+        return None, {}
+    geometry, transform, resolution = found
+    settings = postprocess if isinstance(postprocess, StrainSettings) else StrainSettings()
+    post = FramePostprocessor(geometry, transform, settings)
+    root = series.metadata.get("root_attrs") or {}
+    groups = context_groups(geometry, transform, settings, resolution,
+                            {k: root[k] for k in ("prepare_summary", "prepare_frames", "prepare_inputs") if k in root})
+    attrs = {"geometry": geometry.to_dict(), "frame_transform": transform.to_dict(), "resolution": resolution,
+             "postprocess_settings": dataclasses.asdict(settings)}
+    return post, {"attrs": attrs, "groups": groups}
 
 
 def _settings(loaded: LoadedModel, strategy: Strategy, views: int) -> dict[str, Any]:
@@ -175,6 +215,7 @@ def replay_series(
     attrs: dict[str, Any] | None = None,
     frames: tuple[int, int | None] | None = None,
     views: int = 1,
+    postprocess: bool | StrainSettings = True,
 ) -> tuple[Path, TrackResult]:
     """Track every frame of ``series`` with ``strategy`` and write the results file ``out``.
 
@@ -208,6 +249,11 @@ def replay_series(
         Symmetric views of the first tracked frame to choose the model's view from
         (:mod:`latenttune.model.views`; the run's view is stored in every row's ``strategy_state``, and a
         resume keeps it). One of the settings a resume must repeat.
+    postprocess : bool or StrainSettings
+        When the series carries a measurement geometry (``latenttune prepare`` with one), turn each
+        frame's reconstruction into displacement and strain (:mod:`latenttune.postprocess`; these
+        settings, or the defaults for True) and store them and the geometry in the results file.
+        False: never.
 
     The results file records the series as ``series`` (its path relative to the results file's
     folder, so the pair can move together; ``series_identity`` holds the absolute path).
@@ -256,7 +302,9 @@ def replay_series(
     settings = _settings(loaded, strategy, views)
     if frames is not None:
         settings["frames"] = [first, stop]
+    post, context = run_postprocessor(series, postprocess)
     file_attrs = {
+        **context.get("attrs", {}),
         "model_checksum": loaded.checksum,
         "model_path": str(loaded.path),
         "strategy": description.name,
@@ -276,6 +324,8 @@ def replay_series(
                   else ReadDigest(next_index=first))
         writer = ResultWriter(out, n=model.config.n, k=model.latent_dim, attrs=file_attrs, resume=resume,
                               overwrite=overwrite)
+        if context and not resume:
+            writer.write_groups(context["groups"])
     except BaseException:
         if own_series:
             series.close()
@@ -299,9 +349,10 @@ def replay_series(
 
         def on_frame(record: FrameRecord) -> bool:
             row = frame_row(series, record, digest.at(record.index), strategy.cost_slots, hybrid,
-                            readout_model)
+                            readout_model, post)
             writer.append_row(row)
-            report = FrameReport(record, row.metrics, row.physics.output_metrics if row.physics else row.metrics)
+            report = FrameReport(record, row.metrics, row.physics.output_metrics if row.physics else row.metrics,
+                                 strain_words(row))
             if callback is not None and callback(report):
                 stopped["flag"] = True
                 return True
