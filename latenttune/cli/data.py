@@ -181,6 +181,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from latenttune.geometry.record import MISSING_GEOMETRY
     from latenttune.io.measured import open_measured
     from latenttune.prepare import PrepareSettings, prepare_series
+    from latenttune.prepare.pipeline import check_measured_size
 
     inputs = {f"input {spec!r}": spec for spec in args.inputs}
     inputs["the mask (--mask)"] = args.mask
@@ -204,6 +205,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     geometry = geometry_from_args(args, args.inputs)
     series = open_measured(args.inputs, mask=args.mask, amplitude=args.amplitude)
     print(f"preparing {len(series)} frame(s) of shape {'x'.join(map(str, series.shape))} for {what}")
+    check_measured_size(series)  # before the first volume is read (the quantity warning reads it)
     warn_quantity(series, args.amplitude)
     print(f"geometry: {geometry.line()}" if geometry is not None else f"note: {MISSING_GEOMETRY}")
     path, reports = prepare_series(series, args.out, N, settings, overwrite=args.overwrite,

@@ -68,7 +68,8 @@ from latenttune.validation import is_integer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FramePreparation", "PreparedFrame", "prepare_volume", "prepare_series", "MIN_SIDE"]
+__all__ = ["FramePreparation", "PreparedFrame", "prepare_volume", "prepare_series", "check_measured_size",
+           "MIN_SIDE"]
 
 #: Fewest voxels a measured volume needs along each axis to find its peak, gaps and oversampling.
 MIN_SIDE = 8
@@ -199,6 +200,16 @@ def _check_shape(shape: Sequence[int], source: str) -> None:
         raise ValueError(f"{source}: the measured volume is {'x'.join(map(str, shape))}, too small: every axis needs "
                          f"at least {MIN_SIDE} voxels to find the peak, the gaps and the oversampling; give the "
                          "measured volume uncropped")
+
+
+def check_measured_size(series: MeasuredSeries) -> None:
+    """Refuse a measured series whose volumes are too small to prepare or too large to read into memory.
+
+    Call it before reading any volume of ``series``: only the declared shape is looked at.
+    """
+    _check_shape(series.shape, f"`inputs` ({series.sources[0]})")
+    check_voxels(f"`inputs` ({series.sources[0]})", series.shape, _BYTES_PER_INPUT_VOXEL,
+                 "prepare a smaller part of the measurement")
 
 
 def _check_window(N: int, binning: Sequence[int], source: str) -> None:
@@ -351,9 +362,7 @@ def prepare_series(
                   {f"the input {str(f)!r}": f for f in series.files}, overwrite=True)
     if out.exists() and not overwrite:
         raise FileExistsError(f"`out` {str(out)!r} exists; pass overwrite=True (--overwrite) to replace it")
-    _check_shape(series.shape, f"`inputs` ({series.sources[0]})")
-    check_voxels(f"`inputs` ({series.sources[0]})", series.shape, _BYTES_PER_INPUT_VOXEL,
-                 "prepare a smaller part of the measurement")
+    check_measured_size(series)
     total, measured = _series_sum(series, settings)
     if not total.sum() > 0:
         raise ValueError(f"`inputs` hold no counts at measured voxels ({len(series)} frame(s))")
