@@ -16,7 +16,7 @@ from latenttune.physics import amplitude_misfit, forward, poisson_llk
 from latenttune.tracking.phase_retrieval import refine_density
 from latenttune.tracking.physics_settings import PhysicsSettings
 from latenttune.tracking.physics_stage import (GUIDE_HALF_COUNTS, GUIDE_WEIGHT_MAX, RESTART_STARTS, PhysicsStage,
-                                               guide_weight, restart_start)
+                                               centred, guide_weight, restart_start)
 from latenttune.tracking.replay import replay_series
 from latenttune.simulate import simulate_series
 from latenttune.tracking import HybridStrategy, make_strategy
@@ -366,3 +366,26 @@ def test_hybrid_resume_continues_the_warm_start_exactly(tmp_path, lively_model):
                           physics=PhysicsSettings(iterations=11, er_iterations=3))
     with pytest.raises(ResultsFileError, match="`physics`"):
         replay_series(series, loaded, other, tmp_path / "other.h5", resume=True)
+
+
+@pytest.mark.parametrize("offset", [(0, 0, 0), (2, -1, 3), (7, 7, -7)])
+def test_centred_puts_the_amplitude_centroid_at_the_grid_centre_by_whole_voxels(frame, offset):
+    truth = frame[0]
+    centre = np.asarray(centred(truth))
+    moved = np.roll(centre, offset, axis=(0, 1, 2))  # (7, 7, -7) carries the crystal across the grid's edge
+    back = centred(moved)
+    np.testing.assert_array_equal(back, centre)  # a whole-voxel roll, undone exactly
+    weight = np.abs(back)
+    centroid = [float((weight.sum(axis=tuple(j for j in range(3) if j != a)) * np.arange(n)).sum() / weight.sum())
+                for a in range(3)]
+    assert np.all(np.abs(np.asarray(centroid) - n // 2) <= 0.5), centroid
+    np.testing.assert_allclose(forward(back), forward(centre), rtol=1e-4, atol=1e-3)  # no intensity changed
+
+
+def test_the_stage_returns_its_output_centred_where_the_decoder_draws_crystals(frames):
+    truth, counts, mask, start = frames[1]
+    off_centre = np.roll(start, (2, -2, 1), axis=(0, 1, 2))  # a guide drawn off the grid's centre
+    outcome = PhysicsStage(PhysicsSettings(iterations=20, cold_iterations=40, er_iterations=2)).run(off_centre, counts,
+                                                                                                 mask)
+    np.testing.assert_array_equal(outcome.density, centred(outcome.density))
+    assert real_space_error(truth, outcome.density).error < real_space_error(truth, off_centre).error

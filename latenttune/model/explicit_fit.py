@@ -58,6 +58,11 @@ _CORE_RADIUS2 = 0.25  # the decoder's dislocation core: r2 = x^2 + y^2 + 0.5^2
 #: The 26 neighbours of a point of the rotation-vector grid, as unit steps.
 _OFFSETS = np.array([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1) if (a, b, c) != (0, 0, 0)],
                     dtype=np.float64)
+_AXIS_OFFSETS = np.concatenate([np.eye(3), -np.eye(3)])
+
+#: A global search brings to its lowest facet misfit only the candidates whose misfit after the alignment
+#: search is within this factor of the lowest (the others are other crystals, not the same one a little off).
+_MISFIT_SHORTLIST = 4.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,11 @@ class FitSettings:
         First step of the local orientation search (it halves until ``min_step_deg``).
     min_step_deg : float
         Last step of the local search.
+    misfit_step_deg : float
+        First step of the orientation search on the facet misfit that follows the alignment search of
+        a global search (each candidate is brought to its own lowest misfit before they are compared;
+        it halves until ``min_step_deg``); a local search (from ``previous``) starts at twice
+        ``min_step_deg``.
     sharpness : int
         Exponent ``p`` of the normal-alignment score.
     facet_iterations : int
@@ -85,6 +95,7 @@ class FitSettings:
     grid_step_deg: float = 5.625
     local_step_deg: float = 2.0
     min_step_deg: float = 0.25
+    misfit_step_deg: float = 1.0
     sharpness: int = 16
     facet_iterations: int = 8
     min_vortices: int = 4
@@ -211,6 +222,34 @@ def _global_candidates(score: _AlignmentScore, settings: FitSettings, count: int
             if len(chosen) == count:
                 break
     return chosen
+
+
+def _misfit_search(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarray, start: np.ndarray,
+                   settings: FitSettings, first_step_deg: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pattern search on the rotation vector for the lowest facet misfit, from ``start`` (radians).
+
+    The alignment score peaks a degree or two off a faceted crystal's orientation, and there the
+    facet misfit of the right orientation can be higher than that of one 45 degrees off about a cube
+    axis (both are among the 26 planes: a box reads as well as a {110} prism with {100} caps), so
+    the candidates are compared after each has been brought to its own lowest misfit.
+    """
+    limit = _ORIENTATION_MAX
+    best = np.asarray(start, dtype=np.float64)
+    distances, best_value = _facet_distances(amplitude, support, coords, _rotations(best[None])[0],
+                                             settings.facet_iterations)
+    step = math.radians(first_step_deg)
+    while step >= math.radians(settings.min_step_deg):
+        improved = False
+        for offset in _AXIS_OFFSETS:
+            candidate = np.clip(best + step * offset, -limit, limit)
+            d, value = _facet_distances(amplitude, support, coords, _rotations(candidate[None])[0],
+                                        settings.facet_iterations)
+            if value < best_value:
+                best, best_value, distances, improved = candidate, value, d, True
+                break
+        if not improved:
+            step /= 2
+    return best, distances, best_value
 
 
 def _facet_distances(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarray, rotation: np.ndarray,
@@ -411,15 +450,23 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
         starts, step = [previous.parameters[:3] * _ORIENTATION_MAX], math.radians(settings.local_step_deg)
     else:
         starts, step = _global_candidates(score, settings), math.radians(settings.grid_step_deg) / 2
-    best = None
     local = score.thinned(400)
+    found = []
     for start in starts:  # several starts: the one whose crystal matches the amplitude best wins
         vector, alignment = _local_search(local, start, step, settings)
-        rotation = _rotations(vector[None])[0]
-        distances, misfit = _facet_distances(amplitude, support, coords, rotation, settings.facet_iterations)
-        if best is None or misfit < best[0]:
-            best = (misfit, vector, alignment, rotation, distances)
-    _, vector, alignment, rotation, distances = best
+        distances, misfit = _facet_distances(amplitude, support, coords, _rotations(vector[None])[0],
+                                             settings.facet_iterations)
+        found.append((misfit, vector, alignment, distances))
+    # compare the close candidates at their own lowest facet misfit (a local search has one: it starts
+    # from the previous frame's orientation, a fraction of a degree away, so its first step is smaller)
+    lowest = min(f[0] for f in found)
+    first_step = settings.misfit_step_deg if previous is None else 2 * settings.min_step_deg
+    for i, (misfit, vector, alignment, distances) in enumerate(found):
+        if misfit <= _MISFIT_SHORTLIST * lowest:
+            vector, distances, misfit = _misfit_search(amplitude, support, coords, vector, settings, first_step)
+            found[i] = (misfit, vector, alignment, distances)
+    misfit, vector, alignment, distances = min(found, key=lambda f: f[0])
+    rotation = _rotations(vector[None])[0]
     interior = ndimage.binary_erosion(support)
     # the crystal's body, holes closed: a dislocation core is darker than the crystal around it
     body = ndimage.binary_erosion(ndimage.binary_fill_holes(ndimage.binary_closing(support, iterations=2)))

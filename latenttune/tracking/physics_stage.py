@@ -40,14 +40,43 @@ from latenttune.quality import is_stagnated
 from latenttune.tracking.phase_retrieval import Measurement, retrieve
 from latenttune.tracking.physics_settings import PhysicsSettings
 
-__all__ = ["PhysicsOutcome", "PhysicsStage", "PlannedStart", "RESTART_STARTS", "guide_weight", "restart_plan",
-           "restart_start"]
+__all__ = ["PhysicsOutcome", "PhysicsStage", "PlannedStart", "RESTART_STARTS", "centred", "guide_weight",
+           "restart_plan", "restart_start"]
 
 #: The guide's largest pull per iteration (data that constrain nothing).
 GUIDE_WEIGHT_MAX = 0.3
 #: Mean counts per measured voxel at which the pull is half its largest (chosen among 10, 25 and 60 on
 #: tuning series only, seeds 0-2 at 1e7 and 1e8 photons: see docs/tracking.md).
 GUIDE_HALF_COUNTS = 25.0
+
+
+def centred(density: np.ndarray) -> np.ndarray:
+    """``density`` rolled by whole voxels so that its amplitude-weighted centroid sits at index ``n // 2``.
+
+    The rule the model's training densities were centred by (:func:`latenttune.model.losses.centre_shifts`),
+    preceded by a circular centring so that an object across the grid's edge is centred too. A
+    translation changes no measured intensity, so phase retrieval leaves the object's position free;
+    centring its output keeps it where the decoder draws crystals, so that the explicit parameters
+    read off it (facet distances from the grid centre) and the next frame's guide (support and pull,
+    drawn centred) agree with it.
+    """
+    d = np.asarray(density)
+    amplitude = np.abs(d).astype(np.float64)
+    total = float(amplitude.sum())
+    if not total > 0 or not np.isfinite(total):
+        return d
+    shifts = []
+    for axis in range(3):
+        size = d.shape[axis]
+        profile = amplitude.sum(axis=tuple(j for j in range(3) if j != axis))
+        phasor = complex((profile * np.exp(2j * np.pi * np.arange(size) / size)).sum())
+        circular = (np.angle(phasor) / (2 * np.pi) * size) % size  # the centroid on the ring of indices
+        first = int(round(size // 2 - circular))
+        coords = (np.arange(size) - first) % size  # positions after the circular roll
+        rolled_profile = profile[coords]
+        linear = float((rolled_profile * np.arange(size)).sum() / total)
+        shifts.append(first + int(round(size // 2 - linear)))
+    return np.roll(d, shifts, axis=(0, 1, 2)) if any(shifts) else d
 
 
 def guide_weight(settings: PhysicsSettings, counts: np.ndarray, unmeasured: np.ndarray, jumped: bool) -> float:
@@ -281,11 +310,14 @@ class PhysicsStage:
             candidate_misfit = float(amplitude_misfit(candidate[1], intensity, unmeasured))
             if candidate_misfit < misfit:
                 (refined, predicted), start, misfit = candidate, plan.kind, candidate_misfit
+        moved = centred(refined)  # where the decoder draws crystals (a translation changes no intensity)
+        if moved is not refined:
+            refined, predicted = moved, forward(moved)
         pair = np.stack([decoded_intensity, predicted])
         misfits = amplitude_misfit(pair, intensity, unmeasured)
         free = amplitude_misfit(pair, intensity, judged_on)
         accepted = bool(free[1] < free[0] and misfits[1] <= misfits[0] and np.isfinite(refined).all())
-        output = refined if accepted else decoded
+        output = refined if accepted else centred(decoded)
         self.previous = output
         llk = float(poisson_llk(pair[1 if accepted else 0], intensity, unmeasured))
         llk_free = free_poisson_llk(pair[1 if accepted else 0], intensity, unmeasured, held)

@@ -34,6 +34,7 @@ from latenttune.model.crystal import PhysicalLayout
 from latenttune.model.explicit_fit import ExplicitFit, fit_explicit
 from latenttune.model.network import LatentAutoencoder
 from latenttune.model.views import ViewedAutoencoder
+from latenttune.tracking.physics_stage import centred
 from latenttune.validation import check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ class LatentReadback:
         """
         started = time.perf_counter()
         device = next(model.parameters()).device
-        reference = torch.as_tensor(np.asarray(output, dtype=np.complex64), device=device)
+        output = centred(np.asarray(output, dtype=np.complex64))  # the decoder draws its crystals centred
+        reference = torch.as_tensor(output, device=device)
         fit = None
         explicit = np.asarray(base[: self.explicit], dtype=np.float64)
         if self.layout is not None:
