@@ -85,3 +85,19 @@ def test_bad_densities_are_refused_in_one_line():
         fit_explicit(np.zeros((8, 8, 8), np.complex64), LAYOUT)
     with pytest.raises(ValueError, match="finite and not all zero"):
         fit_explicit(np.zeros((n, n, n), np.complex64), LAYOUT)
+
+
+def test_a_crystal_turning_across_the_edge_of_the_orientation_box_is_followed_frame_to_frame():
+    """A local search cannot cross the rotation-vector box's edge; it also starts from the cubic-equivalent
+    description deepest inside the box, so a turning crystal near the edge is not left behind."""
+    from scipy.spatial.transform import Rotation
+
+    from latenttune.model.crystal import _GROUP
+
+    near_edge = (0.2, -0.96, 0.3)  # -43.2 degrees about y: 1.8 degrees from the edge
+    first = fit_explicit(_render(_parameters(orientation=near_edge)), LAYOUT)
+    turned = Rotation.from_rotvec([0.0, -np.radians(4.0), 0.0]).as_matrix() @ orientation_matrix(near_edge)
+    equivalents = Rotation.from_matrix(np.stack([turned @ h for h in _GROUP])).as_rotvec()
+    inside = equivalents[int(np.argmin(np.abs(equivalents).max(axis=1)))] / (np.pi / 4)  # drawable in the box
+    second = fit_explicit(_render(_parameters(orientation=tuple(inside))), LAYOUT, previous=first)
+    assert misorientation_degrees(second.rotation, turned) < 1.0

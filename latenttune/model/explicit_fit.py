@@ -40,6 +40,7 @@ from scipy import ndimage
 
 from latenttune.model.crystal import (
     _EDGE_MAX,
+    _GROUP,
     _ORIENTATION_MAX,
     _PHASE_MAX,
     _REFERENCE,
@@ -82,6 +83,10 @@ class FitSettings:
         a global search (each candidate is brought to its own lowest misfit before they are compared;
         it halves until ``min_step_deg``); a local search (from ``previous``) starts at twice
         ``min_step_deg``.
+    edge_margin_deg : float
+        A local search whose previous orientation lies this close to the edge of the rotation-vector
+        box also starts from the other cubic-equivalent descriptions near or inside the box (a search
+        cannot cross the edge, so a turning crystal would stay behind there).
     sharpness : int
         Exponent ``p`` of the normal-alignment score.
     facet_iterations : int
@@ -96,6 +101,7 @@ class FitSettings:
     local_step_deg: float = 2.0
     min_step_deg: float = 0.25
     misfit_step_deg: float = 1.0
+    edge_margin_deg: float = 5.0
     sharpness: int = 16
     facet_iterations: int = 8
     min_vortices: int = 4
@@ -222,6 +228,26 @@ def _global_candidates(score: _AlignmentScore, settings: FitSettings, count: int
             if len(chosen) == count:
                 break
     return chosen
+
+
+def _edge_equivalents(vector: np.ndarray, margin: float) -> list[np.ndarray]:
+    """The other cubic-equivalent descriptions of ``vector`` inside the box, when ``vector`` is within
+    ``margin`` (radians) of the box's edge; else nothing.
+
+    A local search cannot cross the edge of the rotation-vector box, so a crystal that keeps turning
+    would stay behind there; past the edge it goes on as another of the 24 descriptions of the same
+    orientation, one that lies inside the box.
+    """
+    from scipy.spatial.transform import Rotation
+
+    vector = np.asarray(vector, dtype=np.float64)
+    if np.abs(vector).max() < _ORIENTATION_MAX - margin:
+        return []
+    R = _rotations(vector[None])[0]
+    equivalents = Rotation.from_matrix(np.stack([R @ h for h in _GROUP])).as_rotvec()
+    inside = np.abs(equivalents).max(axis=1) <= _ORIENTATION_MAX + margin
+    return [np.clip(e, -_ORIENTATION_MAX, _ORIENTATION_MAX) for e in equivalents[inside]
+            if not np.allclose(e, vector, atol=1e-6)]
 
 
 def _misfit_search(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarray, start: np.ndarray,
@@ -448,6 +474,7 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
     score = _AlignmentScore(normals, weights, settings.sharpness)
     if previous is not None:
         starts, step = [previous.parameters[:3] * _ORIENTATION_MAX], math.radians(settings.local_step_deg)
+        starts += _edge_equivalents(starts[0], math.radians(settings.edge_margin_deg))
     else:
         starts, step = _global_candidates(score, settings), math.radians(settings.grid_step_deg) / 2
     local = score.thinned(400)
