@@ -11,7 +11,7 @@ frames says which part limits a result: the decoder (floor high), the encoder (o
 the floor) or the controller (ES far above the floor). ``benchmarks/diagnose_latent.py`` runs this
 per scenario and writes the table the README quotes.
 
-The fit minimises the invariant form of E_r (DESIGN.md section 3) over whole-voxel shifts and the
+The fit minimises the invariant form of E_r (docs/conventions.md section 3) over whole-voxel shifts and the
 twin, ``1 - max_t |CC(t)|^2 / (|d0|^2 |d|^2)``, with Adam on ``atanh(z)`` (so ``z`` stays in the
 box) from several starts; the reported floor is the subpixel :func:`latenttune.metrics.
 real_space_error` of the best start.
