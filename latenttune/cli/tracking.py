@@ -75,8 +75,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
                         "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")
     add_views_option(p, 1, "symmetric views of the first frame to choose the model's view from (1 = the "
-                           "identity; 48 fits crystals better but costs the first frame about 1-2 s; README "
-                           "'Symmetric views')")
+                           "identity; 48 fits crystals better but costs the first frame about 1-2 s; "
+                           "docs/tracking.md, 'Symmetric views')")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")

@@ -17,7 +17,7 @@ candidates are scored with the tracker's own cost (the amplitude misfit against 
 counts, masked voxels excluded) and the lowest wins. The choice uses only the measurement, never
 the truth. On the default model's held-out pairs the best of 48 lowers the median ``E_r`` of the
 identity view and comes close to the oracle choice (the candidate nearest the truth): figures in
-``docs/model_card.md`` ("Validation figures", ``latenttune evaluate``) and README.md ("Symmetric views").
+``docs/model_card.md`` ("Validation figures", ``latenttune evaluate``) and ``docs/results.md``.
 
 A tracker that adopts view ``g`` works with :class:`ViewedAutoencoder`, whose ``encode`` sees
 ``g(I)`` and whose ``decode`` returns ``g^-1(D(z))``: every density, cost and output stays in the
