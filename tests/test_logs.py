@@ -19,19 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cli_commands
+
 from latenttune.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _commands(parser, prefix=()):
-    """Every (sub)command of the CLI with its parser: (("replay",), parser), (("movie", "traverse"), parser), ..."""
-    for action in parser._actions:
-        if action.choices and hasattr(action, "_name_parser_map"):
-            for name, sub in action.choices.items():
-                yield from _commands(sub, (*prefix, name))
-            return
-    yield prefix, parser
 
 
 def _run_logged(tmp_path: Path, name: str, *argv: object) -> str:
@@ -143,14 +135,14 @@ def test_on_a_terminal_the_progress_bar_is_drawn(tmp_path):
 
 
 def test_help_shows_each_default_once():
-    for name, parser in _commands(build_parser()):
+    for name, parser in cli_commands(build_parser()):
         formatter = parser._get_formatter()
         for action in parser._actions:
             text = formatter._expand_help(action) if action.help else ""
             stated = len(re.findall(r"\(default\b", text))
             assert stated <= 1, f"`latenttune {' '.join(name)} --help`, {action.option_strings}: {text!r}"
             assert "(default: None)" not in text
-    track = dict(_commands(build_parser()))[("track",)].format_help()
+    track = dict(cli_commands(build_parser()))[("track",)].format_help()
     folded = " ".join(track.split())
     assert folded.count("(default: 24 for hybrid, 100 for es and gradient)") == 1
     assert "(default: PhysicsSettings' 60; a cold start, e.g. the first frame, runs at least 120)" in folded
