@@ -293,3 +293,20 @@ def test_every_documented_command_runs(path, world, tmp_path, capsys):
                            f"{output}{captured.out[-2000:]}{captured.err[-2000:]}")
         ran.append(line)
     assert ran or all(isinstance(_as_run(line, folder), str) for line in commands)
+
+
+def test_license_and_citation_are_at_the_root():
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.startswith("BSD 3-Clause License") and "Copyright (c) 2026, latenttune developers" in license_text
+    assert 'license = { text = "BSD-3-Clause" }' in (ROOT / "pyproject.toml").read_text()
+    yaml = pytest.importorskip("yaml")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "BSD-3-Clause"
+    for key in ("message", "title", "authors", "type", "version"):
+        assert cff[key], key
+    references = cff["references"]
+    assert all({"type", "title", "authors"} <= set(r) for r in references)  # what CFF 1.2.0 requires of each
+    assert "10.1038/s41524-024-01482-5" in [r.get("doi") for r in references]
+    cited = {(r["journal"], r.get("volume"), str(r.get("start"))) for r in references}
+    assert ("npj Computational Materials", 7, "175") in cited and ("Applied Physics Reviews", 8, "021407") in cited
+    assert (ROOT / "CONTRIBUTING.md").is_file() and (ROOT / "CHANGELOG.md").is_file()
