@@ -8,7 +8,7 @@ For each scenario (default: ``latent-walk``, ``growth``, ``strain``, ``dislocati
 simulated with the project's own ``simulate_series`` (Poisson noise at ``--photons``, a beamstop of
 ``--beamstop`` voxels) and every method tracks *the same frames* through ``replay_series``, the code
 path of ``latenttune replay``. Per frame it records the real-space error E_r against the simulator's
-truth (global phase, translation and twin removed; DESIGN.md section 3), the amplitude error E_q and
+truth (global phase, translation and twin removed; docs/conventions.md, section 3), the amplitude error E_q and
 the wall time of the tracking work. Writes ``OUT.md`` (a markdown table of mean/max E_r, E_q and
 ms/frame), ``OUT.json`` (all per-frame figures) and ``OUT.png`` (E_r against frame). Asserts
 nothing: it reports.

@@ -22,7 +22,7 @@ training:
   growing core-shell misfit, a Gaussian bump, a strain wave);
 * series kinds ``growth``, ``tilt``, ``glide``, ``strain`` and ``mixed``, with an optional abrupt jump.
 
-Conventions kept (DESIGN.md section 2): object grid ``n^3``, centred coordinates ``x = i - n // 2``
+Conventions kept (docs/conventions.md, section 2): object grid ``n^3``, centred coordinates ``x = i - n // 2``
 (component ``k`` along array axis ``k``), diffraction grid ``N = 2 n`` with
 ``I = |fftshift(fftn(ifftshift(pad(d)), norm="ortho"))|^2`` (``q = 0`` at index ``N // 2``), counts
 ``Poisson(photons I / sum(I))``, a centred spherical beamstop masked (True = not measured, counts 0),

@@ -1,6 +1,6 @@
 """Controllers that tune a latent vector from cost values alone (numpy only).
 
-Never imports ``latenttune`` (DESIGN.md section 1).
+Never imports ``latenttune`` (docs/conventions.md section 1).
 
 Modules: :mod:`controllers.protocol` (the :class:`Controller` interface: ``suggest``/``ingest``/
 ``reset``/``to_dict``), :mod:`controllers.es_params` (validated :class:`ESParams` of Scheinker's

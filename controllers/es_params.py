@@ -4,7 +4,7 @@ The controller works in a normalised box ``[-1, 1]^k``: the caller's bounds ``lo
 mapped affinely onto it (see :func:`controllers.extremum_seeking.to_unit_box`). All amplitudes
 (``dither``, ``dither_min``) are in these normalised units, where the box has half-width 1.
 
-Update (discrete form, DESIGN.md section 4), for parameter ``i`` at step ``n``::
+Update (discrete form, docs/conventions.md section 4), for parameter ``i`` at step ``n``::
 
     z_i(n+1) = clip(z_i(n) + dt * sqrt(alpha_i * omega_i) * cos(omega_i * n * dt + k * C(n)), -1, 1)
     alpha_i  = omega_i * D(n)**2
@@ -18,7 +18,8 @@ Defaults and why
 ----------------
 ``gain = 1.0``
     With the default cost normalisation the normalised cost is O(1), so ``k * dC`` per step is
-    O(0.1 to 1) for dither-induced cost changes of 10 % to 100 %: the range DESIGN.md asks for,
+    O(0.1 to 1) for dither-induced cost changes of 10 % to 100 %: the range of docs/conventions.md
+    section 4,
     in the middle of the published 0.2 (cernml-extremum-seeking) to 2 (Xopt) range.
 ``dither = 0.1``
     Dither amplitude ``D`` (the oscillation amplitude, 5 % of the box width); the upper end of the

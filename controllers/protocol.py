@@ -10,7 +10,7 @@ A controller proposes a point, is told the cost measured there, and moves on::
 
 ``latenttune``'s extremum-seeking strategies drive their controller through these methods only.
 
-The names ``suggest``/``ingest`` are those of Xopt and bluesky-adaptive (DESIGN.md section 4).
+The names ``suggest``/``ingest`` are those of Xopt and bluesky-adaptive (docs/conventions.md section 4).
 ``from_dict`` is a classmethod by convention and is not part of the runtime check.
 """
 

@@ -140,6 +140,7 @@ def main() -> None:
     same = np.array_equal(costs, live_costs[np.asarray(results.index)], equal_nan=True)
     print(f"replay: {replayed}; costs {'identical to' if same else 'DIFFERENT from'} the live run "
           f"(final cost {costs[-1]:.5f})")
+    print(results.stagnation_summary())  # frames whose LLK stayed above the threshold after their restarts
     print(f"same from the command line:\n  latenttune replay {storage.paths[-1]} --model {args.model} "
           f"--steps-per-frame {args.steps_per_frame} --out {out / 'replay_cli.h5'}")
     if not same:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make the README's two GIFs with the shipped default model (latenttune/data/default_model.pt):
+# Make the two GIFs of docs/movies.md with the shipped default model (latenttune/data/default_model.pt):
 #   docs/media/traverse.gif  a smooth closed walk through the model's latent space
 #   docs/media/tracking.gif  a simulated growing crystal tracked by the default (hybrid) tracker
 # Both are 480x270 px with 48 frames, well under 2 MB each. Run from anywhere; about 2-4 minutes on

@@ -110,7 +110,8 @@ def main() -> None:
     strategy = make_strategy("hybrid", model.latent_dim, steps_per_frame=args.steps, physics=physics)
     result = track(pairs, model, strategy,
                    callback=lambda r: print(f"frame {r.index}: cost {r.cost:.4f} after {r.steps} evaluations, "
-                                            f"refined density kept: {r.physics.accepted}"))
+                                            f"refined density kept: {r.physics.accepted}, LLK {r.physics.llk:.2f}"
+                                            + (" (stagnated: less certain)" if r.physics.stagnated else "")))
     print(f"{result.message}: latents {result.latent.shape}, costs {np.round(result.cost, 4).tolist()}, "
           f"reconstructions {result.output_density.shape}")
 
@@ -120,6 +121,7 @@ def main() -> None:
     results = read_results(results_path)
     shown = results.reconstruction()  # the refined densities when the hybrid tracker kept them
     assert np.array_equal(results.cost, result.cost.astype(np.float32))  # same frames, same settings, same run
+    print(results.stagnation_summary())  # which frames stayed above the LLK threshold after their restarts
 
     figure = Figure(figsize=(3 + 2.2 * len(shown.density), 3.2), layout="constrained")
     FigureCanvasAgg(figure)

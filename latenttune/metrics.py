@@ -1,10 +1,10 @@
-"""Figures of merit for CDI reconstructions (DESIGN.md sections 2 and 3).
+"""Figures of merit for CDI reconstructions (docs/conventions.md sections 2 and 3).
 
 Reciprocal space (compare a predicted with a measured intensity):
 
 * :func:`amplitude_error` -- ``E_q = sum((s|F| - A)^2) / sum(A^2)``, with
   ``|F| = sqrt(I_pred)``, ``A = sqrt(I_meas)`` and the optimal flux scale ``s``.
-  With ``scale=True`` this *is* the project's default cost of DESIGN.md section 2
+  With ``scale=True`` this *is* the project's default cost of docs/conventions.md section 2
   (``sum(A^2) == sum(I_meas)``); with ``scale=False`` it is the error that cohere
   reports. :func:`chi` is its square root.
 * :func:`r_factor` -- ``R = sum(|s|F| - A|) / sum(A)``.
@@ -147,7 +147,7 @@ def amplitude_error(
     ``|F| = sqrt(predicted_intensity)``, ``A = sqrt(measured_intensity)``. With
     ``scale=True`` the flux scale is the least-squares optimum
     ``s = sum(sqrt(I_pred I_meas)) / sum(I_pred)``, and since ``sum(A^2) =
-    sum(I_meas)`` the value equals the default cost ``C`` of DESIGN.md section 2.
+    sum(I_meas)`` the value equals the default cost ``C`` of docs/conventions.md section 2.
     With ``scale=False``, ``s = 1`` (the error cohere reports).
 
     Parameters

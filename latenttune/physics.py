@@ -1,8 +1,8 @@
-"""Forward model and data-fidelity costs (DESIGN.md section 2).
+"""Forward model and data-fidelity costs (docs/conventions.md section 2).
 
 The forward model itself (:func:`pad`, :func:`crop`, :func:`forward`) is written once, in
 :mod:`sim.forward`, because the simulator needs it too and ``sim`` may not import
-``latenttune`` (DESIGN.md section 1); it is re-exported here so that users find the whole
+``latenttune`` (docs/conventions.md section 1); it is re-exported here so that users find the whole
 physics in one place.
 
 The costs compare a predicted intensity ``Ipred`` with a measured one ``Imeas`` (photon counts,

@@ -1,8 +1,8 @@
 """Figures people look at instead of arrays (matplotlib, headless-safe).
 
-:func:`tracking_summary` draws a tracking run: cost and real-space error against frame, and the
-central slices (amplitude and phase, labelled rows, colour bars) of truth and reconstruction,
-registered to the truth, at a few frames. The
+:func:`tracking_summary` draws a tracking run: the fit to the counts (LLK, free LLK) and the real-space
+error against frame, and the central slices (amplitude and phase, labelled rows, colour bars, the slice
+plane and a scale named) of truth and reconstruction, registered to the truth, at a few frames. The
 reconstruction is the one the results report (:meth:`latenttune.io.Results.reconstruction`): the hybrid
 tracker's refined density when the file has it, else the decoded one; every panel says which.
 :func:`readout_figure` draws the tracked latents read out as physical quantities (a model with explicit
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from latenttune.io.results import Results
@@ -48,17 +49,76 @@ def _show_slice(ax: Any, image: np.ndarray, label: str | None, **style: Any) -> 
     return shown
 
 
+def _phase_offset_removed(density: np.ndarray, support_fraction: float = 0.1) -> np.ndarray:
+    """``density`` times ``exp(-i offset)``, ``offset`` its amplitude-weighted mean phase over the support
+    (amplitude above ``support_fraction`` of the maximum): the phase then sits about 0, and a strain field
+    of a fraction of a radian shows on a range that fits it (the global phase is arbitrary anyway)."""
+    amp = np.abs(density)
+    support = amp > support_fraction * max(float(amp.max()), 1e-12)
+    total = np.sum(density[support]) if support.any() else np.sum(density)
+    return density * np.exp(-1j * np.angle(total)) if abs(total) > 0 else density
+
+
+def _phase_limit(densities: Sequence[np.ndarray], amp_max: float) -> float:
+    """One phase colour limit (rad) for every panel: the 99th percentile of ``|phase|`` in the central slices'
+    supports, rounded up to 0.1 rad (at least 0.1); ``pi`` when the phase wraps anyway."""
+    values = []
+    for density in densities:
+        amp, phase = central_slices(density)
+        values.append(np.abs(phase[amp > 0.1 * max(amp_max, 1e-12)]))
+    spread = np.concatenate(values) if values else np.zeros(0)
+    limit = float(np.percentile(spread, 99)) if spread.size else np.pi
+    limit = max(np.ceil(limit * 10) / 10, 0.1)
+    return float(np.pi) if limit >= 0.9 * np.pi else limit
+
+
+def _nice_length(target: float) -> float:
+    """The largest of 1, 2 or 5 times a power of ten not above ``target`` (> 0)."""
+    power = 10.0 ** np.floor(np.log10(target))
+    return max(m * power for m in (1, 2, 5) if m * power <= target)
+
+
+def _scale_bar(ax: Any, n: int, voxel_nm: float | None) -> None:
+    """A white bar of about a quarter of the slice's width, labelled in nm when the voxel size is known,
+    else in voxels."""
+    if voxel_nm is not None and voxel_nm > 0:
+        nm = _nice_length(n / 4 * voxel_nm)
+        length, label = nm / voxel_nm, f"{nm:g} nm"
+    else:
+        length = _nice_length(n / 4)
+        label = f"{length:g} voxels"
+    x0, y0 = 0.06 * n, 0.07 * n
+    ax.add_patch(Rectangle((x0, y0 - 0.2), length, 0.4, color="white", lw=0))
+    ax.text(x0 + length / 2, y0 + 0.03 * n, label, color="white", ha="center", va="bottom", fontsize=6)
+
+
 def _show_density(ax_amp: Any, ax_phase: Any, density: np.ndarray, amp_max: float, title: str,
-                  row_label: str | None) -> tuple[Any, Any]:
-    """Central amplitude and phase slices (phase where the amplitude exceeds 10 % of ``amp_max``)."""
-    amp, phase = central_slices(density)
+                  row_label: str | None, phase_limit: float = np.pi) -> tuple[Any, Any]:
+    """Central amplitude and phase slices (phase, its mean over the support removed, where the amplitude
+    exceeds 10 % of ``amp_max``, on +-``phase_limit``: a diverging map, or a cyclic one at ``pi``)."""
+    amp, phase = central_slices(_phase_offset_removed(density))
     support = amp > 0.1 * max(amp_max, 1e-12)
     amp_image = _show_slice(ax_amp, amp, row_label and f"{row_label}\namplitude", cmap="gray", vmin=0,
                             vmax=max(amp_max, 1e-12))
+    cmap = "twilight" if phase_limit >= np.pi else "RdBu_r"
     phase_image = _show_slice(ax_phase, np.where(support, phase, np.nan), row_label and f"{row_label}\nphase",
-                              cmap="twilight", vmin=-np.pi, vmax=np.pi)
+                              cmap=cmap, vmin=-phase_limit, vmax=phase_limit)
     ax_amp.set_title(title, fontsize=8)
     return amp_image, phase_image
+
+
+def _voxel_size_nm(results: Results, axis: int) -> float | None:
+    """The object voxel's edge along array ``axis`` in nm, when the results carry a measurement geometry."""
+    transform = results.attrs.get("frame_transform")
+    if not transform:
+        return None
+    try:
+        from latenttune.geometry import FrameTransform
+
+        return float(FrameTransform.from_dict(transform).voxel_size_nm[axis])
+    except (KeyError, TypeError, ValueError, IndexError):
+        log.warning("the results' frame_transform gives no voxel size: the scale bar is in voxels")
+        return None
 
 
 #: Ground truth for a figure: per series frame, a sequence indexed by frame or a function of the frame.
@@ -78,13 +138,19 @@ def summary_figure(
 ) -> Figure:
     """The figure :func:`tracking_summary` saves (headless Agg canvas); see there for the parameters.
 
-    Layout: cost and E_r against the frame number (integer ticks) on the left; per shown frame a
-    column of central slices, rows labelled ``truth amplitude``, ``truth phase``, then the shown
+    Layout, on the left against the frame number (integer ticks): how well each frame explains the
+    counts (the shown density's Poisson LLK and free LLK, with the noise level and the stagnation
+    threshold; a run without a physics stage has no LLK and shows its cost, explained) and, with
+    truth, E_r of the decoded latent and of the shown density; without truth the fit panel alone, no
+    duplicate. Per shown frame a column of central slices (the plane normal to array axis 0 through
+    the grid's centre, named in the title, with a scale bar in nm when the results carry a voxel
+    size, else in voxels), rows labelled ``truth amplitude``, ``truth phase``, then the shown
     reconstruction's amplitude and phase (registered to the truth: twin, shift and global phase
-    removed); one amplitude and one phase colour bar in their own column, so every image column has
-    the same width. Without truth, the reconstruction rows only, and the left panel shows the Poisson
-    LLK with the noise level and the stagnation threshold instead of E_r. Frames whose output
-    stagnated (:mod:`latenttune.quality`) are ringed in red on the curves and say so in their titles.
+    removed). The phase is drawn with its mean over the support removed, on one range for every
+    panel that fits the phase shown (a diverging map; a cyclic one on +-pi when it wraps), so a
+    strain field of a fraction of a radian is visible. One amplitude and one phase colour bar in their
+    own column, so every image column has the same width. Frames whose output stagnated
+    (:mod:`latenttune.quality`) are ringed in red on the curves and say so in their titles.
     """
     if not isinstance(results, Results):
         raise TypeError(f"`results` must be a Results (latenttune.io.read_results), got {type(results).__name__}")
@@ -111,58 +177,79 @@ def summary_figure(
     fig = Figure(figsize=(2.1 * len(frames) + 5.2, 1.8 * rows + 0.7), layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(rows, len(frames) + 3, width_ratios=[1.2, 1.2] + [1] * len(frames) + [0.08])
-    ax_cost = fig.add_subplot(grid[: rows // 2, :2])
-    ax_cost.semilogy(index, cost, "o-", ms=3, label="cost (amplitude misfit)")
-    ax_cost.set_ylabel("cost")
-    axes = [ax_cost]
-    decoded_error = results.E_r
-    if np.isfinite(decoded_error).any() or np.isfinite(shown.E_r).any():
+    has_error = bool(np.isfinite(results.E_r).any() or np.isfinite(shown.E_r).any())
+    fit_rows = slice(0, rows // 2) if has_error else slice(0, rows)
+    axes = [_fit_panel(fig.add_subplot(grid[fit_rows, :2]), results, stagnated, stagnated_label)]
+    if has_error:
         ax_err = fig.add_subplot(grid[rows // 2:, :2])
-        ax_err.plot(index, decoded_error, "o-", ms=3, color="C1", label="decoded latent (ES)")
+        ax_err.plot(index, results.E_r, "o-", ms=3, color="C1", label="decoded latent")
         if shown.label == "hybrid":
             ax_err.plot(index, shown.E_r, "s-", ms=3, color="C2", label="hybrid (shown)")
             if stagnated.any():
                 ax_err.plot(index[stagnated], shown.E_r[stagnated], "o", ms=8, mfc="none", color="C3",
                             label=stagnated_label)
             ax_err.legend(fontsize=7)
-        ax_err.set_ylabel("real-space error E_r")
+        ax_err.set_ylabel("real-space error E_r against the truth")
         ax_err.set_ylim(bottom=0)
         axes.append(ax_err)
-    elif np.isfinite(results.llk).any():
-        # no truth (real data): the Poisson LLK says whether each frame explains the counts to the noise
-        ax_llk = fig.add_subplot(grid[rows // 2:, :2])
-        llk = results.llk
-        ax_llk.plot(index, llk, "s-", ms=3, color="C2", label="shown density")
-        ax_llk.axhline(1.0, color="0.5", lw=0.8, ls="--", label="Poisson noise level")
-        ax_llk.axhline(results.stagnation_threshold, color="C3", lw=0.8, ls=":", label="stagnation threshold")
-        if stagnated.any():
-            ax_llk.plot(index[stagnated], llk[stagnated], "o", ms=8, mfc="none", color="C3", label=stagnated_label)
-        ax_llk.set_ylabel("Poisson LLK")
-        ax_llk.legend(fontsize=7)
-        axes.append(ax_llk)
     for ax in axes:
         ax.set_xlabel("frame")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
+    shown_densities = [d for pair in panels for d in pair if d is not None]
+    phase_limit = _phase_limit([_phase_offset_removed(d) for d in shown_densities], amp_max)
+    n = int(shown.density.shape[1])
+    voxel_nm = _voxel_size_nm(results, 2)
     images: tuple[Any, Any] | None = None
     for column, (t, (reference, recon)) in enumerate(zip(frames, panels), start=2):
         first = column == 2
         row = 0
         if reference is not None:
-            _show_density(fig.add_subplot(grid[0, column]), fig.add_subplot(grid[1, column]), reference, amp_max,
-                          f"frame {index[t]}", "truth" if first else None)
+            ax_amp = fig.add_subplot(grid[0, column])
+            _show_density(ax_amp, fig.add_subplot(grid[1, column]), reference, amp_max,
+                          f"frame {index[t]}", "truth" if first else None, phase_limit)
+            if first:
+                _scale_bar(ax_amp, n, voxel_nm)
             row = 2
         label = f"{what}, aligned to truth" if reference is not None else what
-        images = _show_density(fig.add_subplot(grid[row, column]), fig.add_subplot(grid[row + 1, column]), recon,
+        ax_amp = fig.add_subplot(grid[row, column])
+        images = _show_density(ax_amp, fig.add_subplot(grid[row + 1, column]), recon,
                                amp_max, f"frame {index[t]}: {shown.row_label(t)}" + ("\n(stagnated)" if stagnated[t] else ""),
-                               label if first else None)
+                               label if first else None, phase_limit)
+        if first and reference is None:
+            _scale_bar(ax_amp, n, voxel_nm)
     for row in range(0, rows, 2):
         fig.colorbar(images[0], cax=fig.add_subplot(grid[row, -1]), label="amplitude")
-        fig.colorbar(images[1], cax=fig.add_subplot(grid[row + 1, -1]), label="phase (rad)")
+        fig.colorbar(images[1], cax=fig.add_subplot(grid[row + 1, -1]), label="phase - its mean (rad)")
     shows = ("hybrid reconstruction (refined where the physics stage was kept)" if shown.label == "hybrid"
              else "decoded densities of the tracked latents")
-    fig.suptitle(title or f"tracking summary: {shows} (central slices)", fontsize=10)
+    plane = (f"central slices: the plane normal to array axis 0 at index {n // 2} of {n} "
+             f"(horizontal: axis 2, vertical: axis 1)")
+    fig.suptitle(f"{title or f'tracking summary: {shows}'}\n{plane}", fontsize=10)
     return fig
+
+
+def _fit_panel(ax: Any, results: Results, stagnated: np.ndarray, stagnated_label: str) -> Any:
+    """How well each frame explains the counts: the shown density's Poisson LLK and free LLK (held-out
+    voxels) against the noise level and the stagnation threshold; the cost (what extremum seeking
+    minimises) only for a run without an LLK (no physics stage)."""
+    index = results.index
+    llk = np.asarray(results.llk, dtype=float)
+    if not np.isfinite(llk).any():
+        ax.semilogy(index, results.cost, "o-", ms=3, color="C0")
+        ax.set_ylabel("cost: amplitude misfit of the\ndecoded latent (0 = perfect)")
+        return ax
+    ax.plot(index, llk, "s-", ms=3, color="C2", label="Poisson LLK of the shown density")
+    free = np.asarray(results.llk_free, dtype=float)
+    if np.isfinite(free).any():
+        ax.plot(index, free, "^--", ms=3, color="C4", label="free LLK (held-out voxels)")
+    ax.axhline(1.0, color="0.5", lw=0.8, ls="--", label="Poisson noise level")
+    ax.axhline(results.stagnation_threshold, color="C3", lw=0.8, ls=":", label="stagnation threshold")
+    if stagnated.any():
+        ax.plot(index[stagnated], llk[stagnated], "o", ms=8, mfc="none", color="C3", label=stagnated_label)
+    ax.set_ylabel("fit to the counts: Poisson LLK\n(about 1 = to the noise)")
+    ax.legend(fontsize=7)
+    return ax
 
 
 def tracking_summary(

@@ -110,7 +110,7 @@ def simulate_series(
         Seed of everything random: the sample's evolution and the photon noise (0 to 2^63 - 1:
         the file stores it as a 64-bit integer).
     layout : {"stacked", "entries"}
-        CXI layout (DESIGN.md section 5).
+        CXI layout (docs/conventions.md section 6).
     overwrite : bool
         Replace an existing output file.
     callback : callable, optional

@@ -1,6 +1,6 @@
 """Simulator of time-varying 3D crystals and their measured coherent diffraction.
 
-numpy/scipy only; never imports ``latenttune`` (DESIGN.md section 1).
+numpy/scipy only; never imports ``latenttune`` (docs/conventions.md section 1).
 
 Modules: :mod:`sim.forward` (the one forward model), :mod:`sim.geometry` (grids, rotations),
 :mod:`sim.shapes` (anti-aliased supports), :mod:`sim.phase` (random, strain and dislocation

@@ -1,6 +1,6 @@
 """The one CDI forward model, shared by the simulator and ``latenttune``.
 
-Conventions (DESIGN.md section 2):
+Conventions (docs/conventions.md section 2):
 
 * The object grid is ``n^3`` and holds the complex density ``d = rho * exp(i*phi)``.
 * The diffraction grid is ``N^3`` with ``N = 2 * n`` (oversampling 2 per axis).
@@ -16,7 +16,7 @@ same kind it was given, so the numbers agree between the two to float32
 precision; the torch path is differentiable. This module never imports torch:
 it recognises a tensor by its type and borrows ``torch`` from ``sys.modules``
 (a tensor cannot exist unless torch was imported), keeping ``sim`` free of a
-torch dependency (DESIGN.md section 1).
+torch dependency (docs/conventions.md section 1).
 """
 
 from __future__ import annotations

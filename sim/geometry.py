@@ -1,6 +1,6 @@
 """Voxel coordinate grids and 3D rotations.
 
-Conventions (DESIGN.md section 2): the object grid is ``n^3`` and voxel
+Conventions (docs/conventions.md section 2): the object grid is ``n^3`` and voxel
 coordinates are centred, ``x = i - n // 2`` for index ``i`` on every axis, so
 the object centre is index ``n // 2``. Coordinate component ``k`` refers to
 array axis ``k`` (there is no x/y/z relabelling anywhere in :mod:`sim`).

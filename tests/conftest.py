@@ -56,6 +56,20 @@ def tiny_tables(**train: Any) -> dict[str, dict[str, Any]]:
     return {"model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train}}
 
 
+def cli_commands(parser: Any = None, prefix: tuple[str, ...] = ()):
+    """Every (sub)command of the CLI with its parser: (("replay",), parser), (("movie", "traverse"), parser), ..."""
+    if parser is None:
+        from latenttune.cli import build_parser
+
+        parser = build_parser()
+    for action in parser._actions:
+        if action.choices and hasattr(action, "_name_parser_map"):
+            for name, sub in action.choices.items():
+                yield from cli_commands(sub, (*prefix, name))
+            return
+    yield prefix, parser
+
+
 def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
     """Run the ``latenttune`` CLI in-process: (exit status, stdout, stderr)."""
     from latenttune.cli import main

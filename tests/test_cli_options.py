@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli_commands, run_cli
 
-from latenttune.cli import build_parser
 from latenttune.device import set_threads
 from latenttune.io import read_results
 from latenttune.model import load_model
@@ -32,14 +31,8 @@ _cli = run_cli
 
 
 def _commands(parser=None, prefix=()):
-    """Every (sub)command of the CLI with its parser: (("replay",), parser), (("movie", "traverse"), parser), ..."""
-    parser = parser or build_parser()
-    for action in parser._actions:
-        if action.choices and hasattr(action, "_name_parser_map"):
-            for name, sub in action.choices.items():
-                yield from _commands(sub, (*prefix, name))
-            return
-    yield prefix, parser
+    """Every (sub)command of the CLI with its parser (:func:`conftest.cli_commands`)."""
+    return cli_commands(parser, prefix)
 
 
 def _options(parser) -> set[str]:

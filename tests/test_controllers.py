@@ -36,7 +36,7 @@ def _golden_cost(z: np.ndarray) -> float:
 
 
 def _reference_loop(z0, lower, upper, gain, dither, steps, pairs=False):
-    """Plain loop of the ES equations in normalised units, written from DESIGN.md section 4.
+    """Plain loop of the ES equations in normalised units, written from docs/conventions.md section 4.
 
     Returns the normalised positions z(0..steps) and the caller-unit points the cost was taken at.
     """

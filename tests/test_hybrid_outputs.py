@@ -85,6 +85,28 @@ def test_movie_captions_say_what_each_frame_shows_and_which_stagnated(hybrid_run
     assert not any("STAGNATED" in c for c in frame_captions(results, np.arange(T), np.full(T, np.nan), "E_r"))
 
 
+def test_movie_time_axis_is_the_frame_unless_the_series_has_real_times(hybrid_run):
+    """Issue 30: a simulated series stores its frame numbers as times: no "t = 2 s" for frame 2."""
+    from latenttune.movies.tracking_movie import _error_trace, frame_captions, has_real_times
+
+    results = read_results(hybrid_run[0])
+    T = results.num_frames
+    index = np.arange(T)
+    assert np.array_equal(results.time, index)  # what the simulator writes
+    assert not has_real_times(results.time, index)
+    assert not any(" t = " in c for c in frame_captions(results, index, np.full(T, 0.05), "E_r"))
+    results.time = 12.5 + 0.5 * index  # a measured series with time stamps
+    assert has_real_times(results.time, index)
+    captions = frame_captions(results, index, np.full(T, 0.05), "E_r")
+    assert captions[1].startswith("frame 1   t = 13 s   cost ")
+    # without truth the second trace is the LLK, never E_q (the cost again, in a results file without truth)
+    results.E_r = np.full(T, np.nan)
+    results.E_r_output = np.full(T, np.nan)
+    results.llk = np.linspace(1.1, 1.4, T)
+    values, label = _error_trace(results)
+    assert label == "LLK" and np.allclose(values, results.llk)
+
+
 def test_tracking_movie_plays_the_refined_density(hybrid_run, tmp_path):
     from latenttune.io import open_series
     from latenttune.movies.tracking_movie import tracking_frames

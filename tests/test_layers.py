@@ -1,4 +1,4 @@
-"""One-way layers (DESIGN.md section 1; issue 14, item 8).
+"""One-way layers (docs/conventions.md section 1; issue 14, item 8).
 
 * ``sim`` and ``controllers`` import nothing of ``latenttune``;
 * the core (every ``latenttune`` module except the CLI and the Bluesky plans/devices in

@@ -242,7 +242,7 @@ def test_amplitude_error_is_design_cost_and_zero_for_scaled_copy():
     assert r_factor(3.0 * I, I) < 1e-7
     expected = (math.sqrt(3) - 1) ** 2
     assert amplitude_error(3.0 * I, I, scale=False) == pytest.approx(expected, rel=1e-6)
-    # DESIGN section 2 cost: sum((s sqrt(Ip) - sqrt(Im))^2) / sum(Im)
+    # docs/conventions.md section 2 cost: sum((s sqrt(Ip) - sqrt(Im))^2) / sum(Im)
     Ip = forward(_object(radius=4.5)).astype(np.float64)
     Im = I.astype(np.float64)
     s = np.sum(np.sqrt(Ip * Im)) / np.sum(Ip)

@@ -1,4 +1,4 @@
-"""Identities of the forward model and the costs (DESIGN.md section 2)."""
+"""Identities of the forward model and the costs (docs/conventions.md section 2)."""
 
 from __future__ import annotations
 

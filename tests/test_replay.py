@@ -29,7 +29,7 @@ from latenttune.tracking import make_strategy
 K, n, N = 4, 8, 16
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Per-frame datasets a replay writes (DESIGN.md section 5 and :mod:`latenttune.tracking.replay`).
+#: Per-frame datasets a replay writes (docs/conventions.md section 6 and :mod:`latenttune.tracking.replay`).
 PER_FRAME = ("latent", "cost", "density", "time", "steps", "index", "step_costs", "seconds", "status",
              "strategy_state", "E_r", "phase_rms")
 

@@ -15,7 +15,7 @@ reconstruction) and, given the model, the latent read out as named physical quan
 (``readout_size``, ``readout_orientation_deg``, ...: :mod:`latenttune.model.readout`);
 ``bps.mv(tracker, record)`` sets it from a :class:`latenttune.tracking.FrameRecord`.
 
-Array signals describe themselves as event-model 1.24 wants (DESIGN.md section 6):
+Array signals describe themselves as event-model 1.24 wants (docs/conventions.md section 7):
 ``dtype="array"``, ``shape=[...]`` and ``dtype_numpy`` the numpy type string (``"<f4"``,
 ``"|b1"``), taken from the current value.
 """

@@ -1,14 +1,16 @@
-"""Live feedback during a tracking run: cost, latent components and central slices.
+"""Live feedback during a tracking run: the fit to the counts, the cost, named quantities, central slices.
 
-* The cost against frame is a :class:`FramePlot` (bluesky's
-  :class:`~bluesky.callbacks.mpl_plotting.LivePlot` against the frame number);
-  :class:`LatentComponentPlot` is one of one component of the latent vector.
+* The frame's Poisson LLK, free LLK and cost against frame are :class:`FramePlot` (bluesky's
+  :class:`~bluesky.callbacks.mpl_plotting.LivePlot` against the frame number, its axis labelled with
+  the quantity's name, not the data key); :class:`LatentComponentPlot` is one of one component of an
+  array field (the latent vector, or the readout's orientation).
 * :class:`SliceView` is a callback that shows the central slices (amplitude and phase, with
   colour bars) of the current reconstruction, published by the
   :class:`~latenttune.bluesky.devices.LatentTracker`.
 * :class:`LiveFeedback` puts them together in one figure and saves it as a PNG at the end of
-  each run (and, optionally, every few frames); with many latent components it plots the first
-  few (:data:`MAX_COMPONENTS`) and says so.
+  each run (and, optionally, every few frames); a model with explicit crystal parameters shows the
+  crystal's size and orientation read out of the latent, another the first few latent components
+  (:data:`MAX_COMPONENTS`) and says so.
 * :class:`FrameLines` writes one line per frame (``FrameLines(tracker, print)`` in a script), the
   line ``latenttune replay`` prints.
 
@@ -71,19 +73,26 @@ class FramePlot(LivePlot):
         Data key to plot.
     x : str, optional
         Data key for the abscissa (e.g. the detector's sample time); default the frame number.
+    ylabel : str, optional
+        The quantity's name on the y axis (default: the data key, an ophyd name such as ``tracker_llk``).
     **kwargs
-        Passed to ``LivePlot``.
+        Passed to ``LivePlot`` (``label`` names the line in the legend instead of the run's scan id).
     """
 
-    def __init__(self, y: str, x: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, y: str, x: str | None = None, *, ylabel: str | None = None, **kwargs: Any) -> None:
         super().__init__(y, x, **kwargs)
         self.by_frame = x is None
+        self.ylabel = ylabel
 
     def start(self, doc: dict[str, Any]) -> None:
         super().start(doc)
         if self.by_frame:
             self.ax.set_xlabel("frame")
             self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if self.ylabel:
+            self.ax.set_ylabel(self.ylabel, fontsize=8)
+        if "label" in self.kwargs:  # named lines: a plain legend, not bluesky's "scan_id" one
+            self.ax.legend(fontsize=7, loc="best")
 
     def update_caches(self, x: Any, y: Any) -> None:
         super().update_caches(x - 1 if self.by_frame else x, y)  # seq_num 1 is frame 0
@@ -106,7 +115,7 @@ class LatentComponentPlot(FramePlot):
 
     def __init__(self, y: str, component: int, x: str | None = None, **kwargs: Any) -> None:
         check_int("component", component, low=0)
-        kwargs.setdefault("label", f"z{component}")
+        kwargs.setdefault("label", f"latent {component}")
         super().__init__(y, x, **kwargs)
         self.component = int(component)
 
@@ -207,8 +216,21 @@ class SliceView(CallbackBase):
         log.debug("saved %s", path)
 
 
+#: The named quantities :class:`LiveFeedback` plots when the tracker publishes a physical readout.
+READOUT_PLOTS = (("readout_size", None, "size", "crystal size: equivalent radius (voxels)"),
+                 ("readout_orientation_deg", 0, "x", "orientation: rotation vector (deg)"),
+                 ("readout_orientation_deg", 1, "y", "orientation: rotation vector (deg)"),
+                 ("readout_orientation_deg", 2, "z", "orientation: rotation vector (deg)"))
+
+
 class LiveFeedback:
-    """One figure with the cost, the latent components and the central slices, updated live.
+    """One figure with the fit to the counts (LLK), the cost, named quantities and the central slices, live.
+
+    Panels: the frame's Poisson LLK and free LLK (about 1 = explains the counts to their noise; the
+    figure to watch on measured data), the cost (the decoded latent's amplitude misfit), and, for a
+    model with explicit crystal parameters, the crystal's size and orientation read out of the
+    tracked latent (:mod:`latenttune.model.readout`); for other models the latent components. Axes
+    carry the quantities' names, not the data keys.
 
     Subscribe it to a RunEngine (``RE.subscribe(feedback)``); it forwards every document to its
     callbacks and, at the end of each run, saves the figure as ``<out_dir>/live_<uid8>.png``.
@@ -226,18 +248,22 @@ class LiveFeedback:
     figure : matplotlib Figure, optional
         Draw here (e.g. a pyplot figure for an interactive session); default a headless Agg figure.
     components : sequence of int, optional
-        Latent components to plot; default the first :data:`MAX_COMPONENTS` (all when there are
-        fewer). For a physics-structured model, ``range(model.config.physical_dim, model.latent_dim)``
-        shows its learned part.
+        Latent components to plot instead of the named quantities; by default a tracker that publishes
+        a readout (a model with explicit crystal parameters) shows the crystal's size and orientation,
+        any other the first :data:`MAX_COMPONENTS` components (all when there are fewer). For a
+        physics-structured model, ``range(model.config.physical_dim, model.latent_dim)`` shows its
+        learned part.
 
     Attributes
     ----------
     figure : matplotlib Figure
     components : tuple of int
         The latent components plotted.
+    named : bool
+        Whether the readout's named quantities are plotted (else latent components).
     callbacks : list
-        The :class:`FramePlot` of the cost, one :class:`LatentComponentPlot` per plotted component,
-        the :class:`SliceView`.
+        The :class:`FramePlot` of the LLK, the free LLK and the cost, then one plot per named quantity
+        or latent component, then the :class:`SliceView`.
     saved : list of Path
         PNGs written so far.
     """
@@ -247,18 +273,39 @@ class LiveFeedback:
         if not isinstance(tracker, LatentTracker):
             raise TypeError(f"`tracker` must be a LatentTracker, got {type(tracker).__name__}")
         self.components = _components(components, tracker.k)
-        self.figure = _agg_figure((10.0, 6.0)) if figure is None else figure
-        grid = self.figure.add_gridspec(2, 2)
-        ax_cost = self.figure.add_subplot(grid[0, 0])
-        ax_latent = self.figure.add_subplot(grid[0, 1])
+        self.figure = _agg_figure((13.0, 6.5)) if figure is None else figure
+        grid = self.figure.add_gridspec(2, 3)
+        ax_llk = self.figure.add_subplot(grid[0, 0])
+        ax_cost = self.figure.add_subplot(grid[0, 1])
+        ax_named = self.figure.add_subplot(grid[0, 2])
         ax_amplitude = self.figure.add_subplot(grid[1, 0])
         ax_phase = self.figure.add_subplot(grid[1, 1])
-        ax_latent.set_title(_components_title(self.components, tracker.k), fontsize=9)
-        ax_cost.set_title("cost", fontsize=9)
+        ax_orientation = self.figure.add_subplot(grid[1, 2])
+        ax_llk.set_title("fit to the counts (Poisson LLK; about 1 = to the noise)", fontsize=9)
+        ax_cost.set_title("tracking cost (amplitude misfit of the decoded latent)", fontsize=9)
         self.out_dir = None if out_dir is None else Path(out_dir)
-        latent_key = tracker.latent.name
-        self.callbacks: list[Any] = [FramePlot(tracker.cost.name, x, ax=ax_cost, marker=".")]
-        self.callbacks += [LatentComponentPlot(latent_key, i, x, ax=ax_latent) for i in self.components]
+        self.callbacks: list[Any] = [
+            FramePlot(tracker.llk.name, x, ax=ax_llk, marker=".", label="LLK of the shown density",
+                      ylabel="Poisson LLK"),
+            FramePlot(tracker.llk_free.name, x, ax=ax_llk, marker="^", ls="--", label="free LLK (held-out voxels)",
+                      ylabel="Poisson LLK"),
+            FramePlot(tracker.cost.name, x, ax=ax_cost, marker=".", label="cost", ylabel="cost (0 = perfect fit)"),
+        ]
+        self.named = tracker.model is not None and components is None
+        if self.named:  # a model with explicit crystal parameters: its readout, by name
+            ax_named.set_title("crystal size read out of the latent", fontsize=9)
+            ax_orientation.set_title("crystal orientation read out of the latent", fontsize=9)
+            for field, component, label, ylabel in READOUT_PLOTS:
+                key = getattr(tracker, field).name
+                ax = ax_named if component is None else ax_orientation
+                self.callbacks.append(FramePlot(key, x, ax=ax, marker=".", label=label, ylabel=ylabel)
+                                      if component is None else
+                                      LatentComponentPlot(key, component, x, ax=ax, label=label, ylabel=ylabel))
+        else:
+            ax_named.set_title(_components_title(self.components, tracker.k), fontsize=9)
+            ax_orientation.set_axis_off()
+            self.callbacks += [LatentComponentPlot(tracker.latent.name, i, x, ax=ax_named, ylabel="latent value")
+                               for i in self.components]
         self.slices = SliceView(tracker.amplitude_slice.name, tracker.phase_slice.name, ax_amplitude=ax_amplitude,
                                 ax_phase=ax_phase, cost_key=tracker.cost.name, shows_key=tracker.shows.name,
                                 save_dir=None if self.out_dir is None or not every else self.out_dir / "slices",
@@ -303,7 +350,7 @@ def _components_title(components: tuple[int, ...], k: int) -> str:
     if len(components) == k:
         return "latent components"
     contiguous = components == tuple(range(components[0], components[0] + len(components)))
-    which = f"z{components[0]}-z{components[-1]}" if contiguous else ", ".join(f"z{i}" for i in components)
+    which = f"{components[0]}-{components[-1]}" if contiguous else ", ".join(str(i) for i in components)
     return f"latent components {which} ({len(components)} of {k} shown)"
 
 

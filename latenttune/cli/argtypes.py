@@ -7,6 +7,7 @@ one-line usage error naming the option.
 from __future__ import annotations
 
 import argparse
+import re
 import math
 
 from latenttune import limits
@@ -141,10 +142,27 @@ def frame_range(text: str) -> tuple[int, int | None]:
     return start, stop
 
 
+#: Help text that states its option's default itself ("(default: 24 for hybrid, ...)", "(default auto: ...)").
+_STATES_DEFAULT = re.compile(r"\(default\b|\bdefault:")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default once: appended as "(default: X)" unless the help text states it
+    itself, the default is None (nothing to show) or the option is a flag (off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (_STATES_DEFAULT.search(text) or action.default is None or action.default is argparse.SUPPRESS
+                or (action.option_strings and action.nargs == 0)):
+            return text
+        return super()._get_help_string(action)
+
+
 def command(sub: argparse._SubParsersAction, name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-    """A sub-command's parser, its help line and description (white space folded), defaults shown in ``--help``."""
+    """A sub-command's parser, its help line and description (white space folded), defaults shown in ``--help``
+    once (:class:`DefaultsHelpFormatter`)."""
     return sub.add_parser(name, help=help_text, description=" ".join(description.split()),
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=DefaultsHelpFormatter)
 
 
 def add_threads_option(parser: argparse.ArgumentParser) -> None:

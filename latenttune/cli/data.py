@@ -7,7 +7,6 @@ imports happen inside the command functions, so building the parser stays cheap.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from latenttune.cli.geometry_options import add_geometry_options
@@ -74,7 +73,7 @@ def _check_series_outputs(args: argparse.Namespace, inputs: dict) -> None:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from latenttune.simulate import simulate_series
 
-    from tqdm import tqdm
+    from latenttune.cli.progress import progress_bar, say
 
     model = None
     if args.scenario == "latent-walk":
@@ -83,11 +82,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         model = model_path(args.model)
     _check_series_outputs(args, {"the model checkpoint (--model)": model})
 
-    with tqdm(total=args.frames, unit="frame", desc=f"simulate {args.scenario}", file=sys.stderr) as bar:
+    with progress_bar(args.frames, "frame", f"simulate {args.scenario}") as bar:
 
         def on_frame(summary) -> None:
             bar.update(1)
-            tqdm.write(summary.line(), file=sys.stdout)
+            say(summary.line())
 
         scenario_options = {}
         if args.scenario == "latent-walk":
@@ -96,7 +95,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             loaded = load_model(args.model)
             if loaded.model.config.n != args.n:
                 raise ValueError(f"`--n` must equal the model's object grid n = {loaded.model.config.n} for latent-walk")
-            scenario_options = _latent_walk_options(loaded, lambda line: tqdm.write(line, file=sys.stdout))
+            scenario_options = _latent_walk_options(loaded, say)
         path = simulate_series(
             args.scenario,
             args.out,

@@ -7,7 +7,6 @@ the model code are imported inside the command functions, so building the parser
 from __future__ import annotations
 
 import argparse
-import sys
 
 from latenttune.cli.argtypes import add_threads_option, add_views_option, command, frame_count, positive_int, seed
 
@@ -53,7 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
     import os
 
-    from tqdm import tqdm
+    from latenttune.cli.progress import progress_bar, say
 
     from latenttune.model.paths import model_path
     from latenttune.model.training import last_path, load_run_config, train
@@ -67,14 +66,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=args.steps))
     rank = int(os.environ.get("RANK", 0))
-    with tqdm(total=config.train.steps, unit="step", desc="train", file=sys.stderr, disable=rank != 0) as bar:
+    with progress_bar(config.train.steps, "step", "train", disable=rank != 0) as bar:
 
         def on_step(progress) -> None:
             _step_bar_update(bar, progress)
             if progress.validation is not None and rank == 0:
                 v = progress.validation
                 physical = f"  physical {v['physical']:.4f}" if "physical" in v else ""
-                tqdm.write(
+                say(
                     f"step {progress.step:6d}  validation loss {v['loss']:.4f}  amplitude {v['amplitude']:.4f}  "
                     f"phase {v['phase']:.4f}  reciprocal {v['reciprocal']:.4f}{physical}  ({progress.elapsed_s / 60:.1f} min)"
                 )
@@ -105,7 +104,7 @@ def _add_train_cycle(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train_cycle(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from latenttune.cli.progress import progress_bar
 
     from latenttune.model.cycle_training import CycleConfig, train_cycle_encoder
     from latenttune.model.checkpoint import load_model
@@ -119,7 +118,7 @@ def _cmd_train_cycle(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=args.device)
     if loaded.model.encoder_count > 1:
         raise ValueError(f"--model {args.model!r} already has a cycle encoder")
-    with tqdm(total=config.steps, unit="step", desc="cycle encoder", file=sys.stderr) as bar:
+    with progress_bar(config.steps, "step", "cycle encoder") as bar:
         result = train_cycle_encoder(loaded, args.out, config, resume=args.resume,
                                      callback=lambda progress: _step_bar_update(bar, progress))
     print(f"{result.message}: {result.nit} steps in {result.elapsed_s / 60:.1f} min, latent error "
@@ -147,13 +146,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
-    from tqdm import tqdm
+    from latenttune.cli.progress import progress_bar
 
     from latenttune.model.evaluation import evaluate_model
     from latenttune.model.checkpoint import load_model
 
     loaded = load_model(args.model, device=args.device)
-    with tqdm(total=args.samples, unit="sample", desc="evaluate", file=sys.stderr) as bar:
+    with progress_bar(args.samples, "sample", "evaluate") as bar:
 
         def on_sample(index: int, e_r: float, e_q: float) -> None:
             bar.update(1)

@@ -4,13 +4,13 @@
 (:func:`latenttune.cli.build_parser`). Heavy imports (torch, matplotlib) happen inside the command
 functions, so building the parser stays cheap. As in the rest of the CLI, bad arguments raise
 ValueError / TypeError / FileNotFoundError / FileExistsError, which ``latenttune.cli.main`` turns
-into exit status 2 with the message; progress goes to stderr (tqdm), results to stdout.
+into exit status 2 with the message; a progress bar goes to stderr on a terminal only
+(:mod:`latenttune.cli.progress`), results to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from latenttune.cli.argtypes import (
@@ -181,9 +181,9 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _progress(total: int | None, desc: str) -> Any:
-    from tqdm import tqdm
+    from latenttune.cli.progress import progress_bar
 
-    return tqdm(total=total, unit="frame", desc=desc, file=sys.stderr)
+    return progress_bar(total, "frame", desc)
 
 
 def _cmd_traverse(args: argparse.Namespace) -> int:
@@ -247,17 +247,19 @@ def _cmd_track_movie(args: argparse.Namespace) -> int:
     check_output(args.out, args.size, args.fps)
     check_outputs({"--out": args.out}, {"the results file": args.results, "the series (--series)": args.series},
                   overwrite=args.overwrite, kinds={"--out": "movie"})
+    written = []  # frames written (a bar that is not drawn, off a terminal, counts nothing)
     with _progress(None, "movie track") as bar:
 
         def on_frame(done: int, total: int) -> None:
             bar.total = total
             bar.update(1)
+            written.append(done)
 
         path = write_tracking_movie(
             args.results, args.out, series=args.series, fps=args.fps, size=args.size, dpi=args.dpi,
             settings=_settings(args), overwrite=args.overwrite, callback=on_frame,
         )
-    print(f"wrote {bar.n} frames ({args.size[0]}x{args.size[1]}, {args.fps:g} fps) to {path}")
+    print(f"wrote {len(written)} frames ({args.size[0]}x{args.size[1]}, {args.fps:g} fps) to {path}")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from latenttune.cli.argtypes import (
@@ -74,8 +75,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
                    help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
                         "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")
     add_views_option(p, 1, "symmetric views of the first frame to choose the model's view from (1 = the "
-                           "identity; 48 fits crystals better but costs the first frame about 1-2 s; README "
-                           "'Symmetric views')")
+                           "identity; 48 fits crystals better but costs the first frame about 1-2 s; "
+                           "docs/tracking.md, 'Symmetric views')")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the model runs")
     add_threads_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace the output files if they exist")
@@ -159,8 +160,13 @@ def _strategy_from_args(args: argparse.Namespace, k: int):
     return make_strategy(args.strategy, k, steps_per_frame=args.steps_per_frame, mode=args.mode, **options)
 
 
-def _summary_line(results) -> str:
-    """The run in one line: cost, errors (with truth), refinements kept, LLK, time per frame."""
+def _summary_line(results, wall_seconds: float | None = None, frames: int | None = None) -> str:
+    """The run in one line: cost, errors (with truth), refinements kept, LLK, time per frame.
+
+    The time per frame is the tracker's (what each frame line shows); ``wall_seconds`` (the loop's wall
+    time over ``frames`` frames tracked in this run) adds what the run took with everything around the
+    tracker: reading, truth metrics, post-processing, writing.
+    """
     import math
 
     s = results.summary()
@@ -174,12 +180,15 @@ def _summary_line(results) -> str:
         line += f"hybrid E_r: mean {s.output_E_r_mean:.4f}, max {s.output_E_r_max:.4f}; "
     if math.isfinite(s.llk_median):
         line += f"Poisson LLK (about 1 = fits the counts to the noise): median {s.llk_median:.2f}, max {s.llk_max:.2f}; "
-    return line + f"time per frame: mean {s.seconds_mean * 1e3:.1f} ms"
+    line += f"tracker time per frame: mean {s.seconds_mean * 1e3:.1f} ms"
+    if wall_seconds is not None and frames:
+        line += (f"; wall time {wall_seconds:.1f} s, {wall_seconds / frames * 1e3:.1f} ms per frame (with reading, "
+                 f"{'truth metrics, ' if math.isfinite(s.E_r_mean) else ''}post-processing and writing)")
+    return line
 
 
 def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) -> int:
-    from tqdm import tqdm
-
+    from latenttune.cli.progress import progress_bar, say
     from latenttune.cli.geometry_options import note_geometry, open_prepared, run_quality_lines, warn_quantity
     from latenttune.io import read_results
     from latenttune.plots import readout_figure, tracking_summary
@@ -198,27 +207,32 @@ def _run_replay(args: argparse.Namespace, series_path, loaded, *, resume: bool) 
         note_geometry(series)
         first, stop = getattr(args, "frame_range", None) or (0, None)
         stop = len(series) if stop is None else stop
-        with tqdm(total=max(stop - first, 0), unit="frame", desc=f"track ({strategy.name})", file=sys.stderr) as bar:
+        with progress_bar(max(stop - first, 0), "frame", f"track ({strategy.name})") as bar:
+
+            tracked = []  # the frames tracked in this run (a resumed run's earlier ones are not timed here)
 
             def on_frame(report) -> bool:
+                tracked.append(report.record.index)
                 if bar.n == 0 and report.record.index > first:
                     bar.update(report.record.index - first)
                 bar.update(1)
                 bar.set_postfix(cost=f"{report.record.cost:.4f}")
-                tqdm.write(report.line(), file=sys.stdout)
+                say(report.line())
                 return _INTERRUPTS.requested  # Ctrl-C: stop after this frame, resumable
 
+            started = time.perf_counter()
             with _INTERRUPTS.deferred():
                 path, _ = replay_series(series, loaded, strategy, args.out, resume=resume, overwrite=args.overwrite,
                                         callback=on_frame, frames=getattr(args, "frame_range", None),
                                         views=args.views)
+            wall = time.perf_counter() - started
         results = read_results(path)
         if not results.complete:  # stopped by Ctrl-C after a frame
             print(f"stopped after series frame {int(results.index[-1])}: {results.num_frames} frames kept in "
                   f"{path}; continue with: {_resume_command()}", file=sys.stderr)
             return 130
         print(f"wrote {results.num_frames} frames to {path}")
-        print(_summary_line(results))
+        print(_summary_line(results, wall, len(tracked)))
         stagnation = results.stagnation_summary()
         if stagnation:
             print(stagnation)

@@ -11,7 +11,7 @@ Write side
     crash-safe, resumable results file of a tracking or replay run; its rows are named in
     :mod:`latenttune.io.rows`.
 
-See DESIGN.md section 5.
+See docs/conventions.md section 6.
 """
 
 from __future__ import annotations

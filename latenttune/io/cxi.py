@@ -2,7 +2,7 @@
 
 The writers live in :mod:`latenttune.io.cxi_writer`.
 
-Two layouts are read and written (DESIGN.md section 5, cxidb spec 1.6):
+Two layouts are read and written (docs/conventions.md section 6, cxidb spec 1.6):
 
 ``stacked``
     ``entry_1/data_1/data`` (T, N, N, N); optional ``entry_1/data_1/time`` (T,)

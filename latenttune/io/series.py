@@ -8,7 +8,7 @@ on access, so a long series never has to fit in memory.
 The readers subclass :class:`Series`; :func:`latenttune.io.open_series` (in
 :mod:`latenttune.io.opening`) picks one by the input. This module imports none of them.
 
-Supported inputs (DESIGN.md section 5):
+Supported inputs (docs/conventions.md section 6):
 
 * CXI-style HDF5 (``.cxi``, ``.h5``, ...): see :mod:`latenttune.io.cxi`.
 * cohere-style amplitude frames: a directory of ``*.npy`` or ``*.tif`` files,

@@ -7,8 +7,8 @@ converted, checked and moved to the device once, when the cost is built, not per
 
 Speed: the forward model is evaluated as ``|fftn(d * c, s=(N, N, N), norm="ortho")|^2`` with the
 checkerboard ``c = (-1)^(i + j + k)`` on the object grid. This equals
-:func:`latenttune.physics.forward` (``|fftshift(fftn(ifftshift(pad(d))))|^2``, the DESIGN.md
-convention) for even ``N``: the modulation by ``c`` moves ``q = 0`` to index ``N // 2`` (the
+:func:`latenttune.physics.forward` (``|fftshift(fftn(ifftshift(pad(d))))|^2``, the convention of
+docs/conventions.md section 2) for even ``N``: the modulation by ``c`` moves ``q = 0`` to index ``N // 2`` (the
 ``fftshift``), and the input-side ``ifftshift`` and the placement of ``d`` inside the padded box
 only multiply the transform by a phase, which the intensity does not see. It needs no padding
 copy and no shifts, so it is faster per pattern (timed by ``benchmarks/bench_latent_cost.py``); the

@@ -1,7 +1,7 @@
 """Training losses of the autoencoder (torch, batched, differentiable).
 
 The intensity cannot see a global phase, a translation or the twin ``conj(d(-r))``
-(DESIGN.md section 2), so a real-space loss must not punish them:
+(docs/conventions.md section 2), so a real-space loss must not punish them:
 
 * translation: targets are centred (amplitude-weighted centroid rolled to index ``n // 2``)
   before training (:func:`centre_density`), so the network learns one placement;

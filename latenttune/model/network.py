@@ -275,7 +275,7 @@ class _Decoder(nn.Module):
         h = self.features(cpu_layout(h))  # (B, C_last, n, n, n)
         # Both heads in one convolution (output channels [amplitude, cos, sin]): one pass over the
         # largest feature map instead of two, about half the time of the separate heads on the CPU
-        # (README.md, "Throughput of the controller's hot path"; benchmarks/bench_latent_cost.py).
+        # (docs/results.md, "Throughput of the controller's hot path"; benchmarks/bench_latent_cost.py).
         # The heads keep their own parameters.
         weight = torch.cat([self.amplitude.weight, self.phasor.weight])
         bias = torch.cat([self.amplitude.bias, self.phasor.bias])

@@ -35,7 +35,7 @@ def cpu_layout(x: torch.Tensor) -> torch.Tensor:
     Channels-last (``torch.channels_last_3d``) is a memory layout only: shapes, values and
     autograd are unchanged. On the CPU it speeds up the decoder (its trilinear upsamples most) at a
     batch of one and the encoder at training batch sizes, against the default (channels-first)
-    layout (``benchmarks/bench_latent_cost.py``; the figures are in README.md, "Throughput of the
+    layout (``benchmarks/bench_latent_cost.py``; the figures are in docs/results.md, "Throughput of the
     controller's hot path"). Other devices keep their layout.
     """
     return x.contiguous(memory_format=torch.channels_last_3d) if _takes_onednn(x) else x
@@ -56,7 +56,7 @@ class Conv3d(nn.Conv3d):
     torch's CPU ``conv3d`` dispatch sends small inputs, in particular a batch of one (what the
     controller evaluates at every step), to ``aten::slow_conv3d``, several times slower per decode
     than oneDNN (found with ``torch.profiler``; ``benchmarks/bench_latent_cost.py``, figures in
-    README.md, "Throughput of the controller's hot path"). For float32
+    docs/results.md, "Throughput of the controller's hot path"). For float32
     CPU tensors this layer calls oneDNN's convolution directly, the kernel torch's dispatch itself
     picks for the training batches (batch > 1), with autograd, in the input's memory layout
     (channels-first or channels-last); other devices and dtypes take the ordinary path. Same

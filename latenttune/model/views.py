@@ -2,7 +2,7 @@
 
 A signed permutation ``g`` of the grid axes (a rotation by multiples of 90 degrees, alone or times
 the inversion ``r -> -r``; 48 in all, the cubic group ``O_h``) maps a density to another density and
-its diffraction pattern to the pattern of that density: with the DESIGN.md centring (``q = 0`` at
+its diffraction pattern to the pattern of that density: with the centring of docs/conventions.md section 2 (``q = 0`` at
 ``N // 2``, the object centred in the padded box) the axis reflection ``i -> -i (mod N)`` about the
 centre commutes with the centred Fourier transform up to a phase, which the intensity does not see.
 So ``|F g(d)|^2 = g(|F d|^2)`` exactly for a density that vanishes on the first plane (index 0) of
@@ -17,7 +17,7 @@ candidates are scored with the tracker's own cost (the amplitude misfit against 
 counts, masked voxels excluded) and the lowest wins. The choice uses only the measurement, never
 the truth. On the default model's held-out pairs the best of 48 lowers the median ``E_r`` of the
 identity view and comes close to the oracle choice (the candidate nearest the truth): figures in
-``docs/model_card.md`` ("Validation figures", ``latenttune evaluate``) and README.md ("Symmetric views").
+``docs/model_card.md`` ("Validation figures", ``latenttune evaluate``) and ``docs/results.md``.
 
 A tracker that adopts view ``g`` works with :class:`ViewedAutoencoder`, whose ``encode`` sees
 ``g(I)`` and whose ``decode`` returns ``g^-1(D(z))``: every density, cost and output stays in the

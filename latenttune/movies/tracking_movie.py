@@ -9,8 +9,9 @@ Each frame shows
   isosurfaces; the reconstruction is aligned to the truth first (twin, shift and global phase
   removed to the nearest voxel, :func:`latenttune.metrics.real_space_error`; its amplitude is left
   as decoded), so the two compare directly;
-* the cost trace and the real-space error ``E_r`` trace (the amplitude error ``E_q`` when the series
-  has no truth) with a cursor at the current frame.
+* the cost trace and the real-space error ``E_r`` trace (without truth: the Poisson LLK of the shown
+  density, never a second copy of the cost) with a cursor at the current frame, against the frame
+  number; the caption gives the frame's time only when the series records real times.
 
 The reconstruction is the one the results report (:meth:`latenttune.io.Results.reconstruction`): the
 hybrid tracker's refined density when the file has it, else the decoded density; the caption
@@ -307,10 +308,7 @@ def tracking_frames(
     cost = np.asarray(results.cost, dtype=float)
     T = len(cost)
     has_truth = bool(series.has_truth)
-    error = shown.E_r
-    error_label = "E_r"
-    if not np.isfinite(error).any():
-        error, error_label = results.E_q, "E_q"
+    error, error_label = _error_trace(results)
     rows = np.unique(np.linspace(0, T - 1, min(_SCALE_SAMPLES, T)).round().astype(int))
     samples = [series.truth(int(indices[r])) for r in rows] if has_truth else []
     scale = max(float(np.abs(d).max()) for d in samples) if has_truth else float(np.abs(density).max())
@@ -326,9 +324,30 @@ def tracking_frames(
         yield view.update(row, frame.intensity, frame.mask, density[row], truth, caption)
 
 
+def _error_trace(results: Results) -> tuple[np.ndarray, str]:
+    """The second trace under the images: E_r of the shown density with truth; without truth its Poisson LLK
+    (a hybrid run), else nothing (all NaN). Never E_q: a run without truth stores the cost as its E_q, and
+    the cost is drawn already."""
+    shown = results.reconstruction()
+    if np.isfinite(shown.E_r).any():
+        return shown.E_r, "E_r"
+    if np.isfinite(results.llk).any():
+        return np.asarray(results.llk, dtype=float), "LLK"
+    return np.full(results.num_frames, np.nan), "E_r"
+
+
+def has_real_times(times: np.ndarray, indices: np.ndarray) -> bool:
+    """Whether a series' frame times are real times, not its frame numbers (what a series without a
+    ``time`` dataset, or a simulated one, stores)."""
+    times = np.asarray(times, dtype=float)
+    return bool(times.shape == np.shape(indices) and np.isfinite(times).all()
+                and not np.array_equal(times, np.asarray(indices, dtype=float)))
+
+
 def frame_captions(results: Results, indices: np.ndarray, error: np.ndarray, error_label: str) -> list[str]:
-    """The caption of each movie frame: series frame, time, cost, error, which density it shows, its strain
-    (mean +- std along G, when the run was post-processed), and stagnation.
+    """The caption of each movie frame: series frame, time (only when the series has real times: else the
+    frame number is the time axis), cost, error, which density it shows, its strain (mean +- std along G,
+    when the run was post-processed), and stagnation.
 
     A frame whose output stagnated (:mod:`latenttune.quality`) ends in ``STAGNATED (LLK x.xx: less
     certain)``, so a movie of measured data says which frames to read with care.
@@ -338,11 +357,13 @@ def frame_captions(results: Results, indices: np.ndarray, error: np.ndarray, err
     times = np.asarray(results.time, dtype=float)
     stagnated = results.stagnated
     llk = results.llk
+    real_times = has_real_times(times, indices)
     captions = []
     for row in range(len(cost)):
-        caption = f"frame {int(indices[row])}   t = {times[row]:.3g} s   cost {cost[row]:.4g}"
+        caption = f"frame {int(indices[row])}" + (f"   t = {times[row]:.3g} s" if real_times else "")
+        caption += f"   cost {cost[row]:.4g}"
         if np.isfinite(error[row]):
-            caption += f"   {error_label} {error[row]:.3f}"
+            caption += f"   {error_label} {error[row]:.3f}" if error_label == "E_r" else f"   {error_label} {error[row]:.2f}"
         caption += f"   showing: {shown.row_label(row)}"
         if results.has_strain and np.isfinite(results.strain_mean[row]):  # in physical units (a geometry was given)
             caption += f"   strain {results.strain_mean[row]:+.1e} +- {results.strain_std[row]:.1e}"

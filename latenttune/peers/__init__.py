@@ -1,7 +1,7 @@
 """Adapters to the phase-retrieval tools that peers would use instead of latenttune.
 
 They exist for side-by-side benchmarks (``benchmarks/bench_vs_cohere.py``): each adapter takes a
-measured pattern in the project's conventions (DESIGN.md section 2) and returns a density on the
+measured pattern in the project's conventions (docs/conventions.md section 2) and returns a density on the
 object grid in the project's conventions, so that ``E_r`` and ``E_q`` are computed identically for
 every method.
 

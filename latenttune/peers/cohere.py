@@ -15,7 +15,7 @@ Conventions (read in the cohere-core 4.5.4 source and checked numerically)
 * **Direction of the transform.** cohere goes to reciprocal space with an *inverse* FFT
   (``scipy.fft.ifftn(x, norm="forward")``) and back with the forward one. Since
   ``|ifftn(x)| = |fftn(conj(x))| / N^3``, an image ``x`` that cohere fits to ``A`` is the complex
-  conjugate of a density that fits ``A`` under our ``fftn`` forward model (DESIGN.md section 2; the
+  conjugate of a density that fits ``A`` under our ``fftn`` forward model (docs/conventions.md section 2; the
   ``ifftshift`` there only multiplies the FFT by ``(-1)^k`` for even ``N`` and leaves amplitudes
   unchanged). So the result is ``conj(cohere image)``, and a warm start is handed to cohere as
   ``conj(pad(initial))``. Checked: with exact data, ER iterations started from ``conj(pad(d))``
@@ -456,7 +456,7 @@ def reconstruct(
     Parameters
     ----------
     intensity : ndarray, shape (N, N, N)
-        Measured intensity (counts), ``q = 0`` at index ``N // 2`` (DESIGN.md section 2).
+        Measured intensity (counts), ``q = 0`` at index ``N // 2`` (docs/conventions.md section 2).
     mask : ndarray of bool, shape (N, N, N), optional
         True (or nonzero) = voxel NOT measured; those voxels are left unconstrained
         (``recipe.mask_mode="free"``) or constrained to zero (``"zero"``). Their values in

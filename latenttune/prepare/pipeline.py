@@ -2,7 +2,7 @@
 
 A measurement comes in any shape and axis order with the Bragg peak anywhere
 (:mod:`latenttune.io.measured` reads it); the model wants an ``N^3`` grid (``N = 2n``) with the
-peak at index ``N // 2`` and a mask of what was not measured (DESIGN.md sections 2 and 5). For
+peak at index ``N // 2`` and a mask of what was not measured (docs/conventions.md sections 2 and 6). For
 each series :func:`prepare_series` does, in order:
 
 1. **Mask** (:func:`build_mask`, CXI pixel-mask bits): the user's or file's mask (bits kept);
