@@ -72,10 +72,10 @@ def stagnation_sentence(flags: np.ndarray, index: np.ndarray, threshold: float) 
             f"densities): frame{'' if count == 1 else 's'} {shown}")
 
 
-DISCRIMINATING_COUNTS = 1e8
+DISCRIMINATING_COUNTS = 9e7
 """Counts per frame from which the stagnation flag was seen to tell stagnated frames from good ones: in the
-calibration (``benchmarks/results/llk_calibration*.md``) it did at 1e8 photons per frame and flagged no
-frame at 1e7 and 1e6, where the reconstructions were worse."""
+calibration (``benchmarks/results/llk_calibration*.md``) it did at 1e8 photons per frame (about 9.8e7 counts
+measured outside the beamstop) and flagged no frame at 1e7 and 1e6, where the reconstructions were worse."""
 
 
 def low_counts_sentence(counts_per_frame: float) -> str:
@@ -88,6 +88,6 @@ def low_counts_sentence(counts_per_frame: float) -> str:
     """
     if not counts_per_frame < DISCRIMINATING_COUNTS:
         return ""
-    return (f"{counts_per_frame:.2g} counts per frame is below {DISCRIMINATING_COUNTS:.0e}, the fewest at which the "
-            f"project's calibration saw the LLK tell a stagnated frame from a good one: here the noise hides the "
+    return (f"{counts_per_frame:.2g} counts per frame is below {DISCRIMINATING_COUNTS:.0e}, about the fewest at which "
+            f"the project's calibration saw the LLK tell a stagnated frame from a good one: here the noise hides the "
             f"misfit, so an LLK near 1 (and no 'stagnated' flag) does not mean an accurate reconstruction")
