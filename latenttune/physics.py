@@ -32,6 +32,7 @@ from scipy.special import xlogy as _np_xlogy
 from sim.forward import crop, diffraction_size, fft_centred, forward, ifft_centred, is_torch, object_size, pad
 
 __all__ = [
+    "circular_centre_shifts",
     "free_poisson_llk",
     "pad",
     "crop",
@@ -235,3 +236,19 @@ def free_poisson_llk(predicted_intensity: np.ndarray, measured_intensity: np.nda
 
 COSTS = {"amplitude": amplitude_misfit, "poisson": poisson_llk}
 """Cost functions by name, for configuration files and the CLI."""
+
+
+def circular_centre_shifts(density: np.ndarray) -> list[int]:
+    """Whole-voxel shifts (``np.roll``) that bring the circular centroid of ``|density|`` to index ``n // 2``.
+
+    The centroid is taken on the ring of indices of each axis (the angle of ``sum w exp(2 pi i k / n)``),
+    so an object that crosses the grid's edge is centred as well as one inside it.
+    """
+    weight = np.abs(np.asarray(density))
+    shifts = []
+    for axis in range(weight.ndim):
+        size = weight.shape[axis]
+        profile = weight.sum(axis=tuple(a for a in range(weight.ndim) if a != axis))
+        phase = np.angle(np.sum(profile * np.exp(2j * np.pi * np.arange(size) / size)))
+        shifts.append(int(round(size // 2 - (phase * size / (2 * np.pi)) % size)))
+    return shifts

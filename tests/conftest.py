@@ -133,6 +133,20 @@ def tiny_checkpoint(tmp_path: Path, lively_model) -> Path:
 
 
 @pytest.fixture
+def checkpoint(tiny_checkpoint) -> Path:
+    """The tiny checkpoint (a test module may define its own ``checkpoint``)."""
+    return tiny_checkpoint
+
+
+@pytest.fixture
+def loaded(tiny_checkpoint):
+    """The tiny checkpoint, loaded (a test module may define its own ``loaded``)."""
+    from latenttune.model import load_model
+
+    return load_model(tiny_checkpoint)
+
+
+@pytest.fixture
 def tiny_patterns() -> tuple[np.ndarray, np.ndarray]:
     """Three simulated measured patterns (3, 16, 16, 16) float32 and their masks (bool)."""
     from sim.training import TrainingPairGenerator

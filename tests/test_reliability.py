@@ -38,16 +38,6 @@ STEPS = 3
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def checkpoint(tiny_checkpoint) -> Path:
-    return tiny_checkpoint
-
-
-@pytest.fixture
-def loaded(tiny_checkpoint):
-    return load_model(tiny_checkpoint)
-
-
 def _simulate(path: Path, frames: int = 4, seed: int = 2, photons: float = 1e6) -> Path:
     return simulate_series("growth", path, num_frames=frames, n=n, photons=photons, seed=seed)
 
@@ -611,7 +601,7 @@ def tiled_server_with_key():
             except httpx.HTTPError:
                 time.sleep(0.2)
         else:  # pragma: no cover
-            pytest.skip("the tiled server did not start")
+            pytest.fail("the tiled server (the dev extra's tiled[server]) did not answer within 60 s")
         yield url
     finally:
         proc.terminate()

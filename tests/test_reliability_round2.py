@@ -37,16 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 _cli = run_cli  # the CLI in-process: (exit status, stdout, stderr)
 
 
-@pytest.fixture
-def checkpoint(tiny_checkpoint) -> Path:
-    return tiny_checkpoint
-
-
-@pytest.fixture
-def loaded(tiny_checkpoint):
-    return load_model(tiny_checkpoint)
-
-
 def _simulate(path: Path, frames: int = 3, seed: int = 2) -> Path:
     return simulate_series("growth", path, num_frames=frames, n=n, photons=1e6, seed=seed)
 

@@ -251,7 +251,8 @@ def _edge_equivalents(vector: np.ndarray, margin: float) -> list[np.ndarray]:
 
 
 def _misfit_search(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarray, start: np.ndarray,
-                   settings: FitSettings, first_step_deg: float) -> tuple[np.ndarray, np.ndarray, float]:
+                   distances: np.ndarray, misfit: float, settings: FitSettings,
+                   first_step_deg: float) -> tuple[np.ndarray, np.ndarray, float]:
     """Pattern search on the rotation vector for the lowest facet misfit, from ``start`` (radians).
 
     The alignment score peaks a degree or two off a faceted crystal's orientation, and there the
@@ -260,9 +261,7 @@ def _misfit_search(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarra
     the candidates are compared after each has been brought to its own lowest misfit.
     """
     limit = _ORIENTATION_MAX
-    best = np.asarray(start, dtype=np.float64)
-    distances, best_value = _facet_distances(amplitude, support, coords, _rotations(best[None])[0],
-                                             settings.facet_iterations)
+    best, best_value = np.asarray(start, dtype=np.float64), misfit  # ``distances``, ``misfit``: at ``start``
     step = math.radians(first_step_deg)
     while step >= math.radians(settings.min_step_deg):
         improved = False
@@ -490,7 +489,8 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
     first_step = settings.misfit_step_deg if previous is None else 2 * settings.min_step_deg
     for i, (misfit, vector, alignment, distances) in enumerate(found):
         if misfit <= _MISFIT_SHORTLIST * lowest:
-            vector, distances, misfit = _misfit_search(amplitude, support, coords, vector, settings, first_step)
+            vector, distances, misfit = _misfit_search(amplitude, support, coords, vector, distances, misfit,
+                                                       settings, first_step)
             found[i] = (misfit, vector, alignment, distances)
     misfit, vector, alignment, distances = min(found, key=lambda f: f[0])
     rotation = _rotations(vector[None])[0]

@@ -74,7 +74,7 @@ from typing import Any
 import numpy as np
 import scipy.fft as sfft
 
-from latenttune.physics import crop, pad
+from latenttune.physics import circular_centre_shifts, crop, pad
 from latenttune.versions import installed_version
 from latenttune.validation import check_choice, check_int, check_number, is_integer
 
@@ -413,15 +413,7 @@ def _scaled_to_data(image: np.ndarray, data: np.ndarray, measured: np.ndarray) -
 
 def _centroid_roll(x: np.ndarray) -> np.ndarray:
     """Roll ``x`` by whole voxels so the circular centroid of ``|x|`` sits at index ``N // 2``."""
-    weight = np.abs(x)
-    shifts = []
-    for axis in range(3):
-        size = x.shape[axis]
-        profile = weight.sum(axis=tuple(a for a in range(3) if a != axis))
-        phase = np.angle(np.sum(profile * np.exp(2j * np.pi * np.arange(size) / size)))
-        centre = (phase * size / (2 * np.pi)) % size
-        shifts.append(int(round(size // 2 - centre)))
-    return np.roll(x, shifts, axis=(0, 1, 2))
+    return np.roll(x, circular_centre_shifts(x), axis=(0, 1, 2))
 
 
 def to_object_grid(image: np.ndarray, n: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from latenttune.physics import amplitude_misfit, forward, free_poisson_llk, poisson_llk
+from latenttune.physics import amplitude_misfit, circular_centre_shifts, forward, free_poisson_llk, poisson_llk
 from latenttune.quality import is_stagnated
 from latenttune.tracking.phase_retrieval import Measurement, retrieve
 from latenttune.tracking.physics_settings import PhysicsSettings
@@ -65,17 +65,11 @@ def centred(density: np.ndarray) -> np.ndarray:
     total = float(amplitude.sum())
     if not total > 0 or not np.isfinite(total):
         return d
-    shifts = []
-    for axis in range(3):
+    shifts = circular_centre_shifts(amplitude)  # then the plain centroid of the object so placed
+    for axis, first in enumerate(shifts):
         size = d.shape[axis]
-        profile = amplitude.sum(axis=tuple(j for j in range(3) if j != axis))
-        phasor = complex((profile * np.exp(2j * np.pi * np.arange(size) / size)).sum())
-        circular = (np.angle(phasor) / (2 * np.pi) * size) % size  # the centroid on the ring of indices
-        first = int(round(size // 2 - circular))
-        coords = (np.arange(size) - first) % size  # positions after the circular roll
-        rolled_profile = profile[coords]
-        linear = float((rolled_profile * np.arange(size)).sum() / total)
-        shifts.append(first + int(round(size // 2 - linear)))
+        profile = np.roll(amplitude.sum(axis=tuple(j for j in range(3) if j != axis)), first)
+        shifts[axis] = first + int(round(size // 2 - float((profile * np.arange(size)).sum() / total)))
     return np.roll(d, shifts, axis=(0, 1, 2)) if any(shifts) else d
 
 
