@@ -14,7 +14,7 @@ from latenttune.model.crystal import (
     orientation_matrix,
     render_physical,
 )
-from latenttune.model.explicit_fit import explicit_latent, fit_explicit
+from latenttune.model.explicit_fit import FitSettings, explicit_latent, fit_explicit
 
 n = 32
 LAYOUT = PhysicalLayout(n)
@@ -101,3 +101,52 @@ def test_a_crystal_turning_across_the_edge_of_the_orientation_box_is_followed_fr
     inside = equivalents[int(np.argmin(np.abs(equivalents).max(axis=1)))] / (np.pi / 4)  # drawable in the box
     second = fit_explicit(_render(_parameters(orientation=tuple(inside))), LAYOUT, previous=first)
     assert misorientation_degrees(second.rotation, turned) < 1.0
+
+
+def _line_just_outside(depth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parameters of the test crystal with a <110> line ``depth`` voxels outside its (001) face, and the line."""
+    p0 = _parameters()
+    rotation = orientation_matrix(p0)
+    direction = rotation @ (np.array([1.0, 1.0, 0.0]) / np.sqrt(2))
+    from latenttune.model.crystal import NORMALS
+
+    top = int(np.flatnonzero((NORMALS == [0.0, 0.0, 1.0]).all(axis=1))[0])
+    face = LAYOUT.distances(p0[LAYOUT.slice("facets")])[top]  # the (001) plane's distance
+    point = rotation @ np.array([0.0, 0.0, face + depth])
+    block = np.r_[direction, LAYOUT.line_point_units(point), 1.0 / _WINDING_GAIN, np.zeros(3)]
+    return _parameters(dislocation=block), point - (point @ direction) * direction, direction
+
+
+def test_a_dislocation_line_just_outside_the_surface_is_found_by_the_phase_misfit_it_leaves():
+    """No phase vortex lies inside the crystal, but the phase next to the line is bent.
+
+    The rendered crystal's phase is cleaner than a reconstruction's, so the search is triggered at a
+    lower misfit here than the default (set on reconstructions); the test is of what the search finds.
+    """
+    searching = FitSettings(surface_line_trigger=3e-4)
+    p, point, direction = _line_just_outside(depth=0.8)
+    fit = fit_explicit(_render(p), LAYOUT, settings=searching)
+    d = fit.dislocation
+    assert d is not None and d.vortices == 0
+    assert d.direction @ direction > np.cos(np.radians(8))  # the right line, winding the right way
+    offset = d.point - point
+    assert np.linalg.norm(offset - (offset @ direction) * direction) < 1.0
+    off = fit_explicit(_render(p), LAYOUT, settings=FitSettings(surface_line_trigger=np.inf))
+    assert off.dislocation is None  # the search is what found it
+    far, _, _ = _line_just_outside(depth=3.0)  # a line well outside leaves too little to find
+    assert fit_explicit(_render(far), LAYOUT, settings=searching).dislocation is None
+
+
+def test_a_strained_crystal_without_a_line_gets_none_from_the_surface_search():
+    phase = np.array([0.8, -0.6, 0.4, 0.6, -0.4, 0.2, 0.5, -0.3, 0.1])
+    fit = fit_explicit(_render(_parameters(phase=phase)), LAYOUT, settings=FitSettings(surface_line_trigger=0.0))
+    assert fit.dislocation is None
+
+
+def test_the_surface_line_settings_are_checked():
+    with pytest.raises(ValueError, match="surface_line_ratio"):
+        FitSettings(surface_line_ratio=1.5)
+    with pytest.raises(ValueError, match="surface_line_trigger"):
+        FitSettings(surface_line_trigger=-1.0)
+    with pytest.raises(ValueError, match="surface_line_radius"):
+        FitSettings(surface_line_radius=0.0)

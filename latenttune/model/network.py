@@ -292,13 +292,44 @@ class _Decoder(nn.Module):
     def _physical_forward(self, z: torch.Tensor) -> torch.Tensor:
         assert self.layout is not None
         p = self.layout.size
-        amplitude, phase = render_physical(z[:, :p], self.layout)  # (B, n, n, n) each
-        heads = self._heads(z[:, p:]).float()  # residuals, zero at initialisation
-        amplitude = (amplitude + torch.tanh(heads[:, 0])).clamp(0.0, 1.0)
+        return self.with_learned(render_physical(z[:, :p], self.layout), z[:, p:])
+
+    def with_learned(self, rendered: tuple[torch.Tensor, torch.Tensor], learned: torch.Tensor) -> torch.Tensor:
+        """The density of a rendered explicit crystal and learned codes (a physics-structured decoder).
+
+        Parameters
+        ----------
+        rendered : (Tensor, Tensor)
+            Amplitude and phase of the explicit part, ``(B, n, n, n)`` or ``(1, n, n, n)`` (then
+            shared by every learned code): :func:`latenttune.model.crystal.render_physical`.
+        learned : Tensor, shape (B, k - layout.size)
+
+        Returns
+        -------
+        Tensor, shape (B, n, n, n), complex64
+            Equal to the decoder of the concatenated latents; rendering the explicit part once
+            saves about half of each evaluation when only the learned part changes.
+        """
+        amplitude, cos, sin = self.learned_parts(rendered[0], learned)
+        return torch.polar(amplitude, rendered[1]) * torch.complex(cos, sin)  # (B, n, n, n) complex64
+
+    def learned_parts(self, rendered_amplitude: torch.Tensor, learned: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the learned codes make of a rendered crystal: the amplitude and the unit residual phasor.
+
+        The density is ``amplitude * exp(i phase) * (cos + i sin)`` with the rendered phase
+        (:meth:`with_learned`); returned apart so that a caller can score many codes against one
+        rendered crystal in real arithmetic.
+
+        Returns
+        -------
+        amplitude, cos, sin : Tensor, shape (B, n, n, n)
+        """
+        heads = self._heads(learned).float()  # residuals, zero at initialisation
+        amplitude = (rendered_amplitude + torch.tanh(heads[:, 0])).clamp(0.0, 1.0)
         cos, sin = 1.0 + heads[:, 1], heads[:, 2]
         norm = (cos.square() + sin.square()).add(_EPS).sqrt()
-        residual = torch.complex(cos / norm, sin / norm)
-        return torch.polar(amplitude, phase) * residual  # (B, n, n, n) complex64
+        return amplitude, cos / norm, sin / norm
 
 
 class LatentAutoencoder(nn.Module):

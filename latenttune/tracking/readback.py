@@ -21,6 +21,7 @@ A model without explicit parameters has nothing to read off; its whole latent is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from controllers import Controller, ESParams, ExtremumSeeking
-from latenttune.model.crystal import PhysicalLayout
+from latenttune.model.crystal import _PHASE_MAX, PhysicalLayout, render_physical
 from latenttune.model.explicit_fit import ExplicitFit, fit_explicit
 from latenttune.model.network import LatentAutoencoder
 from latenttune.model.views import ViewedAutoencoder
@@ -107,6 +108,57 @@ def real_space_misfit(reference: torch.Tensor, densities: torch.Tensor) -> torch
     return 1.0 - overlap / norms.clamp_min(1e-30)
 
 
+def _without_line(fit: ExplicitFit, layout: PhysicalLayout) -> ExplicitFit:
+    """``fit`` with its near-surface line dropped (its :attr:`~ExplicitFit.without_line` parameters)."""
+    parameters = fit.without_line
+    return dataclasses.replace(fit, parameters=parameters, dislocation=None, without_line=None,
+                               phase_coefficients=parameters[layout.slice("phase")] * _PHASE_MAX)
+
+
+class _RenderedMisfit:
+    """``real_space_misfit`` of learned codes drawn on one rendered crystal, in real arithmetic.
+
+    With the density ``A exp(i phase) (c + i s)`` (:meth:`latenttune.model.network._Decoder.learned_parts`)
+    the overlap with the reference ``o`` is ``sum A (q (c + i s))`` for ``q = conj(o) exp(i phase)``,
+    computed once per frame; no complex density is formed per evaluation (the density of the best
+    code is formed at the end, by :meth:`density`).
+    """
+
+    def __init__(self, reference: torch.Tensor, rendered: tuple[torch.Tensor, torch.Tensor], decoder: Any) -> None:
+        self.decoder, self.rendered = decoder, rendered
+        q = reference.conj() * torch.polar(torch.ones_like(rendered[1][0]), rendered[1][0])
+        self.q_real, self.q_imag = q.real.contiguous(), q.imag.contiguous()
+        self.reference_power = reference.abs().square().sum()
+
+    def __call__(self, learned: torch.Tensor) -> tuple[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        amplitude, cos, sin = self.decoder.learned_parts(self.rendered[0], learned)
+        a = amplitude[0]
+        real = (a * (self.q_real * cos[0] - self.q_imag * sin[0])).sum()
+        imag = (a * (self.q_real * sin[0] + self.q_imag * cos[0])).sum()
+        power = (a.square() * (cos[0].square() + sin[0].square())).sum()
+        value = 1.0 - (real.square() + imag.square()) / (self.reference_power * power).clamp_min(1e-30)
+        return float(value), (amplitude, cos, sin)
+
+    def density(self, parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The ``(n, n, n)`` density of a scored code (as :meth:`~latenttune.model.network._Decoder.with_learned`)."""
+        amplitude, cos, sin = parts
+        return (torch.polar(amplitude, self.rendered[1]) * torch.complex(cos, sin))[0]
+
+
+class _DecodedMisfit:
+    """``real_space_misfit`` of whole latents (a model without explicit parameters)."""
+
+    def __init__(self, reference: torch.Tensor, model: Any) -> None:
+        self.reference, self.model = reference, model
+
+    def __call__(self, z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        density = self.model.decode_tensor(z)
+        return float(real_space_misfit(self.reference, density)[0]), density[0]
+
+    def density(self, density: torch.Tensor) -> torch.Tensor:
+        return density
+
+
 class LatentReadback:
     """The per-run state of the read-back: the learned part's controller and the previous frame's fit.
 
@@ -164,27 +216,43 @@ class LatentReadback:
         started = time.perf_counter()
         device = next(model.parameters()).device
         output = centred(np.asarray(output, dtype=np.complex64))  # the decoder draws its crystals centred
-        reference = torch.as_tensor(output, device=device)
         fit = None
         explicit = np.asarray(base[: self.explicit], dtype=np.float64)
+        # the misfit is taken in the latent's own frame (a view permutes voxels: it changes no misfit),
+        # where the explicit part is rendered once and only the learned part is decoded per evaluation
+        viewed = isinstance(model, ViewedAutoencoder)
+        seen = model.to_view(output) if viewed and self.layout is not None else output
         if self.layout is not None:
-            seen = model.to_view(output) if isinstance(model, ViewedAutoencoder) else output  # the latent's own frame
             try:
                 fit = fit_explicit(seen, self.layout, previous=self._previous())
                 explicit = fit.parameters
                 self.previous_fit = fit
             except ValueError as exc:  # nothing bright enough to read: keep the frame's own explicit part
                 log.warning("read-back: the explicit parameters could not be read off the output (%s)", exc)
-        latents, costs, densities = [], [], []
+        reference = torch.as_tensor(seen, device=device)
+        latents, costs, kept = [], [], []
+        if self.layout is not None:
+            decoder = (model.base if viewed else model).decoder
+            score = self._scorer(reference, explicit, decoder, device)
+            if fit is not None and fit.without_line is not None:
+                # a line read near the surface stays only when it draws the output better
+                plain = self._scorer(reference, fit.without_line, decoder, device)
+                learned = torch.as_tensor(np.clip(self.controller.position(), -1, 1)[None], dtype=torch.float32,
+                                          device=device)
+                with torch.inference_mode():
+                    if plain(learned)[0] < score(learned)[0]:
+                        explicit, score, fit = fit.without_line, plain, _without_line(fit, self.layout)
+                        self.previous_fit = fit
+        else:
+            score = _DecodedMisfit(reference, model)
 
         def evaluate(tuned: np.ndarray) -> float:
             z = np.concatenate([explicit, np.clip(tuned, -1.0, 1.0)]) if self.explicit else np.clip(tuned, -1, 1)
             with torch.inference_mode():
-                density = model.decode_tensor(torch.as_tensor(z[None], dtype=torch.float32, device=device))
-                value = float(real_space_misfit(reference, density)[0])
+                value, parts = score(torch.as_tensor(z[None, self.explicit:], dtype=torch.float32, device=device))
             latents.append(z)
             costs.append(value)
-            densities.append(density[0])
+            kept.append(parts)
             return value
 
         if not self.explicit and not self._started:  # the whole latent is tuned: start from the frame's
@@ -195,8 +263,18 @@ class LatentReadback:
             value = evaluate(self.controller.suggest())
             self.controller.ingest(value)
         best = int(np.argmin(costs))
-        return ReadbackOutcome(latent=latents[best], density=densities[best].cpu().numpy(), start=latents[0],
+        with torch.inference_mode():
+            density = score.density(kept[best])
+        if viewed and self.layout is not None:  # back to the laboratory frame
+            density = model.view.undo(density[None])[0].contiguous()
+        return ReadbackOutcome(latent=latents[best], density=density.cpu().numpy(), start=latents[0],
                                costs=np.asarray(costs), fit=fit, seconds=time.perf_counter() - started)
+
+    def _scorer(self, reference: torch.Tensor, explicit: np.ndarray, decoder: Any,
+                device: torch.device) -> _RenderedMisfit:
+        with torch.inference_mode():
+            rendered = render_physical(torch.as_tensor(explicit[None], dtype=torch.float32, device=device), self.layout)
+        return _RenderedMisfit(reference, rendered, decoder)
 
     def _previous(self) -> ExplicitFit | None:
         if self.previous_fit is not None:
