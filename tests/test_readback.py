@@ -264,3 +264,10 @@ def test_a_line_read_near_the_surface_stays_only_when_it_draws_the_output_better
         assert (outcome.fit.dislocation is not None) == keeps_line
         expected = lined if keeps_line else plain
         np.testing.assert_array_equal(outcome.latent[: layout.size], expected)
+
+
+def test_without_the_readback_the_encoders_are_asked_every_frame():
+    """The one-shot + physics comparator: the prior never improves on its own, so it is no reason to skip them."""
+    strategy = make_strategy("hybrid", 3, readback=False)
+    strategy._prior = np.zeros(3)
+    assert all(strategy.wants_prediction(_Costs(0.1), first=False) for _ in range(3))

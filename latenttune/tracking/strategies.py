@@ -242,9 +242,11 @@ class HybridStrategy(Strategy):
         frame: more than :data:`PREDICTION_TRIGGER` times it is a jump, and the encoders' prediction
         joins the guide's candidates (a two-encoder model's other prediction joins the physics
         stage's restarts). Otherwise the encoders are not run: in steady tracking their prediction
-        fits several times worse than the prior and does not guide.
+        fits several times worse than the prior and does not guide. With the read-back off (the
+        "one-shot + physics" comparator) the encoders run on every frame.
         """
-        if first or self._prior is None:
+        if first or self._prior is None or not self.readback:
+            # without the read-back the prior is only ever a past guide: the encoders are asked every frame
             self._prior_cost, self._prior_evaluated = None, None
             return True
         value = float(cost(self._prior)[0])
