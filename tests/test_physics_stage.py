@@ -236,28 +236,6 @@ def test_an_alternative_candidate_is_tried_before_the_usual_restarts(frames):
         PhysicsStage(settings).run(poor, counts, mask, alternatives=[truth[:4]])
 
 
-def test_alternatives_given_as_a_callable_are_made_only_for_a_stagnated_frame(frames):
-    """The tracker passes the other encoder's density as a callable when it did not run the encoders."""
-    truth, counts, mask, guide = frames[0]
-    rng = np.random.default_rng(1)
-    poor = (np.abs(guide) * np.exp(2j * np.pi * rng.random(guide.shape))).astype(np.complex64)
-    settings = PhysicsSettings(iterations=20, cold_iterations=40, er_iterations=5, restarts=1, restart_llk=1.0 + 1e-9)
-    calls = []
-
-    def make():
-        calls.append(1)
-        return [truth]
-
-    helped = PhysicsStage(settings).run(poor, counts, mask, index=0, alternatives=make)
-    eager = PhysicsStage(settings).run(poor, counts, mask, index=0, alternatives=[truth])
-    assert calls == [1] and helped.start == "alternative" and helped.restarts == eager.restarts
-    np.testing.assert_array_equal(helped.density, eager.density)
-    calm = PhysicsStage(dataclasses.replace(settings, restart_llk=1e6)).run(poor, counts, mask, alternatives=make)
-    assert calm.restarts == 0 and calls == [1]  # not stagnated: never made
-    with pytest.raises(ValueError, match="`alternatives`"):
-        PhysicsStage(settings).run(poor, counts, mask, alternatives=lambda: [truth[:4]])
-
-
 def test_a_declined_warm_start_is_tried_when_the_frame_stagnates(frames):
     """The decoded density fitted better than the previous output, so the frame started from it; stagnated, it
     tries the previous output too (a short warm run) instead of the usual restarts."""

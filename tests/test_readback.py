@@ -64,7 +64,7 @@ def test_the_default_path_builds_no_autograd_graph_through_the_network(physical_
     strategy = _hybrid(physical_model)
     assert strategy.uses_network_gradient is False
     result = track(frames[0], physical_model, strategy)
-    assert len(result.records) == 3 and calls["decoder"] > 10 and calls["encoder"] >= 1
+    assert len(result.records) == 3 and calls["decoder"] > 10 and calls["encoder"] >= 3
     assert all(record.readback is not None for record in result.records)
 
 
@@ -188,49 +188,6 @@ def test_a_viewed_models_readback_scores_and_returns_laboratory_frame_densities(
     assert abs(float(real_space_misfit(reference, decoded)[0]) - outcome.misfit) < 1e-5
 
 
-class _Costs:
-    """A frame's cost in a unit test: the prior's cost is given."""
-
-    def __init__(self, value: float) -> None:
-        self.value, self.evaluations = value, 0
-
-    def __call__(self, z):
-        self.evaluations += 1
-        return np.array([self.value], dtype=np.float32)
-
-
-def test_the_hybrid_guide_asks_the_encoders_on_the_first_frame_and_after_a_jump_only():
-    from latenttune.tracking.strategies import PREDICTION_TRIGGER
-
-    strategy = make_strategy("hybrid", 3)
-    assert strategy.wants_prediction(_Costs(0.1), first=True)
-    strategy._prior = np.zeros(3)  # what the read-back leaves after each frame
-    asked = []
-    for value in (0.10, 0.11, 0.10, 0.10 * 1.1 * PREDICTION_TRIGGER, 0.05):
-        cost = _Costs(value)
-        asked.append(strategy.wants_prediction(cost, first=False))
-        latents, costs = strategy.run_frame(cost, None, first=False)
-        assert cost.evaluations == 1 and costs.tolist() == pytest.approx([value])  # the prior, evaluated once
-    # the first comparison has nothing to compare with; then steady, a jump (2.2x), after the jump
-    assert asked == [True, False, False, True, False]
-    restored = make_strategy("hybrid", 3)
-    restored.load_state_dict(json.loads(json.dumps(strategy.state_dict())))
-    assert restored.wants_prediction(_Costs(0.05 * 1.5), first=False) is False
-    assert restored.wants_prediction(_Costs(0.2), first=False) is True
-
-
-def test_steady_tracking_runs_the_encoder_on_the_first_two_frames_only(physical_model, frames, monkeypatch):
-    """Frame 0 has no prior; frame 1's prior cost is the first to compare the next ones with."""
-    calls = []
-    original = physical_model.encoder.forward
-    monkeypatch.setattr(physical_model.encoder, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
-    intensities, _ = frames
-    result = track(intensities, physical_model, _hybrid(physical_model))
-    costs = [r.step_costs for r in result.records]
-    assert len(result.records) == 3 and len(calls) == 2, costs
-    assert len(costs[2]) == 2  # frame 2: the prior and the read-back latent, no prediction
-
-
 def test_a_line_read_near_the_surface_stays_only_when_it_draws_the_output_better(physical_model, monkeypatch):
     """The read-back compares the crystal with and without such a line on its own misfit."""
     import dataclasses
@@ -265,9 +222,3 @@ def test_a_line_read_near_the_surface_stays_only_when_it_draws_the_output_better
         expected = lined if keeps_line else plain
         np.testing.assert_array_equal(outcome.latent[: layout.size], expected)
 
-
-def test_without_the_readback_the_encoders_are_asked_every_frame():
-    """The one-shot + physics comparator: the prior never improves on its own, so it is no reason to skip them."""
-    strategy = make_strategy("hybrid", 3, readback=False)
-    strategy._prior = np.zeros(3)
-    assert all(strategy.wants_prediction(_Costs(0.1), first=False) for _ in range(3))

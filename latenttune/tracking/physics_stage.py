@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -245,7 +245,7 @@ class PhysicsStage:
         return self._free[shape]
 
     def run(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray | None, index: int = 0,
-            alternatives: Sequence[np.ndarray] | Callable[[], Sequence[np.ndarray]] = ()) -> PhysicsOutcome:
+            alternatives: Sequence[np.ndarray] = ()) -> PhysicsOutcome:
         """Refine one frame's decoded density and decide whether to keep the result.
 
         Parameters
@@ -259,20 +259,14 @@ class PhysicsStage:
         index : int
             The frame's index: picks the restart starts (and seeds a random one), so a resumed run
             repeats them exactly.
-        alternatives : sequence of ndarray, shape (n, n, n), complex, or a callable returning one
+        alternatives : sequence of ndarray, shape (n, n, n), complex
             Other candidate densities of the frame (the tracker passes the prediction of a
             two-encoder model's other encoder), tried as restarts when the first refinement
-            stagnates (:func:`restart_plan`); a frame that does not stagnate never runs them, and
-            a callable is called only then.
+            stagnates (:func:`restart_plan`); a frame that does not stagnate never runs them.
         """
-        def resolved(items: Sequence[np.ndarray]) -> list[np.ndarray]:
-            arrays = [np.asarray(a, dtype=np.complex64) for a in items]
-            if any(a.shape != np.shape(decoded) for a in arrays):
-                raise ValueError(f"every one of `alternatives` must have the shape of `decoded` {np.shape(decoded)}")
-            return arrays
-
-        lazy = alternatives if callable(alternatives) else None
-        alternatives = [] if lazy is not None else resolved(alternatives)
+        alternatives = [np.asarray(a, dtype=np.complex64) for a in alternatives]
+        if any(a.shape != np.shape(decoded) for a in alternatives):
+            raise ValueError(f"every one of `alternatives` must have the shape of `decoded` {np.shape(decoded)}")
         start_time = time.perf_counter()
         settings = self.settings
         decoded = np.asarray(decoded, dtype=np.complex64)
@@ -301,8 +295,6 @@ class PhysicsStage:
         planned: list[PlannedStart] | None = None
         while float(poisson_llk(predicted, intensity, unmeasured)) > settings.restart_llk:
             if planned is None:  # planned only when the frame first stagnates
-                if lazy is not None:  # made only now that they are needed
-                    alternatives = resolved(lazy())
                 planned = restart_plan(settings, decoded, previous, warm, alternatives, index)
             if restarts >= len(planned):
                 break

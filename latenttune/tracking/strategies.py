@@ -51,9 +51,6 @@ ES_STEPS_PER_FRAME = 100
 """Default cost evaluations per frame of ES alone and of the gradient comparator."""
 HYBRID_STEPS_PER_FRAME = 24
 """Default extremum-seeking evaluations per frame of the hybrid tracker's read-back."""
-PREDICTION_TRIGGER = 2.0
-"""The hybrid guide asks the encoders again when the prior's cost on a frame exceeds this multiple of the
-previous prior's cost on the previous frame (a jump); a changing sample moves it by a few per cent."""
 
 
 class OneShotStrategy(Strategy):
@@ -232,45 +229,22 @@ class HybridStrategy(Strategy):
         self._readback: LatentReadback | None = None
         self._readback_state: dict[str, Any] | None = None
         self._prior: np.ndarray | None = None
-        self._prior_cost: float | None = None  # the prior's cost on the frame it was last evaluated on
-        self._prior_evaluated: LatentCost | None = None  # the frame's cost that evaluated it
-
-    def wants_prediction(self, cost: LatentCost, first: bool) -> bool:
-        """On the first frame, and when the prior fits the frame much worse than the last prior fitted the last frame.
-
-        The prior's cost on each frame is compared with the previous prior's cost on the previous
-        frame: more than :data:`PREDICTION_TRIGGER` times it is a jump, and the encoders' prediction
-        joins the guide's candidates (a two-encoder model's other prediction joins the physics
-        stage's restarts). Otherwise the encoders are not run: in steady tracking their prediction
-        fits several times worse than the prior and does not guide. With the read-back off (the
-        "one-shot + physics" comparator) the encoders run on every frame.
-        """
-        if first or self._prior is None or not self.readback:
-            # without the read-back the prior is only ever a past guide: the encoders are asked every frame
-            self._prior_cost, self._prior_evaluated = None, None
-            return True
-        value = float(cost(self._prior)[0])
-        previous, self._prior_cost, self._prior_evaluated = self._prior_cost, value, cost
-        return previous is None or value > PREDICTION_TRIGGER * previous
 
     def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
         """The guide's candidates: the prior (the previous frame's latent) and, when nothing has evaluated it
         yet (a one-encoder model), the encoders' prediction."""
-        known = self._prior_cost if self._prior_evaluated is cost else None  # evaluated by wants_prediction
-        candidates, values = [], []
-        if encoded is not None and cost.evaluations == (0 if known is None else 1):
+        candidates = []
+        if encoded is not None and cost.evaluations == 0:
             candidates.append(np.asarray(encoded, dtype=np.float64))
-            values.append(float(cost(candidates[-1])[0]))
         if not first and self._prior is not None:
             candidates.append(self._prior)
-            values.append(known if known is not None else float(cost(self._prior)[0]))
-        self._prior_evaluated = None
         if not candidates:
             return np.empty((0, self.k)), np.empty(0)
-        return np.stack(candidates), np.asarray(values, dtype=np.float64)
+        z = np.stack(candidates)
+        return z, np.concatenate([cost(row) for row in z]).astype(np.float64)
 
     def refine(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray, index: int,
-               alternatives: Any, device: torch.device | str = "cpu") -> PhysicsOutcome:
+               alternatives: list[np.ndarray], device: torch.device | str = "cpu") -> PhysicsOutcome:
         if self._stage is None:
             self._stage = PhysicsStage(self.physics, device, previous=self._previous)
         return self._stage.run(decoded, intensity, mask, index, alternatives=alternatives)
@@ -298,12 +272,10 @@ class HybridStrategy(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         readback = self._readback.state_dict() if self._readback is not None else self._readback_state
-        return {"prior": None if self._prior is None else self._prior.tolist(), "prior_cost": self._prior_cost,
-                "readback": readback}
+        return {"prior": None if self._prior is None else self._prior.tolist(), "readback": readback}
 
     def load_state_dict(self, state: dict[str, Any], previous_output: np.ndarray | None = None) -> None:
         self._prior = None if state.get("prior") is None else np.asarray(state["prior"], dtype=np.float64)
-        self._prior_cost = state.get("prior_cost")
         self._readback_state = state.get("readback")
         self._readback = None
         self._previous = None if previous_output is None else np.asarray(previous_output, dtype=np.complex64)

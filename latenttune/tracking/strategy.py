@@ -131,14 +131,6 @@ class Strategy(abc.ABC):
         """Whether :meth:`run_frame` needs the encoder's prediction of every frame (not only the first)."""
         return True
 
-    def wants_prediction(self, cost: LatentCost, first: bool) -> bool:
-        """Whether the tracker runs the encoders on this frame (before :meth:`run_frame`).
-
-        The default: on the first frame, and on every frame when :attr:`needs_encoder`. A strategy
-        may decide from the frame's cost (it may evaluate latents on it).
-        """
-        return self.needs_encoder or first
-
     @abc.abstractmethod
     def run_frame(self, cost: LatentCost, encoded: np.ndarray | None, first: bool) -> tuple[np.ndarray, np.ndarray]:
         """Evaluate latents on one frame.
@@ -159,7 +151,7 @@ class Strategy(abc.ABC):
         """
 
     def refine(self, decoded: np.ndarray, intensity: np.ndarray, mask: np.ndarray, index: int,
-               alternatives: Any, device: Any = "cpu") -> PhysicsOutcome | None:
+               alternatives: list[np.ndarray], device: Any = "cpu") -> PhysicsOutcome | None:
         """A second stage on the frame's voxels after the latent is chosen (none by default).
 
         Parameters
@@ -170,9 +162,8 @@ class Strategy(abc.ABC):
             The frame's checked counts and mask.
         index : int
             The frame's index.
-        alternatives : list of ndarray, or a callable returning one
-            Other candidate densities of the frame (the other encoders' decoded predictions); a
-            callable runs the encoders, to be called only when the densities are needed.
+        alternatives : list of ndarray
+            Other candidate densities of the frame (the other encoders' decoded predictions).
         device : torch.device or str
             The model's device (where a second stage computes).
         """

@@ -321,34 +321,21 @@ class FrameTracker:
         return choice.latent
 
     def _predict(self, cost: LatentCost, encoded: np.ndarray | None, index: int
-                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, Any]:
-        """Step 3: the encoders' chosen prediction, the evaluations it took, and the others' densities.
-
-        When the strategy does not want a prediction on this frame the encoders are not run; the
-        other encoders' densities are then a callable that runs them, which the physics stage calls
-        only if the frame stagnates and it plans restarts (so a stagnated frame has them as before).
-        """
+                 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Step 3: the encoders' chosen prediction, the evaluations it took, and the others' densities."""
         model = self.model
         k = model.latent_dim
-        if not self.strategy.wants_prediction(cost, self.first):
-            others: Any = (lambda: self._encoders(cost, index)[1]) if model.encoder_count > 1 else []
-            return encoded, np.empty((0, k)), np.empty(0), others
-        if encoded is not None and model.encoder_count == 1:
+        if not ((self.strategy.needs_encoder or self.first) and (encoded is None or model.encoder_count > 1)):
             return encoded, np.empty((0, k)), np.empty(0), []
-        pick, others = self._encoders(cost, index)
-        return pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs, others
-
-    def _encoders(self, cost: LatentCost, index: int) -> tuple[Any, list[np.ndarray]]:
-        """The encoders' chosen prediction (:func:`choose_encoder`) and the other encoders' decoded densities."""
-        model = self.model
         pick = choose_encoder(model, cost)
-        others = []
         if model.encoder_count > 1:
             log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
                      " ".join(f"{c:.5f}" for c in pick.costs))
+        others = []
+        if model.encoder_count > 1:
             with torch.inference_mode():
                 others = list(model.decode(pick.others).cpu().numpy())
-        return pick, others
+        return pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs, others
 
     def _track(self, frame: Frame, start: float) -> FrameRecord:
         """Steps 2 to 5 on a good frame."""
