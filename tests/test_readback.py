@@ -212,7 +212,7 @@ def test_a_line_read_near_the_surface_stays_only_when_it_draws_the_output_better
         return (amplitude * torch.exp(1j * phase))[0].numpy().astype(np.complex64)
 
     real = explicit_fit.fit_explicit(drawn(plain), layout)
-    offered = dataclasses.replace(real, parameters=lined, without_line=plain,
+    offered = dataclasses.replace(real, parameters=lined, without_line=dataclasses.replace(real, parameters=plain),
                                   dislocation=explicit_fit.DislocationFit(np.zeros(3), direction, 1, np.zeros(3), 0))
     monkeypatch.setattr(module, "fit_explicit", lambda *a, **k: offered)
     for output, keeps_line in ((drawn(plain), False), (drawn(lined), True)):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,10 +179,10 @@ class ExplicitFit:
     support : ndarray of bool, shape (n, n, n)
     alignment : float
         The orientation score per surface voxel (1 = every surface normal on a plane normal).
-    without_line : ndarray, shape (48,), or None
-        For a line found near the surface (``dislocation.vortices == 0``): the parameters of the
-        same crystal with no line (its smooth phase fitted alone), so that a caller can keep
-        whichever draws the density better (the read-back does).
+    without_line : ExplicitFit or None
+        For a line found near the surface (``dislocation.vortices == 0``): the fit of the same
+        crystal with no line (its smooth phase fitted alone), so that a caller can keep whichever
+        draws the density better (the read-back does).
     """
 
     parameters: np.ndarray
@@ -191,7 +192,7 @@ class ExplicitFit:
     dislocation: DislocationFit | None
     support: np.ndarray = field(repr=False)
     alignment: float = math.nan
-    without_line: np.ndarray | None = field(default=None, repr=False)
+    without_line: ExplicitFit | None = field(default=None, repr=False)
 
 
 def _rotations(vectors: np.ndarray) -> np.ndarray:
@@ -366,15 +367,6 @@ class _FacetProblem:
         return d, misfit
 
 
-def _facet_distances(amplitude: np.ndarray, support: np.ndarray, coords: np.ndarray, rotation: np.ndarray,
-                     iterations: int) -> tuple[np.ndarray, float]:
-    """Plane distances (voxels) whose partial-volume occupancy matches the amplitude best, and the misfit left.
-
-    Works on the voxels near the support (the only ones whose occupancy a plane can change).
-    """
-    return _FacetProblem(amplitude, support, coords)(rotation, iterations)
-
-
 def _vortices(phase: np.ndarray, support: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centres ``(V, 3)`` and oriented tangents ``(V, 3)`` of the plaquettes the wrapped phase winds around."""
     centres, tangents = [], []
@@ -523,6 +515,10 @@ class _PhaseDifferences:
         self.lo, self.hi = np.concatenate(lo_points), np.concatenate(hi_points)  # (M, 3)
         self.measured, self.basis = np.concatenate(measured), np.concatenate(rows)  # (M,), (M, 9)
 
+    def residual(self) -> np.ndarray:
+        """The squared residual of each difference after the smooth (no-line) least-squares fit of all of them."""
+        return np.square(self.basis @ _least_squares(self.basis, self.measured) - self.measured)
+
     def misfit(self, rows: np.ndarray, line: tuple[np.ndarray, np.ndarray] | None = None) -> float:
         """Mean squared residual of the least-squares phase fit on the differences ``rows`` (indices),
         with a line's winding and edge fields when ``line`` = (point, unit direction) is given."""
@@ -543,9 +539,13 @@ class _PhaseDifferences:
             b = _wrapped_fast(b - _wrapped_fast(w_hi - w_lo))[keep]
         if len(b) < 4 * A.shape[1]:
             return math.inf
-        normal = A.T @ A
-        coefficients = np.linalg.solve(normal + 1e-9 * np.trace(normal) * np.eye(A.shape[1]), A.T @ b)
-        return float(np.mean(np.square(A @ coefficients - b)))
+        return float(np.mean(np.square(A @ _least_squares(A, b) - b)))
+
+
+def _least_squares(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``argmin |A c - b|`` by the (slightly regularised) normal equations: few unknowns, many rows."""
+    normal = A.T @ A
+    return np.linalg.solve(normal + 1e-9 * np.trace(normal) * np.eye(A.shape[1]), A.T @ b)
 
 
 def _near_surface_line(phase: np.ndarray, usable: np.ndarray, coords: np.ndarray, layout: PhysicalLayout,
@@ -562,12 +562,11 @@ def _near_surface_line(phase: np.ndarray, usable: np.ndarray, coords: np.ndarray
     inside (5.4e-3) on tuning series (seeds 0 and 1 of the four scenarios, 8 frames each).
     """
     differences = _PhaseDifferences(phase, usable, coords, layout)
-    everything = np.arange(len(differences.measured))
-    if differences.misfit(everything) <= settings.surface_line_trigger:
+    if len(differences.measured) < 4 * differences.basis.shape[1]:
         return None
-    A, b = differences.basis, differences.measured
-    coefficients = np.linalg.lstsq(A, b, rcond=None)[0]
-    residual = np.square(A @ coefficients - b)
+    residual = differences.residual()
+    if float(residual.mean()) <= settings.surface_line_trigger:
+        return None
     middle = 0.5 * (differences.lo + differences.hi)
     hot = middle[np.argsort(residual)[-20:]].mean(axis=0)  # where the smooth phase misfits most
     rows = np.flatnonzero(np.linalg.norm(middle - hot, axis=1) <= settings.surface_line_radius)
@@ -691,25 +690,30 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
         line = _near_surface_line(np.angle(d), fitted_on, coords, layout, rotation, settings)
         if line is not None:  # the same crystal without that line, for a caller to compare
             smooth, _ = _phase_fit(d, fitted_on, coords, layout, None)
-            without_line = np.zeros(layout.size)
-            without_line[layout.slice("orientation")] = vector / _ORIENTATION_MAX
-            without_line[layout.slice("facets")] = layout.distance_units(distances)
-            without_line[layout.slice("phase")] = smooth / _PHASE_MAX
-            without_line = np.clip(without_line, -1.0, 1.0)
+            without_line = _assembled(layout, vector, rotation, distances, smooth, None, support, alignment)
     polynomial, edge = _phase_fit(d, fitted_on, coords, layout, line)
-    parameters = np.zeros(layout.size)
-    parameters[layout.slice("orientation")] = vector / _ORIENTATION_MAX
-    parameters[layout.slice("facets")] = layout.distance_units(distances)
-    parameters[layout.slice("phase")] = polynomial / _PHASE_MAX
     dislocation = None
     if line is not None:
         point, direction, count = line
         dislocation = DislocationFit(point=point, direction=direction, winding=1, edge=edge, vortices=count)
-        block = np.concatenate([direction, layout.line_point_units(point), [1.0 / _WINDING_GAIN], edge / _EDGE_MAX])
+    fit = _assembled(layout, vector, rotation, distances, polynomial, dislocation, support, alignment)
+    return fit if without_line is None else dataclasses.replace(fit, without_line=without_line)
+
+
+def _assembled(layout: PhysicalLayout, vector: np.ndarray, rotation: np.ndarray, distances: np.ndarray,
+               polynomial: np.ndarray, dislocation: DislocationFit | None, support: np.ndarray,
+               alignment: float) -> ExplicitFit:
+    """The :class:`ExplicitFit` of read-off quantities, with its box-unit parameters."""
+    parameters = np.zeros(layout.size)
+    parameters[layout.slice("orientation")] = vector / _ORIENTATION_MAX
+    parameters[layout.slice("facets")] = layout.distance_units(distances)
+    parameters[layout.slice("phase")] = polynomial / _PHASE_MAX
+    if dislocation is not None:
+        block = np.concatenate([dislocation.direction, layout.line_point_units(dislocation.point),
+                                [1.0 / _WINDING_GAIN], dislocation.edge / _EDGE_MAX])
         parameters[layout.slice("dislocation")] = block
     return ExplicitFit(parameters=np.clip(parameters, -1.0, 1.0), rotation=rotation, facet_distances=distances,
-                       phase_coefficients=polynomial, dislocation=dislocation, support=support, alignment=alignment,
-                       without_line=without_line)
+                       phase_coefficients=polynomial, dislocation=dislocation, support=support, alignment=alignment)
 
 
 def explicit_latent(fit: ExplicitFit, learned: np.ndarray) -> np.ndarray:

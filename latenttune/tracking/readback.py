@@ -21,7 +21,6 @@ A model without explicit parameters has nothing to read off; its whole latent is
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from controllers import Controller, ESParams, ExtremumSeeking
-from latenttune.model.crystal import _PHASE_MAX, PhysicalLayout, render_physical
+from latenttune.model.crystal import PhysicalLayout, render_physical
 from latenttune.model.explicit_fit import ExplicitFit, fit_explicit
 from latenttune.model.network import LatentAutoencoder
 from latenttune.model.views import ViewedAutoencoder
@@ -106,13 +105,6 @@ def real_space_misfit(reference: torch.Tensor, densities: torch.Tensor) -> torch
     overlap = (reference.conj() * densities).sum(dim=dims).abs().square()
     norms = reference.abs().square().sum() * densities.abs().square().sum(dim=dims)
     return 1.0 - overlap / norms.clamp_min(1e-30)
-
-
-def _without_line(fit: ExplicitFit, layout: PhysicalLayout) -> ExplicitFit:
-    """``fit`` with its near-surface line dropped (its :attr:`~ExplicitFit.without_line` parameters)."""
-    parameters = fit.without_line
-    return dataclasses.replace(fit, parameters=parameters, dislocation=None, without_line=None,
-                               phase_coefficients=parameters[layout.slice("phase")] * _PHASE_MAX)
 
 
 class _RenderedMisfit:
@@ -236,12 +228,12 @@ class LatentReadback:
             score = self._scorer(reference, explicit, decoder, device)
             if fit is not None and fit.without_line is not None:
                 # a line read near the surface stays only when it draws the output better
-                plain = self._scorer(reference, fit.without_line, decoder, device)
+                plain = self._scorer(reference, fit.without_line.parameters, decoder, device)
                 learned = torch.as_tensor(np.clip(self.controller.position(), -1, 1)[None], dtype=torch.float32,
                                           device=device)
                 with torch.inference_mode():
                     if plain(learned)[0] < score(learned)[0]:
-                        explicit, score, fit = fit.without_line, plain, _without_line(fit, self.layout)
+                        explicit, score, fit = fit.without_line.parameters, plain, fit.without_line
                         self.previous_fit = fit
         else:
             score = _DecodedMisfit(reference, model)
