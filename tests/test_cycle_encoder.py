@@ -169,7 +169,9 @@ def test_the_hybrid_hands_the_other_prediction_to_the_physics_stage(lively_model
             both = torch.cat([twin.encode(*frames[record.index], encoder=e) for e in (0, 1)]).numpy()
         unchosen = both[int(np.argmax(costs))]
         with torch.inference_mode():
-            np.testing.assert_allclose(alternatives[0], twin.decode(unchosen)[0].numpy(), rtol=0, atol=1e-6)
+            # decoded in the batch of both predictions (the cost evaluation's decode): a decode of one
+            # to float32 rounding (a wrong density would differ by tenths)
+            np.testing.assert_allclose(alternatives[0], twin.decode(unchosen)[0].numpy(), rtol=1e-5, atol=1e-5)
     single = []
     monkeypatch.setattr(PhysicsStage, "run", lambda self, d, i, m, index=0, alternatives=(): (
         single.append(list(alternatives)) or original(self, d, i, m, index, alternatives)))

@@ -244,6 +244,15 @@ class _ExternalArrays:
             f.close()
 
 
+def _tiled_writer_class() -> type:
+    """bluesky's ``TiledWriter``: from ``bluesky_tiled_plugins`` (where bluesky >= 1.15 moved it), else bluesky's own."""
+    try:
+        from bluesky_tiled_plugins import TiledWriter
+    except ImportError:  # bluesky < 1.15 without the plugins package
+        from bluesky.callbacks.tiled_writer import TiledWriter
+    return TiledWriter
+
+
 class TiledStorage:
     """RunEngine callback that writes each run into a tiled catalog, arrays as external HDF5.
 
@@ -267,8 +276,7 @@ class TiledStorage:
     """
 
     def __init__(self, client: Any, data_directory: str | os.PathLike[str], *, batch_size: int = 10) -> None:
-        from bluesky.callbacks.tiled_writer import TiledWriter
-
+        TiledWriter = _tiled_writer_class()
         batch_size = check_int("batch_size", batch_size, low=1)
         self.client = client
         self.data_directory = Path(data_directory).absolute()

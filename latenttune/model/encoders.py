@@ -12,7 +12,7 @@ two cost evaluations (cost values only, no network gradient), the same rule as
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,17 +38,26 @@ class EncoderChoice:
         Every encoder's prediction (row ``i`` for encoder ``i``).
     costs : ndarray, shape (encoders,)
         Their costs; empty for a single-encoder model, whose prediction is not evaluated here.
+    densities : Tensor, shape (encoders, n, n, n), complex64, or None
+        Their decoded densities, as the cost evaluation decoded them (None for a single-encoder model).
     """
 
     index: int
     latent: np.ndarray
     latents: np.ndarray
     costs: np.ndarray
+    densities: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def others(self) -> np.ndarray:
         """The predictions of the encoders not chosen, shape (encoders - 1, k)."""
         return np.delete(self.latents, self.index, axis=0)
+
+    def other_densities(self) -> list[np.ndarray]:
+        """The decoded densities of :attr:`others` (empty for a single-encoder model)."""
+        if self.densities is None:
+            return []
+        return [d for i, d in enumerate(self.densities.cpu().numpy()) if i != self.index]
 
 
 def choose_encoder(model: torch.nn.Module, cost: LatentCost) -> EncoderChoice:
@@ -72,7 +81,8 @@ def choose_encoder(model: torch.nn.Module, cost: LatentCost) -> EncoderChoice:
     latents = latents.cpu().numpy().astype(np.float64)
     if count == 1:
         return EncoderChoice(index=0, latent=latents[0], latents=latents, costs=np.empty(0))
-    costs = cost(latents).astype(np.float64)
+    costs, densities = cost.evaluate(latents)  # the densities come with the costs: no decode again
+    costs = costs.astype(np.float64)
     index = int(np.argmin(costs))
     log.debug("encoder %d of %d fits best (costs %s)", index, count, np.array2string(costs, precision=5))
-    return EncoderChoice(index=index, latent=latents[index], latents=latents, costs=costs)
+    return EncoderChoice(index=index, latent=latents[index], latents=latents, costs=costs, densities=densities)

@@ -235,12 +235,25 @@ class _AlignmentScore:
     def __call__(self, rotations: np.ndarray, chunk: int = 256) -> np.ndarray:
         out = np.empty(len(rotations))
         for start in range(0, len(rotations), chunk):
-            R = rotations[start:start + chunk]
-            body = np.einsum("gab,ia->gib", R, self.normals)  # surface normals in the crystal frame
+            # (R n_j) . s_i for the 13 normals of one of each opposite pair, as s_i . (R n_j): the
+            # 3 x 13 products per rotation first, then one matrix product with the surface normals
+            facets = rotations[start:start + chunk] @ _HALF_NORMALS.T  # (g, 3, 13)
             # max_j (n_j . s)_+ over the 26 normals = max |n_j . s| over one of each opposite pair
-            cos = np.abs(body @ _HALF_NORMALS.T).max(axis=-1)  # (g, i)
-            out[start:start + chunk] = (cos ** self.p) @ self.weights
+            cos = np.abs(self.normals @ facets).max(axis=-1)  # (g, i)
+            out[start:start + chunk] = _power(cos, self.p) @ self.weights
         return out
+
+
+def _power(x: np.ndarray, p: int) -> np.ndarray:
+    """``x ** p`` for an integer ``p >= 1`` by repeated squaring (numpy's ``**`` calls ``pow`` per element)."""
+    result = None
+    while True:
+        if p & 1:
+            result = x if result is None else result * x
+        p >>= 1
+        if not p:
+            return result
+        x = x * x
 
 
 def _local_search(score: _AlignmentScore, start: np.ndarray, step: float, settings: FitSettings) -> tuple[np.ndarray, float]:
@@ -346,24 +359,26 @@ class _FacetProblem:
     def __call__(self, rotation: np.ndarray, iterations: int) -> tuple[np.ndarray, float]:
         """Plane distances (voxels) whose partial-volume occupancy matches the amplitude best, and the misfit left."""
         world = NORMALS @ rotation.T  # (26, 3): R n_j
-        t = world @ self.coords  # (26, M): each nearby voxel's position along each plane normal
+        # each nearby voxel's position along each plane normal, voxel-major (M, 26) so that the
+        # per-voxel maximum over the planes runs along contiguous memory
+        t = np.ascontiguousarray((world @ self.coords).T)
         inside, target, columns = self.inside, self.target, self.columns
-        d = t[:, inside].max(axis=1) + 0.5
+        d = t[inside].max(axis=0) + 0.5
         for _ in range(iterations):
-            sdf = t - d[:, None]
-            active = sdf.argmax(axis=0)
-            occupancy = np.clip(0.5 - sdf[active, columns], 0.0, 1.0)
+            sdf = t - d
+            active = sdf.argmax(axis=1)
+            occupancy = np.clip(0.5 - sdf[columns, active], 0.0, 1.0)
             band = (occupancy > 0.0) & (occupancy < 1.0) | (occupancy == 0.0) & (target > 0.05)
             counts = np.bincount(active[band], minlength=26)
             steps = np.bincount(active[band], weights=(target - occupancy)[band], minlength=26)
             moved = counts > 0
             d[moved] += steps[moved] / counts[moved]
-        sdf = t - d[:, None]
-        active = sdf.argmax(axis=0)
-        occupancy = np.clip(0.5 - sdf[active, columns], 0.0, 1.0)
+        sdf = t - d
+        active = sdf.argmax(axis=1)
+        occupancy = np.clip(0.5 - sdf[columns, active], 0.0, 1.0)
         misfit = float((np.square(target - occupancy).sum() + self.outside) / self.norm)
         touched = np.bincount(active[inside], minlength=26) > 0
-        d[~touched] = np.maximum(d[~touched], t[~touched][:, inside].max(axis=1) + 1.0)  # cuts nothing
+        d[~touched] = np.maximum(d[~touched], t[inside][:, ~touched].max(axis=0) + 1.0)  # cuts nothing
         return d, misfit
 
 

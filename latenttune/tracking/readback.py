@@ -51,16 +51,23 @@ class ReadbackSettings:
     steps : int
         Evaluations of the real-space misfit per frame by the learned part's extremum seeking (0: the
         explicit part is read off and the learned part stays where it is).
+    first_steps : int or None
+        Evaluations on the run's first frame (>= ``steps``), where the learned part starts from the
+        model's neutral code, far from the sample's. Default None: ``4 * steps``.
     gain, dither : float
         The controller's gain and dither amplitude (box units) on the learned part.
     """
 
     steps: int = 24
+    first_steps: int | None = None
     gain: float = 2.0
     dither: float = 0.1
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, low=0)
+        if self.first_steps is None:
+            object.__setattr__(self, "first_steps", 4 * self.steps)
+        check_int("first_steps", self.first_steps, low=self.steps)
         check_number("gain", self.gain, low=0, open_low=True)
         check_number("dither", self.dither, low=0, high=1, open_low=True)
 
@@ -249,9 +256,10 @@ class LatentReadback:
 
         if not self.explicit and not self._started:  # the whole latent is tuned: start from the frame's
             self.controller.reset(np.clip(np.asarray(base, dtype=np.float64), -1.0, 1.0))
+        steps = self.settings.steps if self._started else self.settings.first_steps
         self._started = True
         evaluate(self.controller.position())
-        for _ in range(self.settings.steps):
+        for _ in range(steps):
             value = evaluate(self.controller.suggest())
             self.controller.ingest(value)
         best = int(np.argmin(costs))

@@ -200,7 +200,8 @@ class HybridStrategy(Strategy):
     k : int
         Latent dimension.
     steps_per_frame : int
-        Extremum-seeking evaluations per frame in the read-back (default :data:`HYBRID_STEPS_PER_FRAME`).
+        Extremum-seeking evaluations per frame in the read-back (default :data:`HYBRID_STEPS_PER_FRAME`;
+        four times as many on the run's first frame: :attr:`ReadbackSettings.first_steps`).
     physics : PhysicsSettings, optional
         The physics stage's settings (default :class:`PhysicsSettings()`).
     readback : bool

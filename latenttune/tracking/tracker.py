@@ -331,11 +331,7 @@ class FrameTracker:
         if model.encoder_count > 1:
             log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
                      " ".join(f"{c:.5f}" for c in pick.costs))
-        others = []
-        if model.encoder_count > 1:
-            with torch.inference_mode():
-                others = list(model.decode(pick.others).cpu().numpy())
-        return pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs, others
+        return pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs, pick.other_densities()
 
     def _track(self, frame: Frame, start: float) -> FrameRecord:
         """Steps 2 to 5 on a good frame."""
