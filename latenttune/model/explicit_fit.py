@@ -32,8 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -237,9 +236,9 @@ class _AlignmentScore:
         for start in range(0, len(rotations), chunk):
             # (R n_j) . s_i for the 13 normals of one of each opposite pair, as s_i . (R n_j): the
             # 3 x 13 products per rotation first, then one matrix product with the surface normals
-            facets = rotations[start:start + chunk] @ _HALF_NORMALS.T  # (g, 3, 13)
+            rotated = rotations[start:start + chunk] @ _HALF_NORMALS.T  # (g, 3, 13)
             # max_j (n_j . s)_+ over the 26 normals = max |n_j . s| over one of each opposite pair
-            cos = np.abs(self.normals @ facets).max(axis=-1)  # (g, i)
+            cos = np.abs(self.normals @ rotated).max(axis=-1)  # (g, i)
             out[start:start + chunk] = _power(cos, self.p) @ self.weights
         return out
 
@@ -712,7 +711,7 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
         point, direction, count = line
         dislocation = DislocationFit(point=point, direction=direction, winding=1, edge=edge, vortices=count)
     fit = _assembled(layout, vector, rotation, distances, polynomial, dislocation, support, alignment)
-    return fit if without_line is None else dataclasses.replace(fit, without_line=without_line)
+    return fit if without_line is None else replace(fit, without_line=without_line)
 
 
 def _assembled(layout: PhysicalLayout, vector: np.ndarray, rotation: np.ndarray, distances: np.ndarray,
