@@ -54,6 +54,32 @@ def test_a_rendered_crystal_is_read_back_to_its_parameters():
     assert overlap > 0.99
 
 
+def _box(orientation) -> np.ndarray:
+    """A box: its six {100} faces at three different distances, the {110} and {111} planes idle."""
+    p = np.zeros(LAYOUT.size)
+    p[LAYOUT.slice("orientation")] = orientation
+    sides = [6.0, 6.6, 7.2]
+    p[LAYOUT.slice("facets")] = LAYOUT.distance_units(np.r_[sides, sides, np.full(20, 14.0)])
+    return np.clip(p, -1, 1)
+
+
+@pytest.mark.parametrize("orientation", [(0.3, -0.5, 0.2), (0.1, 0.2, -0.4), (-0.6, 0.1, 0.3)])
+def test_a_box_is_read_with_its_faces_on_100_planes_not_45_degrees_off(orientation):
+    # a box reads as well 45 degrees off about any of its axes, its four side faces then on {110}
+    # planes: the shape cannot decide; the reading of lowest surface energy (all faces {100}) must
+    p = _box(orientation)
+    fit = fit_explicit(_render(p), LAYOUT)
+    assert fit.orientation_ties > 1
+    assert misorientation_degrees(orientation_matrix(p), fit.rotation) < 1.5
+    true_distances = LAYOUT.distances(p[LAYOUT.slice("facets")])
+    np.testing.assert_allclose(fit.facet_distances[:6], true_distances[:6], atol=0.35)
+
+
+def test_a_crystal_with_one_reading_reports_no_orientation_tie():
+    fit = fit_explicit(_render(_parameters()), LAYOUT)
+    assert fit.orientation_ties == 1
+
+
 def test_a_dislocation_line_and_its_winding_are_read_off_the_phase():
     direction = np.array([0.8, 0.5, -0.3]) / np.linalg.norm([0.8, 0.5, -0.3])
     point = np.array([1.0, -1.5, 0.5])

@@ -46,6 +46,7 @@ from latenttune.model.crystal import (
     _WINDING_GAIN,
     NORMALS,
     PhysicalLayout,
+    misorientation_degrees,
 )
 from latenttune.validation import check_int, check_number
 from sim.geometry import centred_coords
@@ -67,6 +68,19 @@ _HALF_NORMALS = NORMALS[[v[np.flatnonzero(v)[0]] > 0 for v in NORMALS]]
 #: A global search brings to its lowest facet misfit only the candidates whose misfit after the alignment
 #: search is within this factor of the lowest (the others are other crystals, not the same one a little off).
 _MISFIT_SHORTLIST = 4.0
+#: Orientations whose facet misfit is within this fraction of the lowest (plus :data:`_TIE_FLOOR`, the
+#: misfit's resolution: a hundredth of a percent of the density's power) fit the shape equally well:
+#: a box reads as well with its faces on {100} planes as 45 degrees off about one axis, with four of
+#: them on {110} planes; the amplitude cannot tell them apart (nor can the intensity, the shape being
+#: the same), so such ties are decided by the surface energy of each reading.
+_ORIENTATION_TIE = 0.05
+_TIE_FLOOR = 1e-4
+#: Tied orientations closer than this (degrees, cubic symmetry removed) are the same reading.
+_DISTINCT_DEG = 5.0
+#: Surface energy per unit area of each of the 26 planes relative to {111}, by the nearest-neighbour
+#: broken-bond model of an FCC crystal: {100} 2/sqrt(3), {110} sqrt(6)/2 (the order of gold's
+#: measured and computed surface energies, and why its crystals are bounded by {111} and {100} faces).
+_PLANE_ENERGY = np.concatenate([np.full(6, 2 / math.sqrt(3)), np.full(12, math.sqrt(6) / 2), np.ones(8)])
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,10 @@ class ExplicitFit:
         For a line found near the surface (``dislocation.vortices == 0``): the fit of the same
         crystal with no line (its smooth phase fitted alone), so that a caller can keep whichever
         draws the density better (the read-back does).
+    orientation_ties : int
+        How many distinct orientations (more than 5 degrees apart) fitted the amplitude as well as the
+        best in a global search (facet misfit within 5 % of the lowest, plus 1e-4; 1: no tie). With several, the shape alone does not
+        fix the orientation; the one whose faces have the lowest surface energy was chosen.
     """
 
     parameters: np.ndarray
@@ -192,6 +210,7 @@ class ExplicitFit:
     support: np.ndarray = field(repr=False)
     alignment: float = math.nan
     without_line: ExplicitFit | None = field(default=None, repr=False)
+    orientation_ties: int = 1
 
 
 def _rotations(vectors: np.ndarray) -> np.ndarray:
@@ -379,6 +398,43 @@ class _FacetProblem:
         touched = np.bincount(active[inside], minlength=26) > 0
         d[~touched] = np.maximum(d[~touched], t[inside][:, ~touched].max(axis=0) + 1.0)  # cuts nothing
         return d, misfit
+
+    def surface_energy(self, rotation: np.ndarray, distances: np.ndarray) -> float:
+        """The crystal's surface energy (units of the {111} energy times voxel area) for these planes.
+
+        Each face's area is the number of voxels within half a voxel of its plane (a slab one voxel
+        thick along the normal) where that plane bounds the crystal.
+        """
+        t = ((NORMALS @ rotation.T) @ self.coords).T - distances  # (M, 26)
+        active = t.argmax(axis=1)
+        on_face = np.abs(t[self.columns, active]) < 0.5
+        return float(_PLANE_ENERGY[active[on_face]].sum())
+
+
+def _lowest_energy_of_ties(facets: _FacetProblem, found: list[tuple]) -> tuple[tuple, int]:
+    """The orientation a global search keeps, and how many distinct orientations tied for it.
+
+    ``found`` holds ``(misfit, vector, alignment, distances)`` of each candidate brought to its
+    lowest facet misfit. Candidates within :data:`_ORIENTATION_TIE` of the lowest misfit (plus
+    :data:`_TIE_FLOOR`) fit the shape equally well; among them the reading with the lowest surface
+    energy wins.
+    """
+    lowest = min(f[0] for f in found)
+    tied: list[tuple] = []
+    for candidate in sorted(found, key=lambda f: f[0]):
+        if candidate[0] > (1.0 + _ORIENTATION_TIE) * lowest + _TIE_FLOOR:
+            break
+        rotation = _rotations(candidate[1][None])[0]
+        if all(misorientation_degrees(rotation, _rotations(t[1][None])[0]) > _DISTINCT_DEG for t in tied):
+            tied.append(candidate)
+    if len(tied) == 1:
+        return tied[0], 1
+    energies = [facets.surface_energy(_rotations(t[1][None])[0], t[3]) for t in tied]
+    chosen = tied[int(np.argmin(energies))]
+    log.info("explicit fit: %d orientations fit the shape within %.0f %% (facet misfit %.3g-%.3g); kept the one "
+             "of lowest surface energy (%s)", len(tied), 100 * _ORIENTATION_TIE, tied[0][0], tied[-1][0],
+             ", ".join(f"{e:.0f}" for e in energies))
+    return chosen, len(tied)
 
 
 def _vortices(phase: np.ndarray, support: np.ndarray, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -689,7 +745,11 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
                                                            2 * settings.min_step_deg)
                 found[i] = (misfit, vector, alignment, distances)
                 best = min(best, misfit)
-    misfit, vector, alignment, distances = min(found, key=lambda f: f[0])
+    ties = 1
+    if previous is None:
+        (misfit, vector, alignment, distances), ties = _lowest_energy_of_ties(facets, found)
+    else:
+        misfit, vector, alignment, distances = min(found, key=lambda f: f[0])
     rotation = _rotations(vector[None])[0]
     interior = ndimage.binary_erosion(support)
     # the crystal's body, holes closed: a dislocation core is darker than the crystal around it. Not
@@ -711,7 +771,7 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
         point, direction, count = line
         dislocation = DislocationFit(point=point, direction=direction, winding=1, edge=edge, vortices=count)
     fit = _assembled(layout, vector, rotation, distances, polynomial, dislocation, support, alignment)
-    return fit if without_line is None else replace(fit, without_line=without_line)
+    return replace(fit, without_line=without_line, orientation_ties=ties)
 
 
 def _assembled(layout: PhysicalLayout, vector: np.ndarray, rotation: np.ndarray, distances: np.ndarray,
