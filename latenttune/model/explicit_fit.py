@@ -198,8 +198,9 @@ class ExplicitFit:
         draws the density better (the read-back does).
     orientation_ties : int
         How many distinct orientations (more than 5 degrees apart) fitted the amplitude as well as the
-        best in a global search (facet misfit within 5 % of the lowest, plus 1e-4; 1: no tie). With several, the shape alone does not
-        fix the orientation; the one whose faces have the lowest surface energy was chosen.
+        best in a global search (facet misfit within 5 % of the lowest, plus 1e-4; 1: no tie). With
+        several, the shape alone does not fix the orientation; the one whose faces have the lowest
+        surface energy was chosen.
     """
 
     parameters: np.ndarray
@@ -665,8 +666,7 @@ def _near_surface_line(phase: np.ndarray, usable: np.ndarray, coords: np.ndarray
 
 
 def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: ExplicitFit | None = None,
-                 settings: FitSettings | None = None, residual: tuple[np.ndarray, np.ndarray] | None = None
-                 ) -> ExplicitFit:
+                 settings: FitSettings | None = None) -> ExplicitFit:
     """Read the explicit crystal parameters off a complex density (no network).
 
     Parameters
@@ -680,12 +680,6 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
         The previous frame's fit: the orientation search starts from its rotation (local) instead
         of searching the whole box.
     settings : FitSettings, optional
-    residual : (ndarray, ndarray), optional
-        What the decoder's learned part adds for the learned code the fit goes with: the amplitude
-        offset ``tanh(h_a)`` and the unit phasor (both ``(n, n, n)``;
-        :meth:`latenttune.model.network.LatentAutoencoder.learned_residual`). The explicit
-        parameters are then read off what is left of the density once the residual is taken out,
-        so that explicit part and residual together draw it.
 
     Returns
     -------
@@ -707,8 +701,6 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
     amplitude = np.abs(d).astype(np.float64)
     bright = amplitude[amplitude > 0.5 * amplitude.max()]
     amplitude = amplitude / float(np.median(bright))
-    if residual is not None:  # the explicit phase draws what the learned residual phasor does not
-        d = d * np.conj(np.asarray(residual[1]))
     support = amplitude > 0.5
     normals, weights, _ = _surface_normals(amplitude, coords)
     if len(normals) < 10:
