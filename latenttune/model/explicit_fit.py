@@ -377,10 +377,7 @@ class _FacetProblem:
 
     def __call__(self, rotation: np.ndarray, iterations: int) -> tuple[np.ndarray, float]:
         """Plane distances (voxels) whose partial-volume occupancy matches the amplitude best, and the misfit left."""
-        world = NORMALS @ rotation.T  # (26, 3): R n_j
-        # each nearby voxel's position along each plane normal, voxel-major (M, 26) so that the
-        # per-voxel maximum over the planes runs along contiguous memory
-        t = np.ascontiguousarray((world @ self.coords).T)
+        t = self._positions(rotation)
         inside, target, columns = self.inside, self.target, self.columns
         d = t[inside].max(axis=0) + 0.5
         for _ in range(iterations):
@@ -400,13 +397,18 @@ class _FacetProblem:
         d[~touched] = np.maximum(d[~touched], t[inside][:, ~touched].max(axis=0) + 1.0)  # cuts nothing
         return d, misfit
 
+    def _positions(self, rotation: np.ndarray) -> np.ndarray:
+        """Each nearby voxel's position along each rotated plane normal ``R n_j``, voxel-major ``(M, 26)``
+        (the per-voxel maximum over the planes then runs along contiguous memory)."""
+        return np.ascontiguousarray(((NORMALS @ rotation.T) @ self.coords).T)
+
     def surface_energy(self, rotation: np.ndarray, distances: np.ndarray) -> float:
         """The crystal's surface energy (units of the {111} energy times voxel area) for these planes.
 
         Each face's area is the number of voxels within half a voxel of its plane (a slab one voxel
         thick along the normal) where that plane bounds the crystal.
         """
-        t = ((NORMALS @ rotation.T) @ self.coords).T - distances  # (M, 26)
+        t = self._positions(rotation) - distances
         active = t.argmax(axis=1)
         on_face = np.abs(t[self.columns, active]) < 0.5
         return float(_PLANE_ENERGY[active[on_face]].sum())
@@ -422,15 +424,17 @@ def _lowest_energy_of_ties(facets: _FacetProblem, found: list[tuple]) -> tuple[t
     """
     lowest = min(f[0] for f in found)
     tied: list[tuple] = []
+    rotations: list[np.ndarray] = []
     for candidate in sorted(found, key=lambda f: f[0]):
         if candidate[0] > (1.0 + _ORIENTATION_TIE) * lowest + _TIE_FLOOR:
             break
         rotation = _rotations(candidate[1][None])[0]
-        if all(misorientation_degrees(rotation, _rotations(t[1][None])[0]) > _DISTINCT_DEG for t in tied):
+        if all(misorientation_degrees(rotation, other) > _DISTINCT_DEG for other in rotations):
             tied.append(candidate)
+            rotations.append(rotation)
     if len(tied) == 1:
         return tied[0], 1
-    energies = [facets.surface_energy(_rotations(t[1][None])[0], t[3]) for t in tied]
+    energies = [facets.surface_energy(rotation, t[3]) for rotation, t in zip(rotations, tied)]
     chosen = tied[int(np.argmin(energies))]
     log.info("explicit fit: %d orientations fit the shape within %.0f %% (facet misfit %.3g-%.3g); kept the one "
              "of lowest surface energy (%s)", len(tied), 100 * _ORIENTATION_TIE, tied[0][0], tied[-1][0],
@@ -726,6 +730,7 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
                 vector, distances, misfit = _misfit_search(facets, vector, distances, misfit, settings,
                                                            settings.misfit_step_deg)
                 found[i] = (misfit, vector, alignment, distances)
+        (misfit, vector, alignment, distances), ties = _lowest_energy_of_ties(facets, found)
     else:
         # a local search starts from the previous frame's orientation, a fraction of a degree away (a
         # smaller first step); its other starts (edge equivalents) describe the same crystal, so one of
@@ -737,11 +742,7 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
                                                            2 * settings.min_step_deg)
                 found[i] = (misfit, vector, alignment, distances)
                 best = min(best, misfit)
-    ties = 1
-    if previous is None:
-        (misfit, vector, alignment, distances), ties = _lowest_energy_of_ties(facets, found)
-    else:
-        misfit, vector, alignment, distances = min(found, key=lambda f: f[0])
+        (misfit, vector, alignment, distances), ties = min(found, key=lambda f: f[0]), 1
     rotation = _rotations(vector[None])[0]
     interior = ndimage.binary_erosion(support)
     # the crystal's body, holes closed: a dislocation core is darker than the crystal around it. Not
