@@ -214,6 +214,27 @@ def test_tracker_publishes_the_physics_stage_verdict():
     assert tracker.read()["tracker_stagnated"]["value"] == 0  # a held frame has no verdict of its own
 
 
+def test_tracker_publishes_when_the_orientation_was_decided_by_the_surface_energy_prior():
+    import dataclasses
+
+    from latenttune.model.explicit_fit import ExplicitFit
+    from latenttune.tracking.readback import ReadbackOutcome
+
+    record = _record()
+    fit = ExplicitFit(parameters=np.zeros(48), rotation=np.eye(3), facet_distances=np.zeros(26),
+                      phase_coefficients=np.zeros(9), dislocation=None, support=np.zeros((1, 1, 1), bool),
+                      orientation_ties=3)
+    readback = ReadbackOutcome(latent=record.latent, density=record.density, start=record.latent,
+                               costs=np.array([0.01]), fit=fit)
+    tracker = LatentTracker(4, 8)
+    tracker.set(record)
+    assert tracker.read()["tracker_orientation_ties"]["value"] == 0  # no read-back
+    tracker.set(dataclasses.replace(record, readback=readback))
+    assert tracker.read()["tracker_orientation_ties"]["value"] == 3
+    tracker.set(dataclasses.replace(record, readback=readback, status="skipped: no counts"))
+    assert tracker.read()["tracker_orientation_ties"]["value"] == 0  # a held frame read nothing
+
+
 def test_tracker_without_an_estimate_publishes_nan():
     tracker = LatentTracker(3, 8)
     tracker.set(None)

@@ -138,9 +138,35 @@ def test_a_replay_records_how_closely_the_latent_follows_the_output(physical_mod
     results = read_results(path)
     assert results.latent_misfit.shape == (2,) and np.all((results.latent_misfit >= 0) & (results.latent_misfit <= 1))
     assert np.all(results.readback_seconds > 0)
+    # the first frame searched the whole orientation box (one reading or more), the second followed it
+    assert results.orientation_ties.dtype.kind == "i" and results.orientation_ties[0] >= 1
+    assert results.orientation_ties[1] == 1
     path, _ = replay_series(series, loaded, make_strategy("es", physical_model.latent_dim, steps_per_frame=2),
                             tmp_path / "es.h5")
     assert np.isnan(read_results(path).latent_misfit).all()
+    assert (read_results(path).orientation_ties == 0).all()
+
+
+def test_the_frame_line_says_when_the_orientation_was_decided_by_the_surface_energy_prior():
+    import dataclasses
+
+    from latenttune.io.rows import TruthMetrics
+    from latenttune.model.explicit_fit import ExplicitFit
+    from latenttune.tracking.readback import ReadbackOutcome
+    from latenttune.tracking.replay import FrameReport
+    from latenttune.tracking.tracker import FrameRecord
+
+    fit = ExplicitFit(parameters=np.zeros(48), rotation=np.eye(3), facet_distances=np.zeros(26),
+                      phase_coefficients=np.zeros(9), dislocation=None, support=np.zeros((1, 1, 1), bool))
+    readback = ReadbackOutcome(latent=np.zeros(56), density=np.zeros((2, 2, 2), np.complex64), start=np.zeros(56),
+                               costs=np.array([0.01]), fit=fit)
+    record = FrameRecord(index=0, time=0.0, latent=np.zeros(56), cost=0.01, step_costs=np.zeros(1),
+                         encoded=np.zeros(56), density=None, seconds=0.1, status="ok", state={}, readback=readback)
+    plain = FrameReport(record, TruthMetrics(), TruthMetrics()).line()
+    tied = dataclasses.replace(record, readback=dataclasses.replace(readback, fit=dataclasses.replace(
+        fit, orientation_ties=3)))
+    line = FrameReport(tied, TruthMetrics(), TruthMetrics()).line()
+    assert "tied" not in plain and "orientation: 3 readings tied, lowest surface energy kept" in line
 
 
 def test_an_output_off_the_grid_centre_reads_back_the_latent_of_the_centred_one(physical_model, frames):

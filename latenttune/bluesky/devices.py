@@ -409,6 +409,11 @@ class LatentTracker(Device):
     llk_free : Signal
         Free log-likelihood of the shown density (Poisson LLK on the physics stage's held-out voxels);
         NaN without a physics stage or over a skipped frame.
+    orientation_ties : Signal
+        Distinct orientations whose crystal fitted the output's shape as well as the one read, where
+        the read-back searched the whole orientation box (the run's first frame): above 1, the
+        orientation was decided by the surface-energy prior (results field ``orientation_ties``);
+        1 on frames that followed the previous orientation; 0 without a read-back and over a skipped frame.
     strain_mean, strain_std : Signal
         Mean and standard deviation of the shown density's heterogeneous strain along ``G`` inside its
         support (a hinted signal a live plot can follow); NaN without ``postprocess``.
@@ -435,6 +440,7 @@ class LatentTracker(Device):
     llk = Cpt(Signal, value=math.nan, kind=Kind.hinted)
     stagnated = Cpt(Signal, value=0, kind=Kind.normal)
     llk_free = Cpt(Signal, value=math.nan, kind=Kind.normal)
+    orientation_ties = Cpt(Signal, value=0, kind=Kind.normal)
     strain_mean = Cpt(Signal, value=math.nan, kind=Kind.hinted)
     strain_std = Cpt(Signal, value=math.nan, kind=Kind.normal)
     readout_orientation_deg = Cpt(ArraySignal, value=None, kind=Kind.normal)
@@ -504,7 +510,7 @@ class LatentTracker(Device):
             amplitude = np.full((self.n, self.n), np.nan, dtype=np.float32)
             phase = amplitude.copy()
             cost, steps, status, seconds = math.nan, 0, "skipped: no estimate to hold", 0.0
-            shows, llk, stagnated = "", math.nan, 0
+            shows, llk, stagnated, ties = "", math.nan, 0, 0
             llk_free, strain_mean, strain_std = math.nan, math.nan, math.nan
         else:
             if not isinstance(value, FrameRecord):
@@ -521,6 +527,8 @@ class LatentTracker(Device):
             llk = float(physics.llk) if tracked else math.nan
             stagnated = int(physics.stagnated) if tracked else 0
             llk_free = float(physics.llk_free) if tracked else math.nan
+            fit = value.readback.fit if value.readback is not None and str(value.status) == "ok" else None
+            ties = 0 if fit is None else int(fit.orientation_ties)
             strain_mean = strain_std = math.nan
             if self.postprocess is not None and str(value.status) == "ok":
                 row = self.postprocess.row(density, self.n)
@@ -541,6 +549,7 @@ class LatentTracker(Device):
         self.llk.put(llk, timestamp=stamp)
         self.stagnated.put(stagnated, timestamp=stamp)
         self.llk_free.put(llk_free, timestamp=stamp)
+        self.orientation_ties.put(ties, timestamp=stamp)
         self.strain_mean.put(strain_mean, timestamp=stamp)
         self.strain_std.put(strain_std, timestamp=stamp)
         self._put_readout(value, stamp)

@@ -225,6 +225,7 @@ class Results:
         self.E_q_output = np.asarray(get("E_q_output", self.E_q if not self.has_physics else nan), dtype=float)
         self.latent_misfit = np.asarray(get("latent_misfit", nan), dtype=float)
         self.readback_seconds = np.asarray(get("readback_seconds", nan), dtype=float)
+        self.orientation_ties = np.asarray(get("orientation_ties", np.zeros(T)), dtype=int)
 
         def readout(name: str) -> np.ndarray:
             value = fields[name] if self.has_readout else np.full((T, *READOUT_SHAPES[name]), np.nan)

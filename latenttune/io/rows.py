@@ -109,6 +109,12 @@ latent_misfit                  -         physics real-space misfit 1 - |<o, d>|^
                                                  latent d against the output o (about E_r(d, o)^2: how closely the
                                                  latent follows the reconstruction; NaN without a read-back)
 readback_seconds               s         physics wall time of reading the latent back from the output (NaN without one)
+orientation_ties               -         physics distinct orientations (more than 5 degrees apart) whose crystal fitted the
+                                                 output's shape within 5 % of the best, where the read-back searched
+                                                 the whole orientation box (the run's first frame, or one with no
+                                                 previous fit): the one of lowest surface energy was kept, so a value
+                                                 above 1 marks an orientation decided by that prior; 1 on frames that
+                                                 followed the previous orientation; 0 without a read-back
 readout_orientation_deg        deg       readout rotation vector (x, y, z components) of the crystal's cubic axes,
                                                  read out of the latent's explicit parameters in the laboratory frame
                                                  (the 24 cubic-equivalent rotations describe the same crystal)
@@ -238,6 +244,14 @@ class PhysicsRow:
     latent_misfit: float = math.nan
     readback_seconds: float = math.nan
     llk_free: float = math.nan
+    orientation_ties: int = 0
+
+
+def _orientation_ties(readback: Any) -> int:
+    """The read-back's orientation tie count (:attr:`latenttune.model.explicit_fit.ExplicitFit.orientation_ties`);
+    0 without a read-back or without explicit parameters read."""
+    fit = None if readback is None else readback.fit
+    return 0 if fit is None else int(fit.orientation_ties)
 
 
 @dataclass(frozen=True, eq=False)
@@ -312,6 +326,7 @@ class FrameRow:
                 latent_misfit=nan if record.readback is None else record.readback.misfit,
                 readback_seconds=nan if record.readback is None else record.readback.seconds,
                 llk_free=nan if outcome is None else outcome.llk_free,
+                orientation_ties=_orientation_ties(record.readback),
             )
         return cls(index=record.index, time=record.time, latent=record.latent, cost=record.cost, steps=record.steps,
                    step_costs=step_costs, encoded=record.encoded, density=record.density, seconds=record.seconds,
@@ -336,6 +351,7 @@ class FrameRow:
                 "free_misfit_decoded": p.free_misfit_decoded, "free_misfit_refined": p.free_misfit_refined,
                 "E_r_output": p.output_metrics.E_r, "E_q_output": p.output_metrics.E_q,
                 "latent_misfit": p.latent_misfit, "readback_seconds": p.readback_seconds, "llk_free": p.llk_free,
+                "orientation_ties": np.int8(min(p.orientation_ties, 127)),
             })
         if self.readout is not None:
             out.update(_readout_datasets(self.readout))
