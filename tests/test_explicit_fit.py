@@ -75,6 +75,23 @@ def test_a_box_is_read_with_its_faces_on_100_planes_not_45_degrees_off(orientati
     np.testing.assert_allclose(fit.facet_distances[:6], true_distances[:6], atol=0.35)
 
 
+def test_the_reading_without_a_surface_line_keeps_the_orientation_tie():
+    # the read-back may keep the reading without a line found at the surface: it has the same
+    # orientation, so it must report the same tie
+    from latenttune.model.crystal import NORMALS
+
+    p = _box((0.3, -0.5, 0.2))
+    rotation = orientation_matrix(p)
+    top = int(np.flatnonzero((NORMALS == [0.0, 0.0, 1.0]).all(axis=1))[0])
+    face = LAYOUT.distances(p[LAYOUT.slice("facets")])[top]
+    direction = rotation @ (np.array([1.0, 1.0, 0.0]) / np.sqrt(2))
+    point = rotation @ np.array([0.0, 0.0, face + 0.8])
+    p[LAYOUT.slice("dislocation")] = np.r_[direction, LAYOUT.line_point_units(point), 1.0 / _WINDING_GAIN, np.zeros(3)]
+    fit = fit_explicit(_render(np.clip(p, -1, 1)), LAYOUT, settings=FitSettings(surface_line_trigger=3e-4))
+    assert fit.orientation_ties > 1 and fit.without_line is not None
+    assert fit.without_line.orientation_ties == fit.orientation_ties
+
+
 def test_a_crystal_with_one_reading_reports_no_orientation_tie():
     fit = fit_explicit(_render(_parameters()), LAYOUT)
     assert fit.orientation_ties == 1

@@ -764,6 +764,8 @@ def fit_explicit(density: np.ndarray, layout: PhysicalLayout, *, previous: Expli
         point, direction, count = line
         dislocation = DislocationFit(point=point, direction=direction, winding=1, edge=edge, vortices=count)
     fit = _assembled(layout, vector, rotation, distances, polynomial, dislocation, support, alignment)
+    if without_line is not None:  # the same orientation, so the same tie
+        without_line = replace(without_line, orientation_ties=ties)
     return replace(fit, without_line=without_line, orientation_ties=ties)
 
 
