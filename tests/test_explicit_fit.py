@@ -78,16 +78,8 @@ def test_a_box_is_read_with_its_faces_on_100_planes_not_45_degrees_off(orientati
 def test_the_reading_without_a_surface_line_keeps_the_orientation_tie():
     # the read-back may keep the reading without a line found at the surface: it has the same
     # orientation, so it must report the same tie
-    from latenttune.model.crystal import NORMALS
-
-    p = _box((0.3, -0.5, 0.2))
-    rotation = orientation_matrix(p)
-    top = int(np.flatnonzero((NORMALS == [0.0, 0.0, 1.0]).all(axis=1))[0])
-    face = LAYOUT.distances(p[LAYOUT.slice("facets")])[top]
-    direction = rotation @ (np.array([1.0, 1.0, 0.0]) / np.sqrt(2))
-    point = rotation @ np.array([0.0, 0.0, face + 0.8])
-    p[LAYOUT.slice("dislocation")] = np.r_[direction, LAYOUT.line_point_units(point), 1.0 / _WINDING_GAIN, np.zeros(3)]
-    fit = fit_explicit(_render(np.clip(p, -1, 1)), LAYOUT, settings=FitSettings(surface_line_trigger=3e-4))
+    p, _, _ = _line_just_outside(0.8, _box((0.3, -0.5, 0.2)))
+    fit = fit_explicit(_render(p), LAYOUT, settings=FitSettings(surface_line_trigger=3e-4))
     assert fit.orientation_ties > 1 and fit.without_line is not None
     assert fit.without_line.orientation_ties == fit.orientation_ties
 
@@ -146,9 +138,10 @@ def test_a_crystal_turning_across_the_edge_of_the_orientation_box_is_followed_fr
     assert misorientation_degrees(second.rotation, turned) < 1.0
 
 
-def _line_just_outside(depth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Parameters of the test crystal with a <110> line ``depth`` voxels outside its (001) face, and the line."""
-    p0 = _parameters()
+def _line_just_outside(depth: float, p0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parameters of a crystal (default: the test crystal) with a <110> line ``depth`` voxels outside its
+    (001) face, and the line."""
+    p0 = _parameters() if p0 is None else p0
     rotation = orientation_matrix(p0)
     direction = rotation @ (np.array([1.0, 1.0, 0.0]) / np.sqrt(2))
     from latenttune.model.crystal import NORMALS
@@ -157,7 +150,9 @@ def _line_just_outside(depth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
     face = LAYOUT.distances(p0[LAYOUT.slice("facets")])[top]  # the (001) plane's distance
     point = rotation @ np.array([0.0, 0.0, face + depth])
     block = np.r_[direction, LAYOUT.line_point_units(point), 1.0 / _WINDING_GAIN, np.zeros(3)]
-    return _parameters(dislocation=block), point - (point @ direction) * direction, direction
+    p = p0.copy()
+    p[LAYOUT.slice("dislocation")] = block
+    return np.clip(p, -1, 1), point - (point @ direction) * direction, direction
 
 
 def test_a_dislocation_line_just_outside_the_surface_is_found_by_the_phase_misfit_it_leaves():

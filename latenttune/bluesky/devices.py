@@ -527,8 +527,7 @@ class LatentTracker(Device):
             llk = float(physics.llk) if tracked else math.nan
             stagnated = int(physics.stagnated) if tracked else 0
             llk_free = float(physics.llk_free) if tracked else math.nan
-            fit = value.readback.fit if value.readback is not None and str(value.status) == "ok" else None
-            ties = 0 if fit is None else int(fit.orientation_ties)
+            ties = value.readback.orientation_ties if value.readback is not None and str(value.status) == "ok" else 0
             strain_mean = strain_std = math.nan
             if self.postprocess is not None and str(value.status) == "ok":
                 row = self.postprocess.row(density, self.n)

@@ -247,12 +247,6 @@ class PhysicsRow:
     orientation_ties: int = 0
 
 
-def _orientation_ties(readback: Any) -> int:
-    """The read-back's orientation tie count (:attr:`latenttune.model.explicit_fit.ExplicitFit.orientation_ties`);
-    0 without a read-back or without explicit parameters read."""
-    fit = None if readback is None else readback.fit
-    return 0 if fit is None else int(fit.orientation_ties)
-
 
 @dataclass(frozen=True, eq=False)
 class FrameRow:
@@ -326,7 +320,7 @@ class FrameRow:
                 latent_misfit=nan if record.readback is None else record.readback.misfit,
                 readback_seconds=nan if record.readback is None else record.readback.seconds,
                 llk_free=nan if outcome is None else outcome.llk_free,
-                orientation_ties=_orientation_ties(record.readback),
+                orientation_ties=0 if record.readback is None else record.readback.orientation_ties,
             )
         return cls(index=record.index, time=record.time, latent=record.latent, cost=record.cost, steps=record.steps,
                    step_costs=step_costs, encoded=record.encoded, density=record.density, seconds=record.seconds,

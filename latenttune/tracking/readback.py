@@ -105,6 +105,11 @@ class ReadbackOutcome:
         """The real-space misfit of :attr:`latent` (the lowest of :attr:`costs`)."""
         return float(self.costs.min())
 
+    @property
+    def orientation_ties(self) -> int:
+        """:attr:`ExplicitFit.orientation_ties` of the frame's fit; 0 when nothing was read off."""
+        return 0 if self.fit is None else int(self.fit.orientation_ties)
+
 
 def real_space_misfit(reference: torch.Tensor, densities: torch.Tensor) -> torch.Tensor:
     """``1 - |<o, d>|^2 / (|o|^2 |d|^2)`` of densities ``(B, n, n, n)`` against ``reference`` ``(n, n, n)``."""

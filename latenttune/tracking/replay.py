@@ -76,9 +76,8 @@ class FrameReport:
                       f"LLK {p.llk:.2f}, free LLK {p.llk_free:.2f}{restarted}{stagnated})")
         if r.readback is not None:  # how closely the latent follows the reconstruction (no truth needed)
             truth += f"  latent misfit {r.readback.misfit:.4f}"
-            ties = 0 if r.readback.fit is None else r.readback.fit.orientation_ties
-            if ties > 1:
-                truth += f"  orientation: {ties} readings tied, lowest surface energy kept"
+            if r.readback.orientation_ties > 1:
+                truth += f"  orientation: {r.readback.orientation_ties} readings tied, lowest surface energy kept"
         if self.strain:
             truth += f"  {self.strain}"
         return frame_line(r.index, r.cost, r.steps, r.seconds, r.status, truth)
