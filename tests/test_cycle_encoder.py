@@ -146,13 +146,13 @@ def test_cli_trains_a_cycle_encoder(capsys, tmp_path, lively_model):
     assert code != 0 and "exists" in stderr
 
 
-def test_the_hybrid_hands_the_other_prediction_to_the_physics_stage(lively_model, monkeypatch):
+def test_the_hybrid_hands_the_predictions_that_did_not_guide_to_the_physics_stage(lively_model, monkeypatch):
     from latenttune.tracking.physics_stage import PhysicsStage
     from latenttune.tracking import make_strategy
 
     rng = np.random.default_rng(5)
     twin = with_cycle_encoder(lively_model)
-    frames = [_frame(twin, np.array([0.3, -0.2, 0.1, 0.25]), rng) for _ in range(2)]
+    frames = [_frame(twin, np.array([0.3, -0.2, 0.1, 0.25]), rng) for _ in range(3)]
     seen = []
     original = PhysicsStage.run
 
@@ -161,19 +161,59 @@ def test_the_hybrid_hands_the_other_prediction_to_the_physics_stage(lively_model
         return original(self, decoded, intensity, mask, index, alternatives)
 
     monkeypatch.setattr(PhysicsStage, "run", recording)
+    # encoders that predict the frame badly (sign flipped), so that the previous frame's latent (read
+    # back from the physics stage's output) guides some frames
+    encode_tensor = twin.encode_tensor
+    monkeypatch.setattr(twin, "encode_tensor", lambda *args, **kwargs: -encode_tensor(*args, **kwargs))
     result = track(frames, twin, make_strategy("hybrid", K, steps_per_frame=6))
-    assert [len(a) for a in seen] == [1, 1]
+    guided_by_prior = []
     for record, alternatives in zip(result.records, seen):
-        costs = record.step_costs[:2]  # the two encoders' predictions come first
+        # the two encoders' predictions come first, then the prior (not on the first frame); the read-back's last
+        guide = int(np.argmin(record.step_costs[:-1]))
+        chosen, unchosen = np.argsort(record.step_costs[:2], kind="stable")
+        expected = [unchosen] if guide < 2 else [chosen, unchosen]
+        guided_by_prior.append(guide >= 2)
         with torch.inference_mode():
-            both = torch.cat([twin.encode(*frames[record.index], encoder=e) for e in (0, 1)]).numpy()
-        unchosen = both[int(np.argmax(costs))]
-        with torch.inference_mode():
-            # decoded in the batch of both predictions (the cost evaluation's decode): a decode of one
-            # to float32 rounding (a wrong density would differ by tenths)
-            np.testing.assert_allclose(alternatives[0], twin.decode(unchosen)[0].numpy(), rtol=1e-5, atol=1e-5)
+            both = torch.cat([twin.encode(*frames[record.index], encoder=e) for e in (0, 1)])
+            densities = twin.decode(both[expected]).numpy()
+        assert len(alternatives) == len(expected)
+        # decoded in the batch of both predictions (the cost evaluation's decode): a decode of two to
+        # float32 rounding (a wrong density would differ by tenths)
+        np.testing.assert_allclose(np.stack(alternatives), densities, rtol=1e-5, atol=1e-5)
+    assert not guided_by_prior[0] and any(guided_by_prior)  # both cases were seen
     single = []
     monkeypatch.setattr(PhysicsStage, "run", lambda self, d, i, m, index=0, alternatives=(): (
         single.append(list(alternatives)) or original(self, d, i, m, index, alternatives)))
-    track(frames, lively_model, make_strategy("hybrid", K, steps_per_frame=6))
-    assert single == [[], []]
+    encode_single = lively_model.encode_tensor
+    monkeypatch.setattr(lively_model, "encode_tensor", lambda *args, **kwargs: -encode_single(*args, **kwargs))
+    result = track(frames, lively_model, make_strategy("hybrid", K, steps_per_frame=6))
+    assert single[0] == []  # the first frame is guided by the prediction itself
+    prior_guided_frames = 0
+    for record, alternatives in zip(result.records[1:], single[1:]):
+        with torch.inference_mode():
+            prediction = lively_model.decode(lively_model.encode(*frames[record.index]))[0].numpy()
+        guided_by_prior = record.step_costs[1] < record.step_costs[0]  # the prediction's cost, then the prior's
+        assert len(alternatives) == int(guided_by_prior)
+        if guided_by_prior:
+            prior_guided_frames += 1
+            np.testing.assert_allclose(alternatives[0], prediction, rtol=1e-5, atol=1e-5)
+    assert prior_guided_frames > 0
+
+
+def test_restart_alternatives_are_the_predictions_that_did_not_guide():
+    from latenttune.tracking.tracker import FrameTracker
+
+    class _Cost:
+        def density_of(self, latent):
+            return np.full((2, 2, 2), float(latent[0]), dtype=np.complex64)
+
+    chosen, other = np.ones((2, 2, 2), np.complex64), np.zeros((2, 2, 2), np.complex64)
+    encoded, prior = np.array([0.5, 0.1]), np.array([0.2, 0.3])
+    alternatives = FrameTracker._alternatives
+    assert alternatives(_Cost(), encoded, encoded, [chosen, other]) == [other]
+    assert alternatives(_Cost(), prior, None, []) == []
+    restarts = alternatives(_Cost(), prior, encoded, [chosen, other])  # the previous latent guided
+    assert len(restarts) == 2 and restarts[0] is chosen and restarts[1] is other
+    assert alternatives(_Cost(), encoded.copy(), encoded, []) == []
+    (decoded,) = alternatives(_Cost(), prior, encoded, [])  # a single-encoder model: decoded here
+    np.testing.assert_array_equal(decoded, np.full((2, 2, 2), 0.5))

@@ -101,6 +101,26 @@ def test_the_fast_loop_matches_the_textbook_iteration(frame, warm):
     assert real_space_error(truth, fast).error == pytest.approx(real_space_error(truth, reference).error, abs=1e-4)
 
 
+@pytest.mark.parametrize("voxels", [0, 1, 2, 4])
+def test_the_support_dilation_is_a_cube_max_pool(voxels):
+    """The CPU dilation (shifted ORs in numpy) equals the 3-D max pool of the same cube, edges included."""
+    import torch
+
+    from latenttune.tracking.phase_retrieval import _dilate, _masked
+
+    rng = np.random.default_rng(voxels)
+    for shape_size, density in ((3, 0.2), (16, 0.01), (17, 0.3)):
+        support = torch.from_numpy(rng.random((shape_size,) * 3) < density)
+        support[0, -1, shape_size // 2] = True  # a voxel on the grid's edge: nothing wraps round
+        pooled = torch.nn.functional.max_pool3d(support.float()[None, None], 2 * voxels + 1, stride=1,
+                                                padding=voxels)[0, 0] > 0.5
+        before = support.clone()
+        assert torch.equal(_dilate(support, voxels), pooled)
+        assert torch.equal(support, before)  # the input is left as it was
+        values = torch.from_numpy(rng.random((shape_size,) * 3).astype(np.float32))
+        assert torch.equal(_masked(values, support), values[support])
+
+
 def test_refinement_recovers_detail_the_guide_lacks(frame):
     truth, counts, mask, start = frame
     before = real_space_error(truth, start).error
@@ -323,8 +343,9 @@ def test_hybrid_replay_stores_the_refined_density_and_never_fits_worse_than_es(t
     assert np.all(np.isfinite(r.E_r_output)) and np.all(np.isfinite(r.E_q_output))
     assert set(np.unique(r.physics_accepted)) <= {0, 1} and np.all(r.physics_seconds > 0)
     assert r.physics_warm[0] == 0 and set(np.unique(r.physics_warm)) <= {0, 1}  # the first frame starts cold
-    assert set(r.physics_start) <= {"warm", "decoded", *RESTART_STARTS}
-    assert np.all((r.physics_restarts >= 0) & (r.physics_restarts <= 1))
+    # a one-encoder model: its prediction is the one alternative, on frames the previous latent guided
+    assert set(r.physics_start) <= {"warm", "decoded", "alternative", *RESTART_STARTS}
+    assert np.all((r.physics_restarts >= 0) & (r.physics_restarts <= 2))
     with open_series(series) as s:  # the stored LLK is the shown density's
         llk = [float(poisson_llk(forward(r.output_density[t]), s[t].intensity, s[t].mask)) for t in range(4)]
     np.testing.assert_allclose(r.llk, llk, rtol=1e-5)

@@ -70,7 +70,8 @@ def _add_tracking_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restarts", type=non_negative_int, default=None, action=_Given,
                    help="hybrid: further starts from the decoded density tried on a frame whose refinement stagnated "
                         "(Poisson LLK above --restart-llk), its phase negated, flattened or random, after the previous "
-                        "output and the other encoder's prediction (default: PhysicsSettings' 1; 0: no restart of any kind)")
+                        "output and the encoders' predictions that did not guide the frame "
+                        "(default: PhysicsSettings' 1; 0: no restart of any kind)")
     p.add_argument("--restart-llk", type=positive_float, default=None, action=_Given,
                    help="hybrid: Poisson LLK (about 1 at the noise level) above which a refinement counts as "
                         "stagnated, > 1 (default: PhysicsSettings' 1.5; raise it for data with non-Poisson noise)")

@@ -419,8 +419,10 @@ class LatentAutoencoder(nn.Module):
             m = m.bool()
             if m.ndim == 4 and m.shape[0] not in (1, x.shape[0]):
                 raise ValueError(f"`mask` holds {m.shape[0]} patterns but `intensity` holds {x.shape[0]}")
-        measured = x if m is None else x[~m.expand_as(x)]
-        if (measured < 0).any():
+        negative = x < 0  # a mask, not a gather of the measured voxels (a copy of the pattern)
+        if m is not None:
+            negative &= ~m
+        if negative.any():
             raise ValueError("`intensity` must be non-negative on the measured voxels")
         return x, m
 

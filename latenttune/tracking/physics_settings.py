@@ -67,10 +67,11 @@ class PhysicsSettings:
         goes on to the acceptance test. Default 1. Two kinds of restart come first: when the frame
         did not start warm because the decoded density fitted it better than the previous output,
         a warm run from the previous output (a changing sample is often still in the previous
-        frame's basin); then the frame's other candidate densities (a two-encoder model's other
-        prediction). A frame that went back to the previous output this way skips the usual
-        restarts: on the benchmark series they only ever won on frames with no previous output.
-        ``restarts=0`` turns every kind off. The order is :func:`latenttune.tracking.physics_stage.restart_plan`.
+        frame's basin); then the frame's other candidate densities (the tracker passes the encoders'
+        predictions that did not guide the frame). A frame that went back to the previous output
+        this way skips the usual restarts: on the benchmark series they only ever won on frames
+        with no previous output. ``restarts=0`` turns every kind off. The order is
+        :func:`latenttune.tracking.physics_stage.restart_plan`.
     restart_llk : float
         Poisson log-likelihood (PyNX's form: about 1 when a density explains the counts to the
         Poisson noise) above which a refinement counts as stagnated, > 1. Default

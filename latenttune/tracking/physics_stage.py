@@ -192,8 +192,8 @@ def restart_plan(settings: PhysicsSettings, decoded: np.ndarray, previous: np.nd
 
     1. the previous output, when there is one and the frame did not start from it (the decoded
        density fitted better): a short warm run (``iterations``);
-    2. each of ``alternatives`` (e.g. a two-encoder model's other prediction) as guide and start,
-       ``cold_iterations`` long;
+    2. each of ``alternatives`` (e.g. the encoders' predictions that did not guide the frame) as
+       guide and start, ``cold_iterations`` long;
     3. unless the frame went back to the previous output in 1., ``settings.restarts`` starts made from
        the decoded density (:data:`RESTART_STARTS`, cycled with the frame index so consecutive
        stagnated frames try different ones; a random phase is seeded by settings, frame and
@@ -260,8 +260,9 @@ class PhysicsStage:
             The frame's index: picks the restart starts (and seeds a random one), so a resumed run
             repeats them exactly.
         alternatives : sequence of ndarray, shape (n, n, n), complex
-            Other candidate densities of the frame (the tracker passes the prediction of a
-            two-encoder model's other encoder), tried as restarts when the first refinement
+            Other candidate densities of the frame (the tracker passes the encoders' predictions
+            that did not guide the frame: the chosen one when the previous frame's latent guided
+            it, and a two-encoder model's other one), tried as restarts when the first refinement
             stagnates (:func:`restart_plan`); a frame that does not stagnate never runs them.
         """
         alternatives = [np.asarray(a, dtype=np.complex64) for a in alternatives]

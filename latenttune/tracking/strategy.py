@@ -163,7 +163,8 @@ class Strategy(abc.ABC):
         index : int
             The frame's index.
         alternatives : list of ndarray
-            Other candidate densities of the frame (the other encoders' decoded predictions).
+            Other candidate densities of the frame (the encoders' decoded predictions that did not
+            guide it, the chosen encoder's first).
         device : torch.device or str
             The model's device (where a second stage computes).
         """

@@ -19,7 +19,7 @@ the voxels (the hybrid's physics stage). :class:`FrameTracker` is one frame, as 
 4. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.run_frame`; the best latent
    evaluated is the frame's estimate, decoded once (the cost keeps the density it evaluated);
 5. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.refine` (the hybrid's physics stage,
-   which also gets the other encoders' predictions to try when the frame stagnates);
+   which also gets the encoders' predictions that did not guide the frame, to try when it stagnates);
 6. the strategy's :meth:`~latenttune.tracking.strategy.Strategy.settle` (the hybrid reads its latent
    back from the physics stage's output): the frame's final latent, its measured cost evaluated once.
 
@@ -322,7 +322,11 @@ class FrameTracker:
 
     def _predict(self, cost: LatentCost, encoded: np.ndarray | None, index: int
                  ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Step 3: the encoders' chosen prediction, the evaluations it took, and the others' densities."""
+        """Step 3: the encoders' chosen prediction, the evaluations it took, and every prediction's density.
+
+        The densities are those the cost evaluation decoded, the chosen prediction's first (empty for a
+        single-encoder model, whose prediction is not evaluated here).
+        """
         model = self.model
         k = model.latent_dim
         if not ((self.strategy.needs_encoder or self.first) and (encoded is None or model.encoder_count > 1)):
@@ -331,13 +335,29 @@ class FrameTracker:
         if model.encoder_count > 1:
             log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
                      " ".join(f"{c:.5f}" for c in pick.costs))
-        return pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs, pick.other_densities()
+        densities = [] if pick.densities is None else [pick.densities[pick.index].cpu().numpy()]
+        return (pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs,
+                densities + pick.other_densities())
+
+    @staticmethod
+    def _alternatives(cost: LatentCost, latent: np.ndarray, encoded: np.ndarray | None,
+                      predictions: list[np.ndarray]) -> list[np.ndarray]:
+        """The densities a stagnated frame may restart from: every encoder prediction that did not guide it.
+
+        When the previous frame's latent guides the frame, the chosen prediction comes first: it is
+        the one start that does not depend on what the tracker has followed so far, so a refinement
+        stuck in a wrong basin (which the latent read back from it follows) can leave it.
+        """
+        if encoded is None or np.array_equal(latent, encoded):
+            return predictions[1:]
+        chosen = predictions[0] if predictions else cost.density_of(encoded)
+        return [chosen] + predictions[1:]
 
     def _track(self, frame: Frame, start: float) -> FrameRecord:
         """Steps 2 to 5 on a good frame."""
         encoded = self._choose_view(frame) if self.first and self.views > 1 else None
         cost = LatentCost(self.model, frame.intensity, frame.mask)
-        encoded, predicted, predicted_costs, others = self._predict(cost, encoded, frame.index)
+        encoded, predicted, predicted_costs, predictions = self._predict(cost, encoded, frame.index)
         latents, costs = self.strategy.run_frame(cost, encoded, self.first)  # step 4
         # the encoders' predictions were evaluated too: they count, and may be the best
         latents, costs = np.concatenate([predicted, latents]), np.concatenate([predicted_costs, costs])
@@ -345,6 +365,7 @@ class FrameTracker:
         latent = latents[best]
         density = cost.density_of(latent)
         self.evaluations += len(costs)
+        others = self._alternatives(cost, latent, encoded, predictions) if self.strategy.has_physics_stage else []
         outcome = self.strategy.refine(density, frame.intensity, frame.mask, frame.index, others,  # step 5
                                        device=self._device)
         frame_cost = float(costs[best])
