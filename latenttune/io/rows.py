@@ -247,7 +247,6 @@ class PhysicsRow:
     orientation_ties: int = 0
 
 
-
 @dataclass(frozen=True, eq=False)
 class FrameRow:
     """One frame's row of a results file."""

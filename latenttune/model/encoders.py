@@ -53,11 +53,13 @@ class EncoderChoice:
         """The predictions of the encoders not chosen, shape (encoders - 1, k)."""
         return np.delete(self.latents, self.index, axis=0)
 
-    def other_densities(self) -> list[np.ndarray]:
-        """The decoded densities of :attr:`others` (empty for a single-encoder model)."""
+    def densities_chosen_first(self) -> list[np.ndarray]:
+        """Every prediction's decoded density, the chosen one's first, then :attr:`others`' in order
+        (empty for a single-encoder model, whose prediction is not decoded here)."""
         if self.densities is None:
             return []
-        return [d for i, d in enumerate(self.densities.cpu().numpy()) if i != self.index]
+        densities = list(self.densities.cpu().numpy())
+        return [densities[self.index]] + [d for i, d in enumerate(densities) if i != self.index]
 
 
 def choose_encoder(model: torch.nn.Module, cost: LatentCost) -> EncoderChoice:

@@ -335,9 +335,8 @@ class FrameTracker:
         if model.encoder_count > 1:
             log.info("frame %d: encoder %d fits best (costs %s)", index, pick.index,
                      " ".join(f"{c:.5f}" for c in pick.costs))
-        densities = [] if pick.densities is None else [pick.densities[pick.index].cpu().numpy()]
         return (pick.latent, pick.latents if len(pick.costs) else np.empty((0, k)), pick.costs,
-                densities + pick.other_densities())
+                pick.densities_chosen_first())
 
     @staticmethod
     def _alternatives(cost: LatentCost, latent: np.ndarray, encoded: np.ndarray | None,
